@@ -1,0 +1,1 @@
+"""Benchmarks of pgjobs against other Postgres job queues (`make bench`)."""

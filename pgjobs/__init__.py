@@ -1,0 +1,45 @@
+"""pgjobs: a background job engine that lives in PostgreSQL."""
+
+from pgjobs.context import JobContext
+from pgjobs.enqueue import EnqueueResult, enqueue, enqueue_many
+from pgjobs.errors import (
+    AccessDenied,
+    InvalidJob,
+    InvalidTransition,
+    JobCanceled,
+    JobNotFound,
+    PermanentError,
+    PgJobsError,
+    TransientError,
+)
+from pgjobs.jobs import cancel, get, history, list_jobs, retry
+from pgjobs.monitoring import metrics
+from pgjobs.notify import subscribe
+from pgjobs.registry import job
+from pgjobs.states import State
+from pgjobs.tenancy import tenant
+
+__all__ = [
+    "AccessDenied",
+    "EnqueueResult",
+    "InvalidJob",
+    "InvalidTransition",
+    "JobCanceled",
+    "JobContext",
+    "JobNotFound",
+    "PermanentError",
+    "PgJobsError",
+    "State",
+    "TransientError",
+    "cancel",
+    "enqueue",
+    "enqueue_many",
+    "get",
+    "history",
+    "job",
+    "list_jobs",
+    "metrics",
+    "retry",
+    "subscribe",
+    "tenant",
+]

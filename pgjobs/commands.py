@@ -1,0 +1,324 @@
+"""What each CLI command does, as plain functions (tested without click)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+
+from pgjobs import db, jobs
+from pgjobs import migrate as migrate_mod
+from pgjobs.enqueue import enqueue as add_job
+from pgjobs.errors import InvalidJob
+from pgjobs.payload import decode_cli
+from pgjobs.tenancy import set_organization
+
+Echo = Callable[[Any], None]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> float:
+    """'90' or '90s', '5m', '2h', '30d' -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise InvalidJob(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h, 30d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@contextlib.contextmanager
+def connection(dsn: str | None, organization: str | None = None) -> Iterator[psycopg.Connection]:
+    """One transaction on the resolved server, scoped to ``organization`` if given."""
+    with psycopg.connect(db.resolve_dsn(dsn)) as conn, conn.transaction():
+        if organization is not None:
+            set_organization(conn, organization)
+        yield conn
+
+
+def migrate(dsn: str | None, echo: Echo) -> int:
+    with psycopg.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        applied = migrate_mod.migrate(conn)
+    echo(f"applied: {', '.join(applied)}" if applied else "up to date")
+    return 0
+
+
+def worker(dsn: str | None, *, queues: str, imports: Sequence[str], **settings: Any) -> int:
+    from pgjobs.worker.config import WorkerConfig
+    from pgjobs.worker.supervisor import run
+
+    log_level = settings.pop("log_level", "info")
+    cfg = WorkerConfig(
+        dsn=db.resolve_dsn(dsn),
+        queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
+        imports=tuple(imports),
+        **settings,
+    )
+    return run(cfg, log_level=log_level)
+
+
+def enqueue(
+    dsn: str | None,
+    job_type: str,
+    payload: str,
+    echo: Echo,
+    *,
+    delay: str | None,
+    depends_on: Sequence[int],
+    **options: Any,
+) -> int:
+    body = decode_cli(payload)
+    with connection(dsn) as conn:
+        result = add_job(
+            conn,
+            job_type,
+            body,
+            delay=None if delay is None else parse_duration(delay),
+            depends_on=tuple(depends_on),
+            **options,
+        )
+    echo({"id": result.id, "duplicate": result.duplicate})
+    return 0
+
+
+def status(dsn: str | None, job_id: int, echo: Echo, *, organization: str | None) -> int:
+    with connection(dsn, organization) as conn:
+        echo(jobs.get(conn, job_id))
+    return 0
+
+
+def list_jobs(
+    dsn: str | None, echo: Echo, *, as_json: bool, organization: str | None, **filters: Any
+) -> int:
+    with connection(dsn, organization) as conn:
+        rows = jobs.list_jobs(conn, organization=organization, **filters)
+    columns = ["id", "job_type", "organization", "queue", "state", "attempt", "created_at"]
+    _print_rows(echo, rows, columns, as_json)
+    return 0
+
+
+def history(
+    dsn: str | None, job_id: int, echo: Echo, *, organization: str | None, as_json: bool
+) -> int:
+    with connection(dsn, organization) as conn:
+        jobs.get(conn, job_id)  # not found / not visible -> exit 1
+        rows = jobs.history(conn, job_id)
+    columns = [
+        "at",
+        "attempt",
+        "from_state",
+        "to_state",
+        "worker",
+        "error_class",
+        "duration_ms",
+        "message",
+    ]
+    _print_rows(echo, rows, columns, as_json)
+    if not as_json:
+        for row in rows:
+            if row.get("traceback"):
+                echo(f"\n-- attempt {row['attempt']} traceback --\n{row['traceback']}")
+    return 0
+
+
+def cancel(dsn: str | None, job_id: int, echo: Echo, *, organization: str | None) -> int:
+    with connection(dsn, organization) as conn:
+        state = jobs.cancel(conn, job_id)
+    echo(state)
+    return 0
+
+
+def retry(dsn: str | None, job_id: int, echo: Echo, *, organization: str | None) -> int:
+    with connection(dsn, organization) as conn:
+        state = jobs.retry(conn, job_id)
+    echo(state)
+    return 0
+
+
+def demo(dsn: str | None, echo: Echo, *, count: int, processes: int) -> int:
+    from pgjobs import demo as demo_mod
+
+    return demo_mod.run(db.resolve_dsn(dsn), echo, count=count, processes=processes)
+
+
+def _print_rows(echo: Echo, rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            echo(json.dumps(row, default=_json_default, ensure_ascii=False))
+        return
+    table = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in table]) for i, c in enumerate(columns)]
+    echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in table:
+        echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_default(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
+
+
+def metrics(dsn: str | None, echo: Echo, *, fmt: str, organization: str | None) -> int:
+    from pgjobs import monitoring as metrics_mod
+
+    with connection(dsn, organization) as conn:
+        data = metrics_mod.metrics(conn)
+    if fmt == "json":
+        echo(json.dumps(data, default=_json_default, ensure_ascii=False))
+    elif fmt == "prometheus":
+        echo(metrics_mod.prometheus_text(data).rstrip("\n"))
+    else:
+        _print_rows(
+            echo,
+            data["queue_depth"],
+            [
+                "queue",
+                "priority",
+                "queued",
+                "scheduled",
+                "running",
+                "retrying",
+                "waiting",
+                "oldest_queued_seconds",
+            ],
+            False,
+        )
+        echo("")
+        _print_rows(
+            echo,
+            data["processing_times"],
+            ["job_type", "attempts", "avg_ms", "p50_ms", "p95_ms"],
+            False,
+        )
+        echo("")
+        _print_rows(
+            echo,
+            data["failure_rates"],
+            ["job_type", "attempts", "failures", "timeouts", "dead", "rate"],
+            False,
+        )
+        echo("")
+        echo("  ".join(f"{k}={v}" for k, v in {**data["workers"], **data["postgres"]}.items()))
+    return 0
+
+
+def dead_letter(
+    dsn: str | None,
+    echo: Echo,
+    *,
+    organization: str | None,
+    job_type: str | None,
+    limit: int,
+    as_json: bool,
+) -> int:
+    with connection(dsn, organization) as conn:
+        rows = jobs.list_jobs(
+            conn, organization=organization, state="dead", job_type=job_type, limit=limit
+        )
+    _print_rows(
+        echo,
+        rows,
+        ["id", "job_type", "organization", "attempt", "finished_at", "last_error"],
+        as_json,
+    )
+    return 0
+
+
+def retry_all_dead(
+    dsn: str | None, echo: Echo, *, organization: str | None, job_type: str | None
+) -> int:
+    count = 0
+    with connection(dsn, organization) as conn:
+        after: int | None = None
+        while True:
+            rows = jobs.list_jobs(
+                conn,
+                organization=organization,
+                state="dead",
+                job_type=job_type,
+                limit=1000,
+                after_id=after,
+            )
+            for row in rows:
+                jobs.retry(conn, row["id"])
+                count += 1
+            if len(rows) < 1000:
+                break
+            after = rows[-1]["id"]
+    echo(f"requeued {count} dead jobs")
+    return 0
+
+
+def listen(
+    dsn: str | None,
+    echo: Echo,
+    *,
+    organization: str | None,
+    job_id: int | None,
+    timeout: float | None,
+) -> int:
+    from pgjobs.notify import subscribe
+
+    for event in subscribe(
+        db.resolve_dsn(dsn), organization=organization, job_id=job_id, timeout=timeout
+    ):
+        echo(json.dumps(event, ensure_ascii=False))
+    return 0
+
+
+def watch(
+    dsn: str | None, job_id: int, echo: Echo, *, organization: str | None, interval: float = 0.5
+) -> int:
+    """A progress line until the job ends: 0 completed, 1 dead or canceled."""
+    import time
+
+    from pgjobs.states import TERMINAL, State
+
+    resolved = db.resolve_dsn(dsn)
+    last = ""
+    while True:
+        with connection(resolved, organization) as conn:
+            job = jobs.get(conn, job_id)
+        pct = float(job["progress"] or 0)
+        if job["state"] == State.COMPLETED:
+            pct = 100.0
+        bar = "#" * int(pct / 5) + "-" * (20 - int(pct / 5))
+        line = (
+            f"[{bar}] {pct:5.1f}%  {job['state']:<9} attempt {job['attempt']}"
+            f"/{job['max_attempts']}  {job['progress_message'] or ''}"
+        )
+        if line != last:
+            echo(line)
+            last = line
+        if job["state"] in TERMINAL:
+            if job["last_error"] and job["state"] != State.COMPLETED:
+                echo(f"error: {job['last_error']}")
+            return 0 if job["state"] == State.COMPLETED else 1
+        time.sleep(interval)
+
+
+def prune(dsn: str | None, echo: Echo, *, older_than: str, batch_size: int) -> int:
+    from pgjobs.retention import prune as prune_jobs
+
+    seconds = parse_duration(older_than)
+    with psycopg.connect(db.resolve_dsn(dsn)) as conn:
+        total = prune_jobs(
+            conn, seconds, batch_size=batch_size, progress=lambda n: echo(f"pruned {n} jobs")
+        )
+    echo(f"done: pruned {total} jobs finished more than {older_than} ago")
+    return 0

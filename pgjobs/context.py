@@ -1,0 +1,150 @@
+"""What a handler sees of its job: its data, progress, checkpoints, cancellation,
+and a database connection scoped to the job's organization."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import structlog
+
+from pgjobs import sql
+from pgjobs.errors import InvalidJob, JobCanceled
+from pgjobs.payload import encode
+
+_POLL_SECONDS = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedJob:
+    """One job as the claim returned it, with the lease that fences its writes."""
+
+    id: int
+    job_type: str
+    organization: str | None
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout_seconds: int
+    checkpoint: Any
+    lease_token: int
+
+
+class JobContext:
+    """Passed as the first argument to every handler."""
+
+    def __init__(
+        self,
+        job: ClaimedJob,
+        control: psycopg.Connection[Any],
+        open_transaction: Callable[[], psycopg.Connection[Any]],
+        cancel_seen: Callable[[], bool],
+        worker: str = "",
+    ) -> None:
+        self.job = job
+        self._control = control
+        self._open_transaction = open_transaction
+        self._cancel_seen = cancel_seen
+        self._conn: psycopg.Connection[Any] | None = None
+        self._last_poll = 0.0
+        self.log = structlog.get_logger("pgjobs.job").bind(
+            job_id=job.id,
+            job_type=job.job_type,
+            organization=job.organization,
+            attempt=job.attempt,
+            worker=worker,
+        )
+
+    @property
+    def id(self) -> int:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+    @property
+    def organization(self) -> str | None:
+        return self.job.organization
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.job.payload
+
+    @property
+    def last_checkpoint(self) -> Any:
+        """What the previous attempt saved with :meth:`checkpoint` (None at first)."""
+        return self.job.checkpoint
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        """A connection inside this job's own transaction, scoped to its organization.
+
+        The job's completion is written in the same transaction, so the
+        handler's writes and the job's completion commit (or roll back) together.
+        """
+        if self._conn is None:
+            self.raise_if_canceled()
+            self._conn = self._open_transaction()
+        return self._conn
+
+    @property
+    def transaction_open(self) -> bool:
+        return self._conn is not None
+
+    def progress(self, percent: float, message: str | None = None) -> None:
+        """Persists progress (0-100) and NOTIFYs ``pgjobs_progress``."""
+        if isinstance(percent, bool) or not isinstance(percent, int | float):
+            raise InvalidJob("progress must be a number from 0 to 100")
+        if not math.isfinite(percent) or not 0 <= percent <= 100:
+            raise InvalidJob(f"progress must be from 0 to 100, got {percent}")
+        row = self._control.execute(
+            sql.query("job_progress"),
+            {
+                "id": self.job.id,
+                "lease_token": self.job.lease_token,
+                "progress": percent,
+                "message": message,
+            },
+        ).fetchone()
+        self._after_write(row)
+
+    def checkpoint(self, state: Any) -> None:
+        """Persists ``state`` (JSON); a retried attempt reads it as ``last_checkpoint``."""
+        row = self._control.execute(
+            sql.query("job_checkpoint"),
+            {
+                "id": self.job.id,
+                "lease_token": self.job.lease_token,
+                "checkpoint": encode(state, what="checkpoint"),
+            },
+        ).fetchone()
+        self._after_write(row)
+
+    def raise_if_canceled(self) -> None:
+        """Raises JobCanceled once a cancel of this job has been requested.
+
+        The worker learns of a cancel by NOTIFY; the row itself is read at most
+        twice a second, which also covers a worker that cannot LISTEN.
+        """
+        if self._cancel_seen():
+            raise JobCanceled(f"job {self.job.id} was canceled")
+        now = time.monotonic()
+        if now - self._last_poll < _POLL_SECONDS:
+            return
+        self._last_poll = now
+        row = self._control.execute(
+            sql.query("job_cancel_requested"),
+            {"id": self.job.id, "lease_token": self.job.lease_token},
+        ).fetchone()
+        if row is None or row[0]:
+            raise JobCanceled(f"job {self.job.id} was canceled")
+
+    def _after_write(self, row: Any) -> None:
+        # No row: our lease is gone (rescued, canceled, finished elsewhere).
+        if row is None or row[0] or self._cancel_seen():
+            raise JobCanceled(f"job {self.job.id} was canceled or its lease was lost")

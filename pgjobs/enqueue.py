@@ -1,0 +1,154 @@
+"""Enqueue on the caller's connection, inside the caller's transaction.
+
+pgjobs never commits, rolls back or opens a transaction of its own here: the
+job becomes visible to workers exactly when the caller commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from pgjobs import registry, sql
+from pgjobs.errors import InvalidJob, translated
+from pgjobs.payload import check_text, encode
+
+
+class EnqueueResult(NamedTuple):
+    id: int
+    duplicate: bool
+
+
+def _seconds(value: float | dt.timedelta | None, name: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise InvalidJob(f"{name} must be a number of seconds or a timedelta")
+    if seconds < 0:
+        raise InvalidJob(f"{name} must not be negative, got {seconds}")
+    return float(seconds)
+
+
+def _int(value: object, name: str, low: int, high: int | None = None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJob(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"{low}-{high}" if high is not None else f">= {low}"
+        raise InvalidJob(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def job_params(
+    job_type: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    organization: str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: dt.datetime | None = None,
+    delay: float | dt.timedelta | None = None,
+    dedup_key: str | None = None,
+    depends_on: Iterable[int] = (),
+    max_attempts: int | None = None,
+    timeout: float | dt.timedelta | None = None,
+) -> dict[str, Any]:
+    """Validates one job's arguments into the parameters of job_enqueue."""
+    if not isinstance(job_type, str) or not job_type:
+        raise InvalidJob("job_type must be a non-empty string")
+    check_text("job_type", job_type, max_length=200)
+    check_text("organization", organization)
+    check_text("queue", queue, max_length=200)
+    check_text("dedup_key", dedup_key)
+    if run_at is not None and delay is not None:
+        raise InvalidJob("give run_at or delay, not both")
+    if run_at is not None and not isinstance(run_at, dt.datetime):
+        raise InvalidJob("run_at must be a datetime")
+    if run_at is not None and run_at.tzinfo is None:
+        raise InvalidJob("run_at must be timezone-aware")
+    delay_s = _seconds(delay, "delay")
+    if delay_s is not None:
+        run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
+    timeout_s = _seconds(timeout, "timeout")
+    parents = list(depends_on or ())
+    for parent in parents:
+        if isinstance(parent, bool) or not isinstance(parent, int):
+            raise InvalidJob(f"depends_on must hold job ids, got {parent!r}")
+    return {
+        "job_type": job_type,
+        "payload": encode(payload),
+        "organization": organization,
+        "queue": queue,
+        "priority": _int(priority, "priority", 0, 3),
+        "run_at": run_at,
+        "dedup_key": dedup_key,
+        "depends_on": parents or None,
+        "max_attempts": _int(max_attempts, "max_attempts", 1),
+        "timeout_seconds": None if timeout_s is None else int(timeout_s),
+    }
+
+
+def enqueue(
+    conn: psycopg.Connection[Any],
+    job_type: str,
+    payload: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> EnqueueResult:
+    """Adds one job; a live duplicate's id comes back with ``duplicate=True``."""
+    params = job_params(job_type, payload, **options)
+    registry.ensure(conn, job_type)
+    resync = _unknown_type_resync(job_type)
+    with conn.cursor(row_factory=tuple_row) as cur, resync, translated():
+        row = cur.execute(sql.query("job_enqueue"), params).fetchone()
+    assert row is not None
+    return EnqueueResult(int(row[0]), bool(row[1]))
+
+
+def enqueue_many(
+    conn: psycopg.Connection[Any], jobs: Sequence[Mapping[str, Any]]
+) -> list[EnqueueResult]:
+    """Adds many jobs in one statement; results are in input order.
+
+    Each item is a mapping with ``job_type`` and the keyword arguments of
+    :func:`enqueue` (``payload``, ``organization``, ``delay``, ...).
+    """
+    if not jobs:
+        return []
+    batch = []
+    for item in jobs:
+        fields = dict(item)
+        if "job_type" not in fields:
+            raise InvalidJob("each job needs a job_type")
+        params = job_params(fields.pop("job_type"), fields.pop("payload", None), **fields)
+        params["payload"] = json.loads(params["payload"])
+        if params["run_at"] is not None:
+            params["run_at"] = params["run_at"].isoformat()
+        batch.append(params)
+    for name in {p["job_type"] for p in batch}:
+        registry.ensure(conn, name)
+    text = json.dumps(batch, ensure_ascii=False)
+    with conn.cursor(row_factory=tuple_row) as cur, translated():
+        rows = cur.execute(sql.query("job_enqueue_many"), {"jobs": text}).fetchall()
+    return [EnqueueResult(int(r[1]), bool(r[2])) for r in rows]
+
+
+class _unknown_type_resync:
+    """If the database lost a type we thought we wrote (the caller rolled back
+    that transaction), forget it so the next enqueue writes it again."""
+
+    def __init__(self, job_type: str) -> None:
+        self.job_type = job_type
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is not None:
+            registry.forget_synced()

@@ -1,0 +1,78 @@
+"""Following jobs by LISTEN: ``pgjobs.subscribe``.
+
+Events carry ids, states and numbers only (Postgres lets any role LISTEN on any
+channel); read details through row-level security.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import structlog
+
+from pgjobs import sql
+
+log = structlog.get_logger("pgjobs.notify")
+
+CHANNELS = {"pgjobs_state": "state", "pgjobs_progress": "progress"}
+
+
+def subscribe(
+    dsn: str,
+    organization: str | None = None,
+    job_id: int | None = None,
+    *,
+    timeout: float | None = None,
+    reconnect_max_seconds: float = 5.0,
+) -> Iterator[dict[str, Any]]:
+    """Yields state and progress events as dicts with an ``event`` key
+    ('state' or 'progress'), filtered by organization and job id.
+
+    Reconnects (with backoff) if the connection drops; events sent while it was
+    down are lost, so the tables remain the truth. ``timeout`` ends the
+    iteration after that many seconds without a matching event.
+    """
+    delay = 0.1
+    while True:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(sql.query("listen_events"))
+                conn.execute(sql.query("listen_progress"))
+                delay = 0.1
+                while True:
+                    got = False
+                    for note in conn.notifies(timeout=timeout, stop_after=1):
+                        got = True
+                        event = _parse(note.channel, note.payload)
+                        if event is not None and _matches(event, organization, job_id):
+                            yield event
+                    if not got and timeout is not None:
+                        return
+        except psycopg.OperationalError as exc:
+            log.warning("subscribe_reconnect", error=str(exc), retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, reconnect_max_seconds)
+
+
+def _parse(channel: str, payload: str) -> dict[str, Any] | None:
+    kind = CHANNELS.get(channel)
+    if kind is None:
+        return None
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    event["event"] = kind
+    return event
+
+
+def _matches(event: dict[str, Any], organization: str | None, job_id: int | None) -> bool:
+    if organization is not None and event.get("organization") != organization:
+        return False
+    return job_id is None or event.get("id") == job_id

@@ -1,0 +1,193 @@
+"""Job types: the ``@pgjobs.job`` decorator, the in-process registry, and the
+upsert that makes a type data in ``pgjobs.job_types``."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from pgjobs import sql
+from pgjobs.errors import InvalidJob, translated
+from pgjobs.payload import check_text
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass(frozen=True)
+class JobType:
+    """A job type's settings; ``None`` never stands in for an explicit 0."""
+
+    name: str
+    handler: str
+    queue: str = "default"
+    priority: int = 2
+    max_attempts: int = 5
+    timeout_seconds: int = 300
+    dedup_window_seconds: int = 0
+    dedup_by_payload: bool = False
+    rate_limit: int | None = None
+    rate_period_seconds: int = 60
+    retry_base_seconds: float = 1.0
+    retry_cap_seconds: float = 3600.0
+    enabled: bool = True
+
+    def validate(self) -> None:
+        check_text("job type", self.name, max_length=200)
+        check_text("queue", self.queue, max_length=200)
+        if not self.name:
+            raise InvalidJob("job type name must not be empty")
+        if not 0 <= self.priority <= 3:
+            raise InvalidJob(f"priority must be 0-3, got {self.priority}")
+        if self.max_attempts < 1:
+            raise InvalidJob(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.timeout_seconds < 0:
+            raise InvalidJob(f"timeout must be >= 0 seconds (0 = none), got {self.timeout_seconds}")
+        if self.dedup_window_seconds < 0:
+            raise InvalidJob("dedup_window must be >= 0 seconds")
+        if self.rate_limit is not None and self.rate_limit < 0:
+            raise InvalidJob("rate_limit must be >= 0")
+        if self.rate_period_seconds <= 0:
+            raise InvalidJob("rate_period must be > 0 seconds")
+        if self.retry_base_seconds < 0 or self.retry_cap_seconds < 0:
+            raise InvalidJob("retry_base and retry_cap must be >= 0")
+
+
+_lock = threading.Lock()
+_types: dict[str, JobType] = {}
+_handlers: dict[str, Callable[..., Any]] = {}
+
+
+def handler_path(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def resolve_handler(path: str) -> Callable[..., Any]:
+    """Imports ``package.module:function``; a path that does not import is InvalidJob."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr or "<" in attr:
+        raise InvalidJob(f"handler {path!r} is not an importable 'package.module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidJob(f"handler {path!r} cannot be imported: {exc}") from exc
+    if not callable(target):
+        raise InvalidJob(f"handler {path!r} is not callable")
+    # A decorated handler resolves to its wrapper's original function.
+    handler: Callable[..., Any] = getattr(target, "__pgjobs_handler__", target)
+    return handler
+
+
+def job(
+    name: str,
+    *,
+    queue: str = "default",
+    priority: int = 2,
+    max_attempts: int = 5,
+    timeout: float = 300,
+    dedup_window: float = 0,
+    dedup_by_payload: bool = False,
+    rate_limit: int | None = None,
+    rate_period: float = 60,
+    retry_base: float = 1.0,
+    retry_cap: float = 3600.0,
+    enabled: bool = True,
+) -> Callable[[F], F]:
+    """Registers ``fn`` as the handler of job type ``name``.
+
+    The type reaches the database on the first enqueue of it from this process,
+    on worker start, or through :func:`sync`.
+    """
+
+    def register(fn: F) -> F:
+        spec = JobType(
+            name=name,
+            handler=handler_path(fn),
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_seconds=int(timeout),
+            dedup_window_seconds=int(dedup_window),
+            dedup_by_payload=dedup_by_payload,
+            rate_limit=rate_limit,
+            rate_period_seconds=int(rate_period),
+            retry_base_seconds=float(retry_base),
+            retry_cap_seconds=float(retry_cap),
+            enabled=enabled,
+        )
+        if "<" in fn.__qualname__:
+            raise InvalidJob(f"handler {spec.handler!r} must be a module-level function")
+        fn.__pgjobs_handler__ = fn  # type: ignore[attr-defined]
+        spec.validate()
+        with _lock:
+            _types[name] = spec
+            _handlers[name] = fn
+            _synced.clear()
+        return fn
+
+    return register
+
+
+def registered() -> dict[str, JobType]:
+    with _lock:
+        return dict(_types)
+
+
+def local_handler(name: str) -> Callable[..., Any] | None:
+    return _handlers.get(name)
+
+
+def upsert(conn: psycopg.Connection, spec: JobType) -> None:
+    """Writes one job type (create or update) on the caller's connection."""
+    spec.validate()
+    resolve_handler(spec.handler)
+    with translated():
+        conn.execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
+
+
+def sync(conn: psycopg.Connection) -> list[str]:
+    """Upserts every type registered in this process; returns their names."""
+    names = []
+    for spec in registered().values():
+        upsert(conn, spec)
+        names.append(spec.name)
+    if conn.autocommit:  # otherwise ensure() caches each type once it sees it committed
+        _synced.update((_database_key(conn), name) for name in names)
+    return names
+
+
+# (database, type) pairs this process already wrote, so enqueue pays the upsert once.
+_synced: set[tuple[str, str]] = set()
+
+
+def _database_key(conn: psycopg.Connection) -> str:
+    info = conn.info
+    return f"{info.host}:{info.port}/{info.dbname}"
+
+
+def ensure(conn: psycopg.Connection, name: str) -> None:
+    """Makes a locally registered type exist in the database before enqueueing it."""
+    spec = _types.get(name)
+    if spec is None:
+        return
+    key = (_database_key(conn), name)
+    if key in _synced:
+        return
+    resolve_handler(spec.handler)
+    with translated():
+        cur = conn.cursor(row_factory=tuple_row)
+        row = cur.execute(sql.query("job_type_ensure"), dataclasses.asdict(spec)).fetchone()
+    # A row this transaction wrote may yet be rolled back: cache it only once committed.
+    if row is not None and not row[0]:
+        _synced.add(key)
+
+
+def forget_synced() -> None:
+    _synced.clear()

@@ -1,0 +1,44 @@
+"""Tenant scope: the organization whose rows row-level security lets a session see.
+
+The scope is set transaction-locally (``set_config(..., true)``), so it ends
+with the transaction and a pooled connection never carries it into other work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from pgjobs import sql
+from pgjobs.errors import InvalidJob
+from pgjobs.payload import check_text
+
+
+def set_organization(conn: psycopg.Connection[Any], organization: str | None) -> None:
+    """Scopes the current transaction to ``organization`` (None clears it)."""
+    check_text("organization", organization)
+    conn.execute(sql.query("tenant_set"), {"organization": organization or ""})
+
+
+@contextlib.contextmanager
+def tenant(conn: psycopg.Connection[Any], organization: str) -> Iterator[psycopg.Connection[Any]]:
+    """Runs the block in a transaction scoped to one organization.
+
+    Opens a transaction (or a savepoint inside the caller's); the scope is
+    transaction-local, and is cleared again when the block ends.
+    """
+    if not organization:
+        raise InvalidJob("organization must be a non-empty string")
+    with conn.transaction():
+        set_organization(conn, organization)
+        try:
+            yield conn
+        finally:
+            if (
+                not conn.broken
+                and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            ):
+                set_organization(conn, None)

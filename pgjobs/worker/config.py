@@ -1,0 +1,36 @@
+"""Worker settings, shared by the supervisor and its processes (picklable)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    dsn: str
+    queues: tuple[str, ...] = ("default",)
+    processes: int = 2
+    imports: tuple[str, ...] = ()
+    batch_size: int = 100
+    lease_seconds: float = 30.0
+    poll_seconds: float = 5.0  # the safety net under LISTEN
+    grace_seconds: float = 30.0  # SIGTERM: how long running jobs may finish
+    cancel_grace_seconds: float = 5.0  # a canceled job's time to return before the kill
+    listen: bool = True  # False: poll only (PgBouncer in transaction mode)
+    statement_timeout_seconds: float = 60.0
+    flush_seconds: float = 0.02  # the longest a finished job waits to be written
+    exit_when_idle: bool = False  # stop once nothing is due (demo, tests)
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise ValueError("processes must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        if self.lease_seconds <= 0:
+            raise ValueError("lease must be positive")
+        if not self.queues:
+            raise ValueError("at least one queue")
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return self.lease_seconds / 3

@@ -1,0 +1,87 @@
+"""Runs one claimed job's handler and says how the attempt ended."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from pgjobs import registry
+from pgjobs.context import JobContext
+from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
+from pgjobs.payload import encode
+
+
+class Completed(NamedTuple):
+    result: str | None  # JSON text
+    duration_ms: float
+
+
+class Failed(NamedTuple):
+    error_class: str
+    message: str
+    traceback: str | None
+    permanent: bool
+    duration_ms: float
+
+
+Outcome = Completed | Failed
+
+
+@functools.cache
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+def handler_for(job_type: str, path: str | None) -> Callable[..., Any]:
+    """The local registration wins; otherwise the path stored with the job type."""
+    fn = registry.local_handler(job_type)
+    if fn is not None:
+        return fn
+    if path is None:
+        raise InvalidJob(f"no handler registered for job type {job_type!r}")
+    return _imported(path)
+
+
+@functools.cache
+def _imported(path: str) -> Callable[..., Any]:
+    return registry.resolve_handler(path)
+
+
+def execute(fn: Callable[..., Any], ctx: JobContext) -> Outcome:
+    started = time.perf_counter()
+    try:
+        try:
+            bound = _signature(fn).bind(ctx, **ctx.payload)
+        except TypeError as exc:
+            raise PermanentError(f"payload does not fit the handler: {exc}") from exc
+        value = fn(*bound.args, **bound.kwargs)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_awaited(value))
+        result = None if value is None else encode(value, what="result")
+    except JobCanceled as exc:
+        return Failed("canceled", str(exc), None, True, _ms(started))
+    except PermanentError as exc:
+        return Failed(_class_name(exc), str(exc), traceback.format_exc(), True, _ms(started))
+    except InvalidJob as exc:  # e.g. a result that is not JSON
+        return Failed(_class_name(exc), str(exc), traceback.format_exc(), True, _ms(started))
+    except Exception as exc:
+        return Failed(_class_name(exc), str(exc), traceback.format_exc(), False, _ms(started))
+    return Completed(result, _ms(started))
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+def _class_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__name__ if cls.__module__ in ("builtins", "pgjobs.errors") else cls.__qualname__
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,462 @@
+"""One worker process: claim a batch, run each job, write the outcomes in bulk.
+
+Runs in a process of its own, started by the supervisor. A beacon thread holds
+the LISTEN connection (wake-ups) and renews the leases of the jobs this process
+holds, so a process that stops (SIGSTOP, kill -9, a lost host) stops renewing
+and the rescuer gives its jobs to someone else. Every write is fenced by the
+claim's lease token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import psycopg
+import structlog
+
+from pgjobs import log as pgjobs_log
+from pgjobs import sql
+from pgjobs.context import ClaimedJob, JobContext
+from pgjobs.worker import slots as slot_fields
+from pgjobs.worker.config import WorkerConfig
+from pgjobs.worker.executor import Completed, Failed, Outcome, execute, handler_for
+from pgjobs.worker.slots import Slots
+
+logger = structlog.get_logger("pgjobs.worker")
+
+_TARGET_BATCH_SECONDS = 0.05  # claim about this much work at a time
+_RECONNECT_MAX_SECONDS = 5.0
+# A job's statements may outlive its timeout by this much: the supervisor's kill
+# is what enforces the timeout (and records it as one); the statement timeout is
+# only the backstop for a supervisor that is not there to kill.
+_STATEMENT_TIMEOUT_MARGIN_MS = 1000
+
+
+def worker_name(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}/{pid or os.getpid()}"
+
+
+def connect(cfg: WorkerConfig, purpose: str, *, autocommit: bool = True) -> psycopg.Connection:
+    conn = psycopg.connect(cfg.dsn, autocommit=autocommit)
+    timeout_ms = str(int(cfg.statement_timeout_seconds * 1000))
+    conn.execute(
+        sql.query("session_configure"),
+        {
+            "statement_timeout": timeout_ms,
+            "idle_timeout": timeout_ms,
+            "application_name": f"pgjobs {purpose} {os.getpid()}",
+        },
+    )
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+class Beacon(threading.Thread):
+    """Wake-ups by LISTEN, and the heartbeat that renews this process's leases."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__(name="pgjobs-beacon", daemon=True)
+        self.runner = runner
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        delay = 0.1
+        while not self.stopped.is_set():
+            try:
+                self._serve()
+            except psycopg.Error as exc:
+                logger.warning("beacon_reconnect", error=str(exc), worker=self.runner.name)
+                self.runner.wake.set()
+                self.stopped.wait(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
+
+    def _serve(self) -> None:
+        runner = self.runner
+        cfg = runner.cfg
+        with connect(cfg, "beacon") as conn:
+            runner.slots.put(runner.index, slot_fields.PID_BEACON, conn.info.backend_pid)
+            if cfg.listen:
+                conn.execute("listen pgjobs_wakeup")
+            runner.wake.set()  # anything enqueued while we were away
+            next_beat = 0.0
+            while not self.stopped.is_set():
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._renew(conn)
+                    next_beat = now + cfg.heartbeat_seconds
+                timeout = max(0.0, min(next_beat - time.monotonic(), 1.0))
+                if cfg.listen:
+                    for note in conn.notifies(timeout=timeout, stop_after=1):
+                        if note.payload in cfg.queues:
+                            runner.wake.set()
+                else:
+                    self.stopped.wait(timeout)
+
+    def _renew(self, conn: psycopg.Connection) -> None:
+        runner = self.runner
+        conn.execute(
+            sql.query("lease_renew"),
+            {
+                "worker": runner.name,
+                "ids": list(runner.held),
+                "lease_seconds": runner.cfg.lease_seconds,
+            },
+        )
+
+
+class Runner:
+    def __init__(self, cfg: WorkerConfig, index: int, slots: Slots) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.slots = slots
+        self.name = worker_name()
+        self.log = logger.bind(worker=self.name)
+        self.stopping = False
+        self.wake = threading.Event()
+        self.held: dict[int, int] = {}  # job id -> lease token, renewed by the beacon
+        self.done: list[tuple[ClaimedJob, Outcome]] = []
+        self.done_since = 0.0
+        self.batch_size = 1  # grows once jobs prove short
+        self.avg_seconds = 0.0
+        self.handlers: dict[str, str] = {}
+        self.control: psycopg.Connection | None = None
+        self.job_conn: psycopg.Connection | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
+        beacon = Beacon(self)
+        self._connect()
+        beacon.start()
+        try:
+            self._loop()
+        finally:
+            beacon.stopped.set()
+            self._close()
+        self.log.info("worker_stopped")
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    def _connect(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self.control = connect(self.cfg, "worker")
+                self.slots.put(self.index, slot_fields.PID_CONTROL, self.control.info.backend_pid)
+                self.control.execute(
+                    sql.query("worker_register"),
+                    {
+                        "worker": self.name,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "queues": list(self.cfg.queues),
+                    },
+                )
+                return
+            except psycopg.OperationalError as exc:
+                if self.stopping:
+                    raise
+                self.log.warning("worker_reconnect", error=str(exc), retry_in=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
+
+    def _close(self) -> None:
+        for conn in (self.job_conn, self.control):
+            if conn is None or conn.closed:
+                continue
+            try:
+                if conn is self.control:
+                    conn.execute(sql.query("worker_unregister"), {"worker": self.name})
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            try:
+                self.wake.clear()
+                jobs = self._claim()
+                if jobs:
+                    self._run_batch(jobs)
+                    continue
+                self._flush()
+                if self.cfg.exit_when_idle and self._idle_everywhere():
+                    return
+                self._sleep_until_due()
+            except psycopg.OperationalError as exc:
+                self.log.warning("worker_connection_lost", error=str(exc))
+                self._reconnect()
+
+    def _reconnect(self) -> None:
+        for conn in (self.control, self.job_conn):
+            if conn is not None:
+                conn.close()
+        self.job_conn = None
+        self._connect()
+        with contextlib.suppress(psycopg.OperationalError):
+            self._flush()
+
+    # -- claiming ----------------------------------------------------------
+
+    def _claim(self) -> list[ClaimedJob]:
+        assert self.control is not None
+        rows = self.control.execute(
+            sql.query("job_claim"),
+            {
+                "worker": self.name,
+                "queues": list(self.cfg.queues),
+                "n": self.batch_size,
+                "lease_seconds": self.cfg.lease_seconds,
+                "now": None,
+            },
+        ).fetchall()
+        jobs = [ClaimedJob(*row) for row in rows]
+        for job in jobs:
+            self.held[job.id] = job.lease_token
+        return jobs
+
+    def _sleep_until_due(self) -> None:
+        assert self.control is not None
+        row = self.control.execute(
+            sql.query("job_next_run_at_seconds"), {"queues": list(self.cfg.queues)}
+        ).fetchone()
+        wait = self.cfg.poll_seconds
+        if row and row[0] is not None:
+            wait = max(0.0, min(wait, float(row[0])))
+        deadline = time.monotonic() + wait
+        while not self.stopping and not self.wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.wake.wait(min(left, 0.25))
+
+    def _idle_everywhere(self) -> bool:
+        assert self.control is not None
+        row = self.control.execute(
+            sql.query("job_active_count"), {"queues": list(self.cfg.queues)}
+        ).fetchone()
+        return row is not None and row[0] == 0
+
+    # -- running -----------------------------------------------------------
+
+    def _run_batch(self, jobs: list[ClaimedJob]) -> None:
+        started = time.monotonic()
+        for position, job in enumerate(jobs):
+            if self.stopping:
+                self._give_back(jobs[position:])
+                break
+            self._run_one(job)
+            if self.done and time.monotonic() - self.done_since >= self.cfg.flush_seconds:
+                self._flush()
+        self._flush()
+        self._adapt(len(jobs), time.monotonic() - started)
+
+    def _adapt(self, count: int, seconds: float) -> None:
+        per_job = seconds / max(count, 1)
+        self.avg_seconds = (
+            per_job if not self.avg_seconds else 0.7 * self.avg_seconds + 0.3 * per_job
+        )
+        fit = math.ceil(_TARGET_BATCH_SECONDS / max(self.avg_seconds, 1e-6))
+        self.batch_size = max(1, min(self.cfg.batch_size, fit, self.batch_size * 4))
+
+    def _run_one(self, job: ClaimedJob) -> None:
+        assert self.control is not None
+        ctx = JobContext(
+            job,
+            self.control,
+            lambda: self._open_job_transaction(job),
+            lambda: self.slots.cancel_requested(self.index, job.id),
+            worker=self.name,
+        )
+        self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds)
+        started = time.monotonic()
+        try:
+            outcome = execute(handler_for(job.job_type, self._handler_path(job.job_type)), ctx)
+        except Exception as exc:  # no handler: retry policy, another worker may have it
+            outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
+        finally:
+            self.slots.finish(self.index)
+        if (
+            isinstance(outcome, Failed)
+            and outcome.error_class != "canceled"
+            and job.timeout_seconds
+            and time.monotonic() - started >= job.timeout_seconds
+        ):
+            # Failed past its deadline (a statement timeout, say) before the kill came.
+            outcome = Failed(
+                "timeout",
+                f"the job exceeded its timeout: {outcome.message}",
+                outcome.traceback,
+                False,
+                outcome.duration_ms,
+            )
+        self._log_outcome(job, outcome)
+        if ctx.transaction_open:
+            self._finish_in_job_transaction(job, outcome)
+        else:
+            if not self.done:
+                self.done_since = time.monotonic()
+            self.done.append((job, outcome))
+
+    def _handler_path(self, job_type: str) -> str | None:
+        if job_type not in self.handlers:
+            assert self.control is not None
+            self.handlers = dict(self.control.execute(sql.query("job_type_handlers")).fetchall())
+        return self.handlers.get(job_type)
+
+    def _open_job_transaction(self, job: ClaimedJob) -> psycopg.Connection:
+        if self.job_conn is None or self.job_conn.closed:
+            self.job_conn = connect(self.cfg, "job", autocommit=False)
+            self.slots.put(self.index, slot_fields.PID_JOB, self.job_conn.info.backend_pid)
+        timeout_ms = (
+            job.timeout_seconds * 1000 + _STATEMENT_TIMEOUT_MARGIN_MS if job.timeout_seconds else 0
+        )
+        self.job_conn.execute(
+            sql.query("job_transaction_begin"),
+            {"organization": job.organization or "", "statement_timeout": str(timeout_ms)},
+        )
+        return self.job_conn
+
+    def _finish_in_job_transaction(self, job: ClaimedJob, outcome: Outcome) -> None:
+        """The handler wrote through ctx.conn: its writes commit with the completion,
+        and are rolled back if the attempt failed or the lease was lost."""
+        conn = self.job_conn
+        assert conn is not None
+        if isinstance(outcome, Completed):
+            try:
+                rows = conn.execute(sql.query("job_complete_many"), _completions([(job, outcome)]))
+                if rows.fetchall():
+                    conn.commit()
+                    self.held.pop(job.id, None)
+                    return
+                conn.rollback()
+                self.held.pop(job.id, None)
+                self.log.warning("job_lease_lost", job_id=job.id)
+                return
+            except psycopg.Error as exc:
+                conn.rollback()
+                outcome = Failed(type(exc).__name__, str(exc), None, False, outcome.duration_ms)
+        else:
+            conn.rollback()
+        self.done.append((job, outcome))
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self.done:
+            return
+        assert self.control is not None
+        done, self.done = self.done, []
+        completed = [(j, o) for j, o in done if isinstance(o, Completed)]
+        failed = [(j, o) for j, o in done if isinstance(o, Failed)]
+        try:
+            with self.control.pipeline():
+                if completed:
+                    self.control.execute(sql.query("job_complete_many"), _completions(completed))
+                if failed:
+                    self.control.execute(sql.query("job_fail_many"), _failures(failed))
+        except psycopg.OperationalError:
+            self.done = done + self.done  # written after the reconnect, lease permitting
+            raise
+        for job, _ in done:
+            self.held.pop(job.id, None)
+
+    def _give_back(self, jobs: list[ClaimedJob]) -> None:
+        assert self.control is not None
+        self.control.execute(
+            sql.query("job_return_many"),
+            {"ids": [j.id for j in jobs], "tokens": [j.lease_token for j in jobs]},
+        )
+        for job in jobs:
+            self.held.pop(job.id, None)
+        self.log.info("jobs_returned", count=len(jobs))
+
+    def _log_outcome(self, job: ClaimedJob, outcome: Outcome) -> None:
+        keys = {
+            "job_id": job.id,
+            "job_type": job.job_type,
+            "organization": job.organization,
+            "attempt": job.attempt,
+        }
+        if isinstance(outcome, Completed):
+            self.log.debug("job_completed", duration_ms=round(outcome.duration_ms, 3), **keys)
+        else:
+            self.log.info(
+                "job_failed",
+                error_class=outcome.error_class,
+                error=outcome.message,
+                permanent=outcome.permanent,
+                **keys,
+            )
+
+
+def _completions(items: list[tuple[ClaimedJob, Completed]]) -> dict[str, Any]:
+    return {
+        "ids": [j.id for j, _ in items],
+        "tokens": [j.lease_token for j, _ in items],
+        "results": [o.result for _, o in items],
+        "durations": [o.duration_ms for _, o in items],
+        "now": None,
+    }
+
+
+def _failures(items: list[tuple[ClaimedJob, Failed]]) -> dict[str, Any]:
+    return {
+        "ids": [j.id for j, _ in items],
+        "tokens": [j.lease_token for j, _ in items],
+        "error_classes": [o.error_class for _, o in items],
+        "messages": [o.message for _, o in items],
+        "tracebacks": [o.traceback for _, o in items],
+        "permanent": [o.permanent for _, o in items],
+        "durations": [o.duration_ms for _, o in items],
+        "now": None,
+    }
+
+
+def _die_with_parent() -> None:
+    """Linux: if the supervisor is killed, so are we; our leases bring the jobs back."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def child_main(
+    cfg: WorkerConfig, index: int, array: Any, log_json: bool | None, log_level: str
+) -> None:
+    """Entry point of a forked worker process. It leaves by os._exit so that
+    nothing inherited from the supervisor (its connection above all) is finalized."""
+    code = 0
+    try:
+        parent = os.getppid()
+        _die_with_parent()
+        if os.getppid() != parent:
+            os._exit(1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        pgjobs_log.configure(level=log_level, json_lines=log_json)
+        for module in cfg.imports:
+            importlib.import_module(module)
+        Runner(cfg, index, Slots(cfg.processes, array)).serve()
+    except BaseException:
+        logger.exception("worker_process_failed")
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

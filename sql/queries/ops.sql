@@ -1,0 +1,51 @@
+-- Statements behind subscribe, metrics and retention.
+
+-- name: listen_events
+listen pgjobs_state;
+
+-- name: listen_progress
+listen pgjobs_progress;
+
+-- name: metrics_queue_depth
+select * from pgjobs.queue_depth order by queue, priority;
+
+-- name: metrics_job_counts
+select * from pgjobs.job_counts order by organization nulls first, job_type, state;
+
+-- name: metrics_processing_times
+select * from pgjobs.processing_times order by job_type;
+
+-- name: metrics_failure_rates
+select * from pgjobs.failure_rates order by job_type;
+
+-- name: metrics_workers
+select count(*) as workers, coalesce(sum(running_jobs), 0) as running_jobs from pgjobs.workers;
+
+-- name: metrics_postgres_health
+-- What a queue operator watches in Postgres itself.
+select (select n_dead_tup from pg_stat_user_tables
+         where schemaname = 'pgjobs' and relname = 'jobs') as jobs_dead_tuples,
+       (select n_live_tup from pg_stat_user_tables
+         where schemaname = 'pgjobs' and relname = 'jobs') as jobs_live_tuples,
+       pg_total_relation_size('pgjobs.jobs') as jobs_total_bytes,
+       (select coalesce(extract(epoch from now() - min(xact_start)), 0)
+          from pg_stat_activity
+         where backend_xid is not null or backend_xmin is not null)
+           as oldest_transaction_seconds,
+       pg_notification_queue_usage() as notify_queue_usage;
+
+-- name: job_prune_batch
+-- One short transaction: up to batch_size finished jobs older than the cutoff,
+-- and their history.
+with doomed as (
+    select id from pgjobs.jobs
+     where state in ('completed', 'dead', 'canceled')
+       and finished_at < now() - make_interval(secs => %(older_than_seconds)s)
+     order by finished_at
+     limit %(batch_size)s
+       for update skip locked
+), history as (
+    delete from pgjobs.job_events e using doomed d where e.job_id = d.id
+)
+delete from pgjobs.jobs j using doomed d where j.id = d.id
+returning j.id;
