@@ -44,7 +44,7 @@ def test_concurrent_identical_enqueues_create_exactly_one_job(dsn: str, wait_for
     lc.prepare(dsn)
     outcomes: dict[int, tuple[pgjobs.EnqueueResult, bool]] = {}
     errors: list[BaseException] = []
-    start = threading.Barrier(50)
+    start = threading.Barrier(49)
 
     def enqueue(i: int) -> None:
         try:
