@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import psycopg
 
 from pgjobs import commands
+from pgjobs import log as pgjobs_log
 from pgjobs.errors import (
     AccessDenied,
     InvalidJob,
@@ -47,6 +49,11 @@ def _run(fn: Callable[[], int | None]) -> None:
     except (InvalidTransition, JobNotFound, AccessDenied) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_JOB_FAILURE)
+    except psycopg.OperationalError as exc:
+        # Above all a --dsn / PGJOBS_DSN that does not connect: an input error,
+        # said in one line rather than a traceback.
+        click.echo(f"error: database: {str(exc).strip()}", err=True)
+        sys.exit(EXIT_USAGE)
     sys.exit(code or 0)
 
 
@@ -58,6 +65,9 @@ def _echo_json(value: Any) -> None:
 @click.version_option(package_name="pgjobs")
 def main() -> None:
     """pgjobs: background jobs that live in PostgreSQL."""
+    # Logs go to stderr from the first command on: stdout carries only what a
+    # command prints (ids, JSON lines, tables), so scripts can parse it.
+    pgjobs_log.configure()
 
 
 @main.command()
@@ -115,6 +125,20 @@ def migrate(dsn: str | None) -> None:
 @click.option("--no-listen", is_flag=True, help="Poll only (e.g. behind PgBouncer).")
 @click.option("--exit-when-idle", is_flag=True, help="Stop once no job is left to run.")
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (0: any free port, logged at start).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option(
+    "--prune-after",
+    default=None,
+    help="Delete finished jobs older than this (e.g. 30d), at start and daily.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -132,6 +156,9 @@ def worker(
     poll_seconds: float,
     no_listen: bool,
     exit_when_idle: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    prune_after: str | None,
     log_level: str,
 ) -> None:
     """Run a supervisor and N worker processes."""
@@ -148,6 +175,9 @@ def worker(
             poll_seconds=poll_seconds,
             listen=not no_listen,
             exit_when_idle=exit_when_idle,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            prune_after=prune_after,
             log_level=log_level,
         )
     )

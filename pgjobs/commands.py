@@ -53,6 +53,9 @@ def worker(dsn: str | None, *, queues: str, imports: Sequence[str], **settings: 
     from pgjobs.worker.supervisor import run
 
     log_level = settings.pop("log_level", "info")
+    prune_after = settings.pop("prune_after", None)
+    if prune_after is not None:
+        settings["prune_after_seconds"] = parse_duration(prune_after)
     cfg = WorkerConfig(
         dsn=db.resolve_dsn(dsn),
         queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
@@ -73,7 +76,9 @@ def enqueue(
     **options: Any,
 ) -> int:
     body = decode_cli(payload)
-    with connection(dsn) as conn:
+    # --org names the job's organization and scopes the session to it, so an
+    # application role (pgjobs_app) may enqueue with it.
+    with connection(dsn, options.get("organization")) as conn:
         result = add_job(
             conn,
             job_type,
@@ -213,7 +218,8 @@ def metrics(dsn: str | None, echo: Echo, *, fmt: str, organization: str | None) 
             False,
         )
         echo("")
-        echo("  ".join(f"{k}={v}" for k, v in {**data["workers"], **data["postgres"]}.items()))
+        health = {**(data["workers"] or {}), **(data["postgres"] or {})}
+        echo("  ".join(f"{k}={v}" for k, v in health.items()))
     return 0
 
 

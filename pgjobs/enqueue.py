@@ -65,6 +65,8 @@ def job_params(
         raise InvalidJob("job_type must be a non-empty string")
     check_text("job_type", job_type, max_length=200)
     check_text("organization", organization)
+    if organization == "":
+        raise InvalidJob("organization must not be empty (None makes a system job)")
     check_text("queue", queue, max_length=200)
     check_text("dedup_key", dedup_key)
     if run_at is not None and delay is not None:

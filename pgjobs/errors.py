@@ -41,7 +41,7 @@ class JobCanceled(PgJobsError):
     """Raised inside a handler at its next ``ctx`` call once the job is canceled."""
 
 
-# SQLSTATEs raised by pgjobs' own SQL (0001_core.sql).
+# SQLSTATEs raised by pgjobs' own SQL (0002_core.sql).
 _INVALID_JOB = "PJ001"
 _NOT_FOUND = "PJ002"
 _BAD_STATE = "PJ003"

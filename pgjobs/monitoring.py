@@ -20,14 +20,19 @@ def _rows(conn: psycopg.Connection[Any], name: str) -> list[dict[str, Any]]:
 
 
 def metrics(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    """Everything an operator watches, as plain data (what RLS lets the caller see)."""
+    """Everything an operator watches, as plain data (what RLS lets the caller see).
+
+    The workers and the Postgres health figures cover every organization, so a
+    tenant-scoped caller gets ``None`` for them rather than totals across tenants.
+    """
+    staff = bool(_rows(conn, "metrics_sees_all")[0]["sees_all"])
     return {
         "queue_depth": _rows(conn, "metrics_queue_depth"),
         "job_counts": _rows(conn, "metrics_job_counts"),
         "processing_times": _rows(conn, "metrics_processing_times"),
         "failure_rates": _rows(conn, "metrics_failure_rates"),
-        "workers": _rows(conn, "metrics_workers")[0],
-        "postgres": _rows(conn, "metrics_postgres_health")[0],
+        "workers": _rows(conn, "metrics_workers")[0] if staff else None,
+        "postgres": _rows(conn, "metrics_postgres_health")[0] if staff else None,
     }
 
 
@@ -87,9 +92,10 @@ def prometheus_text(data: dict[str, Any]) -> str:
         rates,
         "rate",
     )
-    gauge("workers", "Live worker processes", [], [data["workers"]], "workers")
-    gauge("running_jobs", "Jobs held by live workers", [], [data["workers"]], "running_jobs")
-    pg = data["postgres"]
+    workers = [data["workers"]] if data["workers"] else []
+    gauge("workers", "Live worker processes", [], workers, "workers")
+    gauge("running_jobs", "Jobs held by live workers", [], workers, "running_jobs")
+    pg = [data["postgres"]] if data["postgres"] else []
     for key in (
         "jobs_dead_tuples",
         "jobs_live_tuples",
@@ -97,7 +103,7 @@ def prometheus_text(data: dict[str, Any]) -> str:
         "oldest_transaction_seconds",
         "notify_queue_usage",
     ):
-        gauge(f"postgres_{key}", f"PostgreSQL health: {key}", [], [pg], key)
+        gauge(f"postgres_{key}", f"PostgreSQL health: {key}", [], pg, key)
 
     class _Collector:
         def collect(self) -> list[GaugeMetricFamily]:

@@ -144,7 +144,7 @@ def local_handler(name: str) -> Callable[..., Any] | None:
     return _handlers.get(name)
 
 
-def upsert(conn: psycopg.Connection, spec: JobType) -> None:
+def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
     """Writes one job type (create or update) on the caller's connection."""
     spec.validate()
     resolve_handler(spec.handler)
@@ -152,7 +152,7 @@ def upsert(conn: psycopg.Connection, spec: JobType) -> None:
         conn.execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
 
 
-def sync(conn: psycopg.Connection) -> list[str]:
+def sync(conn: psycopg.Connection[Any]) -> list[str]:
     """Upserts every type registered in this process; returns their names."""
     names = []
     for spec in registered().values():
@@ -167,9 +167,9 @@ def sync(conn: psycopg.Connection) -> list[str]:
 _synced: set[tuple[str, str]] = set()
 
 
-def _database_key(conn: psycopg.Connection) -> str:
+def _database_key(conn: psycopg.Connection[Any]) -> str:
     info = conn.info
-    return f"{info.host}:{info.port}/{info.dbname}"
+    return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
 
 
 def ensure(conn: psycopg.Connection, name: str) -> None:
@@ -183,6 +183,12 @@ def ensure(conn: psycopg.Connection, name: str) -> None:
     resolve_handler(spec.handler)
     with translated():
         cur = conn.cursor(row_factory=tuple_row)
+        writable = cur.execute(sql.query("job_type_may_write")).fetchone()
+        if writable is None or not writable[0]:
+            # An application role reads job types but does not define them:
+            # the workers (or migrations) do. Enqueue then checks the type exists.
+            _synced.add(key)
+            return
         row = cur.execute(sql.query("job_type_ensure"), dataclasses.asdict(spec)).fetchone()
     # A row this transaction wrote may yet be rolled back: cache it only once committed.
     if row is not None and not row[0]:

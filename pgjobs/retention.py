@@ -32,3 +32,26 @@ def prune(
             progress(total)
         if len(rows) < batch_size:
             return total
+
+
+def prune_exclusive(
+    conn: psycopg.Connection[Any],
+    older_than_seconds: float,
+    *,
+    batch_size: int = 1000,
+    progress: Any = None,
+) -> int | None:
+    """:func:`prune`, unless another session is pruning already (then None).
+
+    ``conn`` must be in autocommit mode: the advisory lock is the session's,
+    held across the batches' transactions, so that two workers started the same
+    day do not delete side by side.
+    """
+    row = conn.execute(sql.query("prune_lock_try")).fetchone()
+    if row is None or not row[0]:
+        return None
+    try:
+        return prune(conn, older_than_seconds, batch_size=batch_size, progress=progress)
+    finally:
+        if not conn.closed:
+            conn.execute(sql.query("prune_unlock"))

@@ -1,4 +1,4 @@
-"""The seven job states, mirrored from the CHECK constraint in 0001_core.sql."""
+"""The seven job states, mirrored from the CHECK constraint in 0002_core.sql."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ and can watch a killed attempt stop:
 - ``lc_done``: one row per attempt, written through ``ctx.conn``, so it commits
   together with the job's completion or not at all. It has no unique key on
   purpose: a job completed twice would show up as two rows;
+- ``lc_once``: like lc_done but keyed by job id, for runs too long to read
+  as evidence row by row: a second completion of a job could not commit;
 - ``lc_ticks``: a counter a running handler bumps every ~50 ms on a separate
   autocommit connection; once the attempt is stopped the counter must stop.
 
@@ -49,6 +51,10 @@ create table if not exists lc_done (
     job_id bigint not null, attempt int not null, pid int not null);
 create table if not exists lc_ticks (
     job_id bigint primary key, n bigint not null, pid int not null);
+create table if not exists lc_once (
+    job_id bigint primary key, attempt int not null, pid int not null);
+-- Handlers write through ctx.conn, whose transaction runs as a tenant role.
+grant select, insert, update, delete on lc_runs, lc_done, lc_ticks, lc_once to public;
 """
 
 # -- the handler side -------------------------------------------------------
@@ -197,6 +203,24 @@ def stubborn(ctx: pgjobs.JobContext) -> None:
 def limited(ctx: pgjobs.JobContext) -> None:
     mark_started(ctx)
     mark_done(ctx)
+
+
+@pgjobs.job("lc.doomed", queue=QUEUE, timeout=60, **_RETRY)
+def doomed(ctx: pgjobs.JobContext) -> None:
+    """Can never succeed: dead at its first attempt, whatever max_attempts says."""
+    mark_started(ctx)
+    raise pgjobs.PermanentError("no such customer")
+
+
+@pgjobs.job("lc.once", queue=QUEUE, timeout=60, max_attempts=20, **_RETRY)
+def once(ctx: pgjobs.JobContext, n: int = 0) -> dict[str, Any]:
+    """Writes its evidence only through ctx.conn, keyed by job id: what survives a
+    lost connection or a restarted server is exactly what committed."""
+    ctx.conn.execute(
+        "insert into lc_once (job_id, attempt, pid) values (%s, %s, %s)",
+        (ctx.id, ctx.attempt, os.getpid()),
+    )
+    return {"n": n, "attempt": ctx.attempt}
 
 
 @pgjobs.job("lc.dedup", queue=QUEUE, dedup_window=60)

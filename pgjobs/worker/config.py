@@ -20,6 +20,11 @@ class WorkerConfig:
     statement_timeout_seconds: float = 60.0
     flush_seconds: float = 0.02  # the longest a finished job waits to be written
     exit_when_idle: bool = False  # stop once nothing is due (demo, tests)
+    metrics_port: int | None = None  # serve Prometheus text here (0: any free port)
+    metrics_host: str = "127.0.0.1"
+    metrics_timeout_seconds: float = 2.0  # statement_timeout of a scrape's queries
+    prune_after_seconds: float | None = None  # retention: finished jobs older than this go
+    prune_every_seconds: float = 86400.0  # and the pruner runs this often (and at start)
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -30,6 +35,12 @@ class WorkerConfig:
             raise ValueError("lease must be positive")
         if not self.queues:
             raise ValueError("at least one queue")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError("metrics port must be from 0 to 65535")
+        if self.prune_after_seconds is not None and self.prune_after_seconds <= 0:
+            raise ValueError("prune-after must be positive")
+        if self.prune_every_seconds <= 0:
+            raise ValueError("the prune interval must be positive")
 
     @property
     def heartbeat_seconds(self) -> float:

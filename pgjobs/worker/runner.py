@@ -35,6 +35,7 @@ from pgjobs.worker.slots import Slots
 logger = structlog.get_logger("pgjobs.worker")
 
 _TARGET_BATCH_SECONDS = 0.05  # claim about this much work at a time
+_RECONNECT_FIRST_SECONDS = 0.1
 _RECONNECT_MAX_SECONDS = 5.0
 # A job's statements may outlive its timeout by this much: the supervisor's kill
 # is what enforces the timeout (and records it as one); the statement timeout is
@@ -71,20 +72,23 @@ class Beacon(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        delay = 0.1
+        self.delay = _RECONNECT_FIRST_SECONDS
         while not self.stopped.is_set():
             try:
                 self._serve()
             except psycopg.Error as exc:
-                logger.warning("beacon_reconnect", error=str(exc), worker=self.runner.name)
+                logger.warning(
+                    "beacon_reconnect", error=str(exc), worker=self.runner.name, retry_in=self.delay
+                )
                 self.runner.wake.set()
-                self.stopped.wait(delay)
-                delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
+                self.stopped.wait(self.delay)
+                self.delay = min(self.delay * 2, _RECONNECT_MAX_SECONDS)
 
     def _serve(self) -> None:
         runner = self.runner
         cfg = runner.cfg
         with connect(cfg, "beacon") as conn:
+            self.delay = _RECONNECT_FIRST_SECONDS  # a later loss starts its backoff afresh
             runner.slots.put(runner.index, slot_fields.PID_BEACON, conn.info.backend_pid)
             if cfg.listen:
                 conn.execute("listen pgjobs_wakeup")
@@ -126,6 +130,9 @@ class Runner:
         self.wake = threading.Event()
         self.held: dict[int, int] = {}  # job id -> lease token, renewed by the beacon
         self.done: list[tuple[ClaimedJob, Outcome]] = []
+        # Claimed but never started when the connection was lost: given back
+        # (fenced by their lease) once it is back, without counting the attempt.
+        self.unstarted: list[ClaimedJob] = []
         self.done_since = 0.0
         self.batch_size = 1  # grows once jobs prove short
         self.avg_seconds = 0.0
@@ -153,7 +160,7 @@ class Runner:
         self.wake.set()
 
     def _connect(self) -> None:
-        delay = 0.1
+        delay = _RECONNECT_FIRST_SECONDS
         while True:
             try:
                 self.control = connect(self.cfg, "worker")
@@ -203,6 +210,11 @@ class Runner:
                 self._reconnect()
 
     def _reconnect(self) -> None:
+        """After a lost connection (Postgres restarted, a backend killed): connect
+        again with backoff, then write what the lost connection could not: the
+        outcomes of finished jobs and the return of unstarted ones. Both are
+        fenced by the lease, so a job rescued meanwhile is left alone. Until they
+        are written the beacon keeps their leases, so nothing is rescued twice."""
         for conn in (self.control, self.job_conn):
             if conn is not None:
                 conn.close()
@@ -210,6 +222,13 @@ class Runner:
         self._connect()
         with contextlib.suppress(psycopg.OperationalError):
             self._flush()
+            if self.unstarted:
+                unstarted, self.unstarted = self.unstarted, []
+                try:
+                    self._give_back(unstarted)
+                except psycopg.OperationalError:
+                    self.unstarted = unstarted + self.unstarted
+                    raise
 
     # -- claiming ----------------------------------------------------------
 
@@ -260,9 +279,18 @@ class Runner:
             if self.stopping:
                 self._give_back(jobs[position:])
                 break
-            self._run_one(job)
-            if self.done and time.monotonic() - self.done_since >= self.cfg.flush_seconds:
-                self._flush()
+            if self.control is None or self.control.closed:
+                # Lost while the previous job ran: starting the next one would
+                # only spend its attempt on the outage.
+                self.unstarted.extend(jobs[position:])
+                raise psycopg.OperationalError("the connection is lost")
+            try:
+                self._run_one(job)  # raises only once the job's outcome is kept in self.done
+                if self.done and time.monotonic() - self.done_since >= self.cfg.flush_seconds:
+                    self._flush()
+            except psycopg.OperationalError:
+                self.unstarted.extend(jobs[position + 1 :])
+                raise
         self._flush()
         self._adapt(len(jobs), time.monotonic() - started)
 
@@ -320,16 +348,21 @@ class Runner:
         return self.handlers.get(job_type)
 
     def _open_job_transaction(self, job: ClaimedJob) -> psycopg.Connection:
-        if self.job_conn is None or self.job_conn.closed:
-            self.job_conn = connect(self.cfg, "job", autocommit=False)
-            self.slots.put(self.index, slot_fields.PID_JOB, self.job_conn.info.backend_pid)
         timeout_ms = (
             job.timeout_seconds * 1000 + _STATEMENT_TIMEOUT_MARGIN_MS if job.timeout_seconds else 0
         )
-        self.job_conn.execute(
-            sql.query("job_transaction_begin"),
-            {"organization": job.organization or "", "statement_timeout": str(timeout_ms)},
-        )
+        params = {"organization": job.organization or "", "statement_timeout": str(timeout_ms)}
+        if self.job_conn is not None and not self.job_conn.closed:
+            try:
+                self.job_conn.execute(sql.query("job_transaction_begin"), params)
+                return self.job_conn
+            except psycopg.OperationalError:
+                # Lost while idle (a restart, a killed backend): nothing of this
+                # job has run on it yet, so a fresh connection loses nothing.
+                self.job_conn.close()
+        self.job_conn = connect(self.cfg, "job", autocommit=False)
+        self.slots.put(self.index, slot_fields.PID_JOB, self.job_conn.info.backend_pid)
+        self.job_conn.execute(sql.query("job_transaction_begin"), params)
         return self.job_conn
 
     def _finish_in_job_transaction(self, job: ClaimedJob, outcome: Outcome) -> None:
@@ -344,15 +377,22 @@ class Runner:
                     conn.commit()
                     self.held.pop(job.id, None)
                     return
-                conn.rollback()
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
                 self.held.pop(job.id, None)
                 self.log.warning("job_lease_lost", job_id=job.id)
                 return
             except psycopg.Error as exc:
-                conn.rollback()
+                # Also when the connection died during the commit, which may or
+                # may not have happened: the failure is fenced by the lease, so
+                # it changes nothing if the completion did commit.
                 outcome = Failed(type(exc).__name__, str(exc), None, False, outcome.duration_ms)
-        else:
+        # The attempt's writes are undone with it; a broken connection has
+        # undone them already, and the outcome must be recorded all the same.
+        with contextlib.suppress(psycopg.Error):
             conn.rollback()
+        if not self.done:
+            self.done_since = time.monotonic()
         self.done.append((job, outcome))
         self._flush()
 

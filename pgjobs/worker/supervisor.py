@@ -5,7 +5,8 @@ did not return within its grace, has its process killed (SIGKILL, so a busy
 loop, a sleep and a blocked C call all stop), its database sessions terminated
 (so a long query stops too), its attempt recorded, and the process replaced.
 It also rescues jobs whose lease expired (one rescuer at a time) and drives
-graceful shutdown.
+graceful shutdown. With ``--metrics-port`` it keeps a Prometheus exporter
+process alive, and with ``--prune-after`` it forks a pruner at start and daily.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pgjobs import log as pgjobs_log
 from pgjobs import registry, sql
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
+from pgjobs.worker.exporter import MetricsServer, exporter_main
+from pgjobs.worker.pruner import pruner_main
 from pgjobs.worker.runner import child_main, connect, worker_name
 from pgjobs.worker.slots import Running, Slots, now_ms
 
@@ -31,6 +34,7 @@ logger = structlog.get_logger("pgjobs.supervisor")
 
 _TICK_SECONDS = 0.05
 _CRASH_BACKOFF_SECONDS = 1.0
+_PRUNE_RETRY_SECONDS = 300.0  # a failed prune run (Postgres away, say) is retried this soon
 
 
 class Supervisor:
@@ -53,6 +57,11 @@ class Supervisor:
         self.next_rescue = 0.0
         self.conn: psycopg.Connection | None = None
         self.log = logger.bind(worker=worker_name())
+        self.metrics_server: MetricsServer | None = None
+        self.exporter: multiprocessing.context.ForkProcess | None = None
+        self.next_exporter = 0.0
+        self.pruner: multiprocessing.context.ForkProcess | None = None
+        self.next_prune = 0.0  # at start, then every prune_every_seconds
 
     # -- entry -------------------------------------------------------------
 
@@ -64,10 +73,13 @@ class Supervisor:
         self._connect()
         assert self.conn is not None
         registry.sync(self.conn)
-        for index in range(self.cfg.processes):
-            self._spawn(index)
-        self.log.info("worker_started", processes=self.cfg.processes, queues=list(self.cfg.queues))
         try:
+            self._serve_metrics()
+            for index in range(self.cfg.processes):
+                self._spawn(index)
+            self.log.info(
+                "worker_started", processes=self.cfg.processes, queues=list(self.cfg.queues)
+            )
             while True:
                 if self.signals >= 2:
                     self._kill_all()
@@ -77,10 +89,13 @@ class Supervisor:
                     self._begin_shutdown()
                 if self.stop_deadline is not None and self._shutdown_step():
                     return 0
-                if self.cfg.exit_when_idle and self._all_exited():
+                if self.cfg.exit_when_idle and self._all_exited() and self.pruner is None:
                     return 0
+                if self.stop_deadline is None:
+                    self._maintain()
                 self._tick()
         finally:
+            self._stop_services()
             if self.conn is not None:
                 self.conn.close()
 
@@ -111,6 +126,69 @@ class Supervisor:
         for proc in self.children:
             if proc is not None:
                 proc.join(5)
+
+    # -- metrics exporter and pruner ---------------------------------------
+
+    def _serve_metrics(self) -> None:
+        if self.cfg.metrics_port is None:
+            return
+        try:
+            self.metrics_server = MetricsServer(self.cfg)
+        except OSError as exc:
+            where = f"{self.cfg.metrics_host}:{self.cfg.metrics_port}"
+            raise ValueError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from exc
+        self._spawn_exporter()
+        self.log.info("metrics_serving", host=self.cfg.metrics_host, port=self.metrics_server.port)
+
+    def _spawn_exporter(self) -> None:
+        self.exporter = self.mp.Process(
+            target=exporter_main,
+            args=(self.metrics_server, self.log_json, self.log_level),
+            name="pgjobs-exporter",
+            daemon=False,
+        )
+        self.exporter.start()
+        self.next_exporter = time.monotonic() + _CRASH_BACKOFF_SECONDS
+
+    def _maintain(self) -> None:
+        """Keeps the exporter alive and runs the pruner on schedule."""
+        now = time.monotonic()
+        if self.exporter is not None and not self.exporter.is_alive():
+            self.exporter.join(0)
+            self.log.warning("metrics_exporter_died", exitcode=self.exporter.exitcode)
+            self.exporter = None
+        if self.metrics_server is not None and self.exporter is None and now >= self.next_exporter:
+            self._spawn_exporter()
+        if self.pruner is not None and not self.pruner.is_alive():
+            self.pruner.join(0)
+            if self.pruner.exitcode != 0:
+                self.next_prune = min(self.next_prune, now + _PRUNE_RETRY_SECONDS)
+            self.pruner = None
+        prune_due = self.cfg.prune_after_seconds is not None and now >= self.next_prune
+        if prune_due and self.pruner is None:
+            self.pruner = self.mp.Process(
+                target=pruner_main,
+                args=(self.cfg, worker_name(), self.log_json, self.log_level),
+                name="pgjobs-pruner",
+                daemon=False,
+            )
+            self.pruner.start()
+            self.next_prune = now + self.cfg.prune_every_seconds
+
+    def _stop_services(self) -> None:
+        for proc in (self.exporter, self.pruner):
+            if proc is not None and proc.is_alive():
+                proc.terminate()
+        for proc in (self.exporter, self.pruner):
+            if proc is not None:
+                proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+        self.exporter = self.pruner = None
+        if self.metrics_server is not None:
+            self.metrics_server.server_close()
+            self.metrics_server = None
 
     # -- the tick ----------------------------------------------------------
 
@@ -233,11 +311,13 @@ class Supervisor:
                 continue
             code = proc.exitcode
             running = self.slots.running(index)
-            self.children[index] = None
             if code == 0 and running is None:
+                self.children[index] = None
                 if self.stop_deadline is None and not self.cfg.exit_when_idle:
                     self._spawn(index)
                 continue
+            # The process stays listed until its jobs are settled: if Postgres is
+            # away, the next tick (after the reconnect) settles them and respawns.
             self._terminate_backends(index)
             if running is not None:
                 assert self.conn is not None
@@ -255,6 +335,7 @@ class Supervisor:
                     },
                 )
             self._return_unstarted(proc.pid, [running.job_id] if running else [])
+            self.children[index] = None
             self.log.warning(
                 "worker_process_died",
                 pid=proc.pid,

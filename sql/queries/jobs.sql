@@ -223,6 +223,9 @@ delete from pgjobs.worker_processes
 -- Stops queries a killed job process left running on the server.
 select pg_terminate_backend(pid) from unnest(%(pids)s::int[]) as pid where pid > 0;
 
+-- name: job_type_may_write
+select has_table_privilege('pgjobs.job_types', 'INSERT');
+
 -- name: job_type_ensure
 -- Creates a job type if missing, leaving an existing row (and its lock) alone.
 -- Says whether the row is still uncommitted (written by this transaction), so
@@ -254,7 +257,8 @@ select set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('application_name', %(application_name)s, false);
 
 -- name: job_transaction_begin
--- A handler's transaction: scoped to the job's organization, bounded by its timeout.
+-- A handler's transaction: scoped to the job's organization (row-level security
+-- then shows even a worker that one organization), bounded by its timeout.
 select set_config('pgjobs.organization', %(organization)s, true),
        set_config('statement_timeout', %(statement_timeout)s, true);
 

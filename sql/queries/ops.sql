@@ -6,6 +6,9 @@ listen pgjobs_state;
 -- name: listen_progress
 listen pgjobs_progress;
 
+-- name: metrics_sees_all
+select pgjobs.sees_all() as sees_all;
+
 -- name: metrics_queue_depth
 select * from pgjobs.queue_depth order by queue, priority;
 
@@ -49,3 +52,13 @@ with doomed as (
 )
 delete from pgjobs.jobs j using doomed d where j.id = d.id
 returning j.id;
+
+-- name: prune_lock_try
+-- One pruner at a time across every worker: a session lock held for the whole
+-- run (its batches are separate transactions), released by prune_unlock or
+-- by the session's end.
+select pg_try_advisory_lock(hashtext('pgjobs.prune'));
+
+-- name: prune_unlock
+select pg_advisory_unlock(hashtext('pgjobs.prune'));
+

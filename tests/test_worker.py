@@ -1,0 +1,338 @@
+"""The worker end to end: real worker processes started through the CLI run
+each committed job exactly once, drain a backlog without losing or repeating a
+job, and apply the retry policy (backoff, max_attempts, permanent errors).
+
+Backoff is checked under an injected clock: the claim and failure queries the
+worker runs take ``now``, so the test reads the ``run_at`` each failure sets
+instead of sleeping through the delays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import DictRow, dict_row
+
+import pgjobs
+from pgjobs import registry, sql
+from tests import handlers
+from tests import lifecycle_handlers as lc
+
+Conn = psycopg.Connection[DictRow]
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+@pytest.fixture
+def pool(dsn: str) -> Iterator[lc.Workers]:
+    """The lifecycle harness (real ``pgjobs worker`` processes, all killed when the
+    test ends), on a database with the side table and every t.* type."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(handlers.SIDE_TABLE)
+        registry.sync(conn)
+    with lc.workers(dsn) as workers:
+        yield workers
+
+
+def run_until_idle(
+    pool: lc.Workers, *, processes: int = 2, queues: str = "default", timeout: float = 30
+) -> lc.Worker:
+    """``pgjobs worker --processes N --import tests.handlers --exit-when-idle``,
+    waited for: it exits once no job in its queues is left unfinished."""
+    worker = pool.start(
+        processes=processes,
+        extra=("--import", "tests.handlers", "--queues", queues, "--exit-when-idle"),
+    )
+    code = worker.wait(timeout)
+    assert code == 0, worker.output()[-5000:]
+    return worker
+
+
+def job(dsn: str, job_id: int) -> dict[str, Any]:
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        row = conn.execute(
+            "select state, attempt, max_attempts, result, last_error, last_error_class, "
+            "run_at, finished_at from pgjobs.jobs where id = %s",
+            (job_id,),
+        ).fetchone()
+    assert row is not None, f"no job {job_id}"
+    return row
+
+
+def events(dsn: str, job_id: int) -> list[tuple[Any, ...]]:
+    """(attempt, from_state, to_state, error_class, message) per history row."""
+    return lc.rows(
+        dsn,
+        "select attempt, from_state, to_state, error_class, message "
+        "from pgjobs.job_events where job_id = %s order by id",
+        (job_id,),
+    )
+
+
+def enqueue(dsn: str, job_type: str, payload: dict[str, Any] | None = None) -> int:
+    with psycopg.connect(dsn) as conn:
+        return pgjobs.enqueue(conn, job_type, payload).id
+
+
+# -- exactly once ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_committed_job_runs_exactly_once_and_uncommitted_or_rolled_back_ones_never(
+    dsn: str, pool: lc.Workers
+) -> None:
+    with psycopg.connect(dsn) as caller:
+        job_id = pgjobs.enqueue(caller, "t.record", {"n": 1}).id
+        # The caller's transaction is still open: a worker finds nothing to do.
+        run_until_idle(pool)
+        assert lc.scalar(dsn, "select count(*) from side") == 0
+        assert lc.scalar(dsn, "select count(*) from pgjobs.jobs") == 0
+        caller.commit()
+
+    with psycopg.connect(dsn) as other:
+        rolled_back = pgjobs.enqueue(other, "t.record", {"n": 2}).id
+        other.rollback()
+
+    run_until_idle(pool)
+    run_until_idle(pool)  # a second worker finds nothing left to run
+
+    assert lc.rows(dsn, "select job_id, attempt from side") == [(job_id, 1)]
+    done = job(dsn, job_id)
+    assert (done["state"], done["attempt"], done["last_error"]) == ("completed", 1, None)
+    assert events(dsn, job_id) == [
+        (1, "queued", "running", None, None),
+        (1, "running", "completed", None, None),
+    ]
+    assert lc.scalar(dsn, "select count(*) from pgjobs.jobs where id = %s", (rolled_back,)) == 0
+
+
+@pytest.mark.slow
+def test_four_processes_drain_5000_jobs_each_exactly_once(dsn: str, pool: lc.Workers) -> None:
+    total = 5000
+    with psycopg.connect(dsn) as conn:
+        ids = [
+            r.id
+            for r in pgjobs.enqueue_many(
+                conn, [{"job_type": "t.record", "payload": {"n": i}} for i in range(total)]
+            )
+        ]
+    assert len(set(ids)) == total
+
+    worker = run_until_idle(pool, processes=4, timeout=90)
+
+    # side.job_id is the primary key and written in each job's own transaction:
+    # a second run of any job would have failed on it, and left a failure event.
+    assert lc.scalar(dsn, "select count(*) from side") == total
+    assert {r[0] for r in lc.rows(dsn, "select job_id from side")} == set(ids)
+    assert lc.rows(dsn, "select state, count(*), max(attempt) from pgjobs.jobs group by 1") == [
+        ("completed", total, 1)
+    ]
+    assert lc.rows(dsn, "select distinct attempt from side") == [(1,)]
+    assert lc.rows(
+        dsn, "select from_state, to_state, count(*) from pgjobs.job_events group by 1, 2 order by 1"
+    ) == [("queued", "running", total), ("running", "completed", total)]
+    # The work was shared: more than one process claimed jobs.
+    processes = lc.scalar(dsn, "select count(distinct worker) from pgjobs.jobs")
+    assert 1 < processes <= 4, worker.output()[-3000:]
+
+
+# -- retries ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_transient_failure_retries_until_max_attempts_then_ends_dead(
+    dsn: str, pool: lc.Workers
+) -> None:
+    job_id = enqueue(dsn, "t.always_fails")  # max_attempts=4
+
+    run_until_idle(pool)
+
+    dead = job(dsn, job_id)
+    assert (dead["state"], dead["attempt"], dead["max_attempts"]) == ("dead", 4, 4)
+    assert dead["last_error"] == "attempt 4 failed"
+    assert dead["last_error_class"] == "Boom"
+    assert dead["finished_at"] is not None
+    assert events(dsn, job_id) == [
+        (1, "queued", "running", None, None),
+        (1, "running", "retrying", "Boom", "attempt 1 failed"),
+        (2, "retrying", "running", None, None),
+        (2, "running", "retrying", "Boom", "attempt 2 failed"),
+        (3, "retrying", "running", None, None),
+        (3, "running", "retrying", "Boom", "attempt 3 failed"),
+        (4, "retrying", "running", None, None),
+        (4, "running", "dead", "Boom", "attempt 4 failed"),
+    ]
+    # Every attempt wrote its side row in the job's transaction; each failure
+    # rolled it back.
+    assert lc.scalar(dsn, "select count(*) from side") == 0
+    # Each retry was claimed only after the failure that scheduled it.
+    times = [
+        r[0]
+        for r in lc.rows(
+            dsn, "select at from pgjobs.job_events where job_id = %s order by id", (job_id,)
+        )
+    ]
+    assert times == sorted(times)
+
+
+@pytest.mark.slow
+def test_transient_failure_then_success_completes_on_the_second_attempt(
+    dsn: str, pool: lc.Workers
+) -> None:
+    job_id = enqueue(dsn, "t.fails_once_then_succeeds")
+
+    run_until_idle(pool)
+
+    done = job(dsn, job_id)
+    assert (done["state"], done["attempt"], done["result"]) == ("completed", 2, {"attempt": 2})
+    assert lc.rows(dsn, "select job_id, attempt from side") == [(job_id, 2)]
+    assert [e[:4] for e in events(dsn, job_id)] == [
+        (1, "queued", "running", None),
+        (1, "running", "retrying", "TransientError"),
+        (2, "retrying", "running", None),
+        (2, "running", "completed", None),
+    ]
+
+
+@pytest.mark.slow
+def test_max_attempts_one_means_no_retry(dsn: str, pool: lc.Workers) -> None:
+    job_id = enqueue(dsn, "t.single_attempt")
+
+    run_until_idle(pool)
+
+    dead = job(dsn, job_id)
+    assert (dead["state"], dead["attempt"], dead["max_attempts"]) == ("dead", 1, 1)
+    assert dead["last_error"] == "no second chance"
+    assert events(dsn, job_id) == [
+        (1, "queued", "running", None, None),
+        (1, "running", "dead", "Boom", "no second chance"),
+    ]
+
+
+@pytest.mark.slow
+def test_permanent_error_goes_dead_at_once_with_attempts_left(dsn: str, pool: lc.Workers) -> None:
+    job_id = enqueue(dsn, "t.permanent")  # max_attempts=5
+
+    run_until_idle(pool)
+
+    dead = job(dsn, job_id)
+    assert (dead["state"], dead["attempt"], dead["max_attempts"]) == ("dead", 1, 5)
+    assert dead["last_error"] == "this input can never work"
+    assert dead["last_error_class"] == "PermanentError"
+    assert events(dsn, job_id) == [
+        (1, "queued", "running", None, None),
+        (1, "running", "dead", "PermanentError", "this input can never work"),
+    ]
+    traceback = lc.scalar(
+        dsn,
+        "select traceback from pgjobs.job_events where job_id = %s and to_state = 'dead'",
+        (job_id,),
+    )
+    assert "PermanentError: this input can never work" in traceback
+
+
+# -- backoff under an injected clock ----------------------------------------------
+
+
+def _claim(conn: Conn, n: int, now: dt.datetime) -> list[dict[str, Any]]:
+    return conn.execute(
+        sql.query("job_claim"),
+        {"worker": "test/1", "queues": ["q_backoff"], "n": n, "lease_seconds": 30, "now": now},
+    ).fetchall()
+
+
+def _fail(conn: Conn, claimed: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
+    """What the worker writes for transient failures (runner._failures)."""
+    n = len(claimed)
+    return conn.execute(
+        sql.query("job_fail_many"),
+        {
+            "ids": [c["id"] for c in claimed],
+            "tokens": [c["lease_token"] for c in claimed],
+            "error_classes": ["Boom"] * n,
+            "messages": [f"attempt {c['attempt']} failed" for c in claimed],
+            "tracebacks": [None] * n,
+            "permanent": [False] * n,
+            "durations": [1.0] * n,
+            "now": now,
+        },
+    ).fetchall()
+
+
+def test_retry_delays_grow_exponentially_with_full_jitter_up_to_the_cap(conn: Conn) -> None:
+    """t.backoff: base 1 s, cap 8 s, 6 attempts. Each failure at ``now`` sets
+    run_at = now + uniform(0, min(cap, base * 2^(attempt-1))), so over many jobs
+    the mean delay doubles per attempt until the cap, and the job is never
+    claimed before its run_at."""
+    registry.sync(conn)
+    n = 300
+    ids = {r.id for r in pgjobs.enqueue_many(conn, [{"job_type": "t.backoff"}] * n)}
+    row = conn.execute("select now() + interval '1 second' as t").fetchone()
+    assert row is not None
+    now: dt.datetime = row["t"]
+    means = []
+    for attempt in range(1, 7):
+        claimed = _claim(conn, n + 1, now)
+        assert {c["id"] for c in claimed} == ids
+        assert {c["attempt"] for c in claimed} == {attempt}
+        failed = _fail(conn, claimed, now)
+        assert {f["id"] for f in failed} == ids
+        if attempt == 6:
+            assert {f["state"] for f in failed} == {"dead"}
+            break
+        assert {f["state"] for f in failed} == {"retrying"}
+        bound = min(8.0, 1.0 * 2 ** (attempt - 1))
+        delays = [(f["run_at"] - now).total_seconds() for f in failed]
+        assert min(delays) >= 0 and max(delays) <= bound, (attempt, bound)
+        # Full jitter: spread over the whole range, centred on half the bound.
+        assert min(delays) < 0.2 * bound and max(delays) > 0.8 * bound, (attempt, bound)
+        assert 0.4 * bound < statistics.fmean(delays) < 0.6 * bound, (attempt, bound)
+        means.append(statistics.fmean(delays))
+        # Not one job is claimed before its run_at: at the failure's own time
+        # none is due, half way through exactly those whose run_at has passed...
+        assert _claim(conn, n, now) == []
+        half_way = sorted(f["run_at"] for f in failed)[n // 2]
+        with conn.transaction(force_rollback=True):
+            due = {f["id"] for f in failed if f["run_at"] <= half_way}
+            assert {c["id"] for c in _claim(conn, n, half_way)} == due
+            assert n // 2 <= len(due) < n
+        # ... and the next round starts once every job is due.
+        now += dt.timedelta(seconds=bound + 1)
+
+    assert means[0] < means[1] < means[2] < means[3]  # 1, 2, 4, 8 s bounds
+    assert means[4] < 1.5 * means[3]  # capped at 8 s: no longer doubling
+    rows = conn.execute(
+        "select state, attempt, last_error, finished_at = %s as finished_now, count(*) as n "
+        "from pgjobs.jobs where id = any(%s) group by 1, 2, 3, 4",
+        (now, list(ids)),
+    ).fetchall()
+    assert rows == [
+        {
+            "state": "dead",
+            "attempt": 6,
+            "last_error": "attempt 6 failed",
+            "finished_now": True,
+            "n": n,
+        }
+    ]
+    history = pgjobs.history(conn, min(ids))
+    assert [(e["attempt"], e["to_state"]) for e in history] == [
+        (1, "running"),
+        (1, "retrying"),
+        (2, "running"),
+        (2, "retrying"),
+        (3, "running"),
+        (3, "retrying"),
+        (4, "running"),
+        (4, "retrying"),
+        (5, "running"),
+        (5, "retrying"),
+        (6, "running"),
+        (6, "dead"),
+    ]
