@@ -27,8 +27,26 @@ lint: $(STAMP)
 	$(BIN)/ruff check pgjobs tests bench
 	$(BIN)/mypy pgjobs
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# The peers (procrastinate, PgQueuer, oban, RQ) and matplotlib live in their own
+# venv, never in pgjobs' dependencies. oban needs Python >= 3.12: the first of
+# python3.13, python3.12 (or a pyenv 3.12/3.13) found makes it, else $(PYTHON),
+# and a peer that cannot install is skipped (the report says so).
+BENCH_VENV  ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS  ?=
+
+$(BENCH_STAMP): pyproject.toml bench/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $$( \
+	  for py in python3.13 python3.12 $$(ls -d $$HOME/.pyenv/versions/3.1[23]*/bin/python3 2>/dev/null) $(PYTHON); do \
+	    $$py -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null && { echo $$py; break; }; \
+	  done) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --disable-pip-version-check -q -e . -r bench/requirements.txt \
+	  || $(BENCH_VENV)/bin/pip install --disable-pip-version-check -q -e . \
+	       $$(grep -v -e '^oban' -e '^#' bench/requirements.txt | cut -d' ' -f1)
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
 # Leaves .venv and .pgjobs (the embedded server's data) alone: both are slow to
 # rebuild and .pgjobs may hold a running server.

@@ -1,10 +1,43 @@
-"""Placeholder entry point so `make bench` runs until the real suite lands."""
+"""``python -m bench [--quick] [--systems a,b] [--runs N]``: run the benchmarks
+and write bench/results/<date>.md, its chart and the raw JSON."""
 
+from __future__ import annotations
+
+import argparse
 import sys
 
+from bench import report, runner, settings
+from bench.systems import ALL
 
-def main() -> int:
-    print("benchmarks: see issue 6")
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes and a 1-minute sustained run")
+    parser.add_argument("--tiny", action="store_true", help="the smoke test's sizes")
+    parser.add_argument("--systems", default=",".join(ALL),
+                        help=f"comma-separated, of: {', '.join(ALL)}")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the pgbench floor")
+    parser.add_argument("--no-sustained", action="store_true", help="skip the sustained run")
+    parser.add_argument("--out", default=None, help="results directory (default bench/results)")
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.systems.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(unknown)}")
+    sizes = settings.TINY if args.tiny else settings.QUICK if args.quick else settings.FULL
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+
+    result = runner.run(
+        sizes, names, runs=args.runs, with_floor=not args.no_floor,
+        with_sustained=not args.no_sustained, progress=lambda s: print(s, flush=True),
+    )
+    result["meta"]["mode"] = mode
+    paths = report.write(result, args.out)
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """pgjobs: a background job engine that lives in PostgreSQL."""
 
+from pgjobs import testing
 from pgjobs.context import JobContext
 from pgjobs.enqueue import EnqueueResult, enqueue, enqueue_many
 from pgjobs.errors import (
@@ -42,4 +43,5 @@ __all__ = [
     "retry",
     "subscribe",
     "tenant",
+    "testing",
 ]

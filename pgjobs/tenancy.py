@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from pgjobs import sql
 from pgjobs.errors import InvalidJob
@@ -21,6 +22,13 @@ def set_organization(conn: psycopg.Connection[Any], organization: str | None) ->
     """Scopes the current transaction to ``organization`` (None clears it)."""
     check_text("organization", organization)
     conn.execute(sql.query("tenant_set"), {"organization": organization or ""})
+
+
+def current_organization(conn: psycopg.Connection[Any]) -> str | None:
+    """The organization the current transaction is scoped to, if any."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(sql.query("tenant_get")).fetchone()
+    return None if row is None else row[0]
 
 
 @contextlib.contextmanager

@@ -77,11 +77,13 @@ def test_late_completion_of_a_stopped_worker_changes_nothing(dsn: str, wait_for:
             (2, "retrying", "running", None),
             (2, "running", "completed", None),
         ]
-        # The second attempt started only once the first one's lease had run out.
+        # The second attempt was claimed only once the first one's lease (taken
+        # at its claim, 1 s) had run out: compare the two claims' own times.
         gap = lc.scalar(
             dsn,
             """
-            select extract(epoch from max(at) - min(at)) from lc_runs where job_id = %s""",
+            select extract(epoch from max(at) - min(at)) from pgjobs.job_events
+             where job_id = %s and to_state = 'running'""",
             (job_id,),
         )
         assert float(gap) >= 1.0

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pgjobs import registry
-from pgjobs.context import JobContext
+from pgjobs.context import ClaimedJob, JobContext
 from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
 from pgjobs.payload import encode
 
@@ -85,3 +85,28 @@ def _class_name(exc: BaseException) -> str:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def completion_params(items: list[tuple[ClaimedJob, Completed]]) -> dict[str, Any]:
+    """Parameters of the job_complete_many query for finished attempts."""
+    return {
+        "ids": [j.id for j, _ in items],
+        "tokens": [j.lease_token for j, _ in items],
+        "results": [o.result for _, o in items],
+        "durations": [o.duration_ms for _, o in items],
+        "now": None,
+    }
+
+
+def failure_params(items: list[tuple[ClaimedJob, Failed]]) -> dict[str, Any]:
+    """Parameters of the job_fail_many query for failed attempts."""
+    return {
+        "ids": [j.id for j, _ in items],
+        "tokens": [j.lease_token for j, _ in items],
+        "error_classes": [o.error_class for _, o in items],
+        "messages": [o.message for _, o in items],
+        "tracebacks": [o.traceback for _, o in items],
+        "permanent": [o.permanent for _, o in items],
+        "durations": [o.duration_ms for _, o in items],
+        "now": None,
+    }

@@ -29,7 +29,15 @@ from pgjobs import sql
 from pgjobs.context import ClaimedJob, JobContext
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.executor import Completed, Failed, Outcome, execute, handler_for
+from pgjobs.worker.executor import (
+    Completed,
+    Failed,
+    Outcome,
+    completion_params,
+    execute,
+    failure_params,
+    handler_for,
+)
 from pgjobs.worker.slots import Slots
 
 logger = structlog.get_logger("pgjobs.worker")
@@ -372,7 +380,9 @@ class Runner:
         assert conn is not None
         if isinstance(outcome, Completed):
             try:
-                rows = conn.execute(sql.query("job_complete_many"), _completions([(job, outcome)]))
+                rows = conn.execute(
+                    sql.query("job_complete_many"), completion_params([(job, outcome)])
+                )
                 if rows.fetchall():
                     conn.commit()
                     self.held.pop(job.id, None)
@@ -406,9 +416,11 @@ class Runner:
         try:
             with self.control.pipeline():
                 if completed:
-                    self.control.execute(sql.query("job_complete_many"), _completions(completed))
+                    self.control.execute(
+                        sql.query("job_complete_many"), completion_params(completed)
+                    )
                 if failed:
-                    self.control.execute(sql.query("job_fail_many"), _failures(failed))
+                    self.control.execute(sql.query("job_fail_many"), failure_params(failed))
         except psycopg.OperationalError:
             self.done = done + self.done  # written after the reconnect, lease permitting
             raise
@@ -442,29 +454,6 @@ class Runner:
                 permanent=outcome.permanent,
                 **keys,
             )
-
-
-def _completions(items: list[tuple[ClaimedJob, Completed]]) -> dict[str, Any]:
-    return {
-        "ids": [j.id for j, _ in items],
-        "tokens": [j.lease_token for j, _ in items],
-        "results": [o.result for _, o in items],
-        "durations": [o.duration_ms for _, o in items],
-        "now": None,
-    }
-
-
-def _failures(items: list[tuple[ClaimedJob, Failed]]) -> dict[str, Any]:
-    return {
-        "ids": [j.id for j, _ in items],
-        "tokens": [j.lease_token for j, _ in items],
-        "error_classes": [o.error_class for _, o in items],
-        "messages": [o.message for _, o in items],
-        "tracebacks": [o.traceback for _, o in items],
-        "permanent": [o.permanent for _, o in items],
-        "durations": [o.duration_ms for _, o in items],
-        "now": None,
-    }
 
 
 def _die_with_parent() -> None:

@@ -617,7 +617,6 @@ returns table (id bigint, job_type text, organization text, payload jsonb, attem
 language plpgsql as $$
 declare
     t       timestamptz := coalesce(claim.now, now());
-    token   bigint;
     ids     bigint[] := '{}';
     step    bigint[];
     p       int;
@@ -646,20 +645,30 @@ begin
         ids := pgjobs.rate_take(ids, t);
     end if;
 
-    token := nextval('pgjobs.lease_token_seq');
-    return query
-    with claimed as (
+    return query select * from pgjobs.take(claim.worker, ids, lease_seconds, t);
+end
+$$;
+
+-- Starts an attempt of each given job, which the caller has locked: one lease
+-- token for the batch, returned in the order given. The claim's second half,
+-- and what pgjobs.testing uses to run one chosen job.
+create function pgjobs.take(worker text, ids bigint[], lease_seconds double precision,
+                            t timestamptz)
+returns table (id bigint, job_type text, organization text, payload jsonb, attempt int,
+               max_attempts int, timeout_seconds int, checkpoint jsonb, lease_token bigint)
+language sql as $$
+    with token as (select nextval('pgjobs.lease_token_seq') as value),
+    claimed as (
         update pgjobs.jobs j
-           set state = 'running', attempt = j.attempt + 1, worker = claim.worker,
-               lease_token = token, started_at = t, finished_at = null,
+           set state = 'running', attempt = j.attempt + 1, worker = take.worker,
+               lease_token = (select value from token), started_at = t, finished_at = null,
                lease_expires_at = t + make_interval(secs => lease_seconds),
                last_duration_ms = null
          where j.id = any(ids)
         returning j.id, j.job_type, j.organization, j.payload, j.attempt, j.max_attempts,
                   j.timeout_seconds, j.checkpoint, j.lease_token
     )
-    select c.* from claimed c order by array_position(ids, c.id);
-end
+    select c.* from claimed c order by array_position(ids, c.id)
 $$;
 
 -- Takes rate budget for locked candidate jobs; returns the ids allowed to run

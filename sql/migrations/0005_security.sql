@@ -102,8 +102,10 @@ grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
 
 -- The claim is the workers' alone.
 revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz),
+                           pgjobs.take(text, bigint[], double precision, timestamptz),
                            pgjobs.rate_take(bigint[], timestamptz)
     from public;
 grant execute on function pgjobs.claim(text, text[], int, double precision, timestamptz),
+                          pgjobs.take(text, bigint[], double precision, timestamptz),
                           pgjobs.rate_take(bigint[], timestamptz)
     to pgjobs_worker;

@@ -246,6 +246,9 @@ select exists (select from written)
                 where name = %(name)s and xmin = pg_current_xact_id_if_assigned()::xid)
        as uncommitted;
 
+-- name: tenant_get
+select pgjobs.current_organization();
+
 -- name: tenant_set
 -- Transaction-local: the scope ends with the transaction.
 select set_config('pgjobs.organization', %(organization)s, true);
@@ -267,3 +270,22 @@ select name, handler from pgjobs.job_types;
 
 -- name: job_type_state_counts
 select job_type, state, count(*) as n from pgjobs.jobs group by 1, 2 order by 1, 2;
+
+-- name: testing_take_job
+-- pgjobs.testing.run_job: one chosen job, due or not.
+select * from pgjobs.take(%(worker)s,
+                          array(select id from pgjobs.jobs
+                                 where id = %(id)s and state in ('queued', 'retrying')
+                                   for update),
+                          %(lease_seconds)s, now());
+
+-- name: testing_claim
+-- pgjobs.testing.drain: the next due job, as a worker would claim it.
+select * from pgjobs.claim(%(worker)s,
+                           coalesce(%(queues)s::text[],
+                                    array(select distinct queue from pgjobs.jobs
+                                           where state in ('queued', 'retrying'))),
+                           1, %(lease_seconds)s, %(now)s);
+
+-- name: testing_handler
+select handler from pgjobs.job_types where name = %(job_type)s;

@@ -1,0 +1,367 @@
+"""The measurements, written once against the System interface."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import queue
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+from bench import pg
+from bench.systems.base import PING_PORT_ENV, System, worker_env
+
+POLL_SECONDS = 0.02
+
+
+class BenchError(RuntimeError):
+    """A measurement that could not complete (a worker died, a drain stalled)."""
+
+
+# -- statistics ---------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+# -- enqueue ------------------------------------------------------------------
+
+
+def _enqueue_client(
+    system_name: str, dsn: str, count: int, batch: int, barrier: Any, out: Any
+) -> None:
+    from bench.systems import ALL
+
+    client = ALL[system_name]().client(dsn)
+    try:
+        barrier.wait()
+        start = time.time()
+        if batch == 1:
+            for _ in range(count):
+                client.enqueue()
+        else:
+            for done in range(0, count, batch):
+                client.enqueue_batch(min(batch, count - done))
+        out.put((start, time.time()))
+    finally:
+        client.close()
+
+
+def enqueue_rate(system: System, dsn: str, total: int, clients: int, batch: int) -> float:
+    """Jobs/s with ``clients`` processes enqueueing ``total`` jobs, one per
+    transaction (batch 1) or ``batch`` per call; connecting is not timed."""
+    # fork: the harness holds no connection or event loop while clients start.
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(clients)
+    out = ctx.Queue()
+    share = total // clients
+    procs = [
+        ctx.Process(target=_enqueue_client, args=(system.name, dsn, share, batch, barrier, out))
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    spans = []
+    deadline = time.monotonic() + 600
+    while len(spans) < clients:
+        try:
+            spans.append(out.get(timeout=0.5))
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise BenchError(f"{system.name}: an enqueue client failed") from None
+    for p in procs:
+        p.join()
+    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+    return share * clients / elapsed
+
+
+def fill(system: System, dsn: str, count: int, chunk: int = 1000) -> None:
+    client = system.client(dsn)
+    try:
+        for done in range(0, count, chunk):
+            client.enqueue_batch(min(chunk, count - done))
+    finally:
+        client.close()
+
+
+# -- worker processes ---------------------------------------------------------
+
+
+class Workers:
+    """The worker processes of one measurement, their logs and their memory."""
+
+    def __init__(self, system: System, dsn: str, processes: int, env: dict[str, str]) -> None:
+        self.system = system
+        self.logdir = Path(tempfile.mkdtemp(prefix=f"bench-{system.name}-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for i, cmd in enumerate(system.worker_commands(dsn, processes)):
+            log = open(self.logdir / f"worker{i}.log", "wb")  # noqa: SIM115 (closed by the child)
+            self.procs.append(
+                subprocess.Popen(
+                    cmd, env=worker_env(env), stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            log.close()
+        self.rss_peak: dict[int, int] = {}
+
+    def check(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise BenchError(f"{self.system.name}: worker exited {p.returncode}: {self.log()}")
+
+    def log(self) -> str:
+        text = "".join(f.read_text(errors="replace") for f in sorted(self.logdir.iterdir()))
+        return text[-2000:]
+
+    def job_processes(self) -> list[psutil.Process]:
+        """The processes that run jobs: a supervisor's children, else the process."""
+        found: list[psutil.Process] = []
+        for p in self.procs:
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(p.pid)
+                children = proc.children(recursive=True)
+                found.extend(children or [proc])
+        return found
+
+    def sample_rss(self) -> None:
+        for proc in self.job_processes():
+            with contextlib.suppress(psutil.Error):
+                rss = proc.memory_info().rss
+                self.rss_peak[proc.pid] = max(rss, self.rss_peak.get(proc.pid, 0))
+
+    def rss_mb(self) -> float:
+        """Peak RSS of the largest worker process, MB."""
+        return max(self.rss_peak.values(), default=0) / 2**20
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    import os
+
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+@contextlib.contextmanager
+def workers(
+    system: System, dsn: str, processes: int, env: dict[str, str] | None = None
+) -> Iterator[Workers]:
+    w = Workers(system, dsn, processes, env or {})
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+# -- drain --------------------------------------------------------------------
+
+
+def drain(system: System, dsn: str, jobs: int, processes: int, timeout: float) -> dict[str, float]:
+    """Runs ``jobs`` pre-enqueued no-op jobs to the end. ``total``: jobs/s from
+    starting the workers; ``steady``: from the first finished job on."""
+    fill(system, dsn, jobs)
+    with system.probe(dsn) as remaining:
+        if remaining() != jobs:
+            raise BenchError(f"{system.name}: {remaining()} jobs queued, wanted {jobs}")
+        started = time.monotonic()
+        first: tuple[float, int] | None = None
+        untouched = started  # the last poll that found every job still queued
+        last_rss = 0.0
+        with workers(system, dsn, processes) as w:
+            while True:
+                left = remaining()
+                now = time.monotonic()
+                if first is None:
+                    if left < jobs:
+                        first = (now, left)
+                    else:
+                        untouched = now
+                if left == 0:
+                    break
+                if now - last_rss > 0.25:
+                    w.sample_rss()
+                    w.check()
+                    last_rss = now
+                if now - started > timeout:
+                    raise BenchError(f"{system.name}: {left} jobs left after {timeout:.0f}s")
+                time.sleep(POLL_SECONDS)
+            w.sample_rss()
+            rss = w.rss_mb()
+    assert first is not None
+    end = now
+    # Jobs done after the first poll that saw progress, over the time since; when
+    # that poll already saw all done (tiny runs), from the last untouched poll.
+    steady = first[1] / (end - first[0]) if first[1] else jobs / (end - untouched)
+    return {
+        "total": jobs / (end - started),
+        "steady": steady,
+        "startup_s": first[0] - started,
+        "rss_mb": rss,
+    }
+
+
+# -- enqueue-to-start latency -------------------------------------------------
+
+
+def latency(system: System, dsn: str, samples: int, timeout: float = 60.0) -> list[float]:
+    """Milliseconds from just before the enqueue call to the handler's start,
+    one job at a time, on an idle 1-process worker."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    client = system.client(dsn)
+    results: list[float] = []
+    try:
+        with workers(system, dsn, 1, {PING_PORT_ENV: str(port)}) as w:
+            # Warm-up: wait until the worker runs jobs at all.
+            sock.settimeout(0.5)
+            deadline = time.monotonic() + timeout
+            while True:
+                w.check()
+                client.enqueue(ping=-1)
+                with contextlib.suppress(TimeoutError):
+                    sock.recv(100)
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{system.name}: no ping came back: {w.log()}")
+            time.sleep(0.5)
+            _drain_socket(sock)
+            sock.settimeout(10)
+            for seq in range(samples):
+                time.sleep(0.03)  # idle again: the worker waits on LISTEN or its poll
+                t0 = time.time()
+                client.enqueue(ping=seq)
+                while True:
+                    got, stamp = sock.recv(100).decode().split()
+                    if int(got) == seq:
+                        results.append((float(stamp) - t0) * 1000)
+                        break
+            w.sample_rss()
+    finally:
+        client.close()
+        sock.close()
+    return results
+
+
+def _drain_socket(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(100)
+    sock.setblocking(True)
+
+
+# -- claim latency ------------------------------------------------------------
+
+
+def claim_latency(dsn: str, statement: str, samples: int) -> list[float]:
+    """Milliseconds per claim transaction (statement + commit)."""
+    times = []
+    with psycopg.connect(dsn) as conn:
+        conn.execute(statement).fetchall()  # plan cached, caches warm
+        conn.commit()
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            rows = conn.execute(statement).fetchall()
+            conn.commit()
+            times.append((time.perf_counter() - t0) * 1000)
+            if not rows:
+                raise BenchError("the claim found nothing: seed more queued rows")
+    return times
+
+
+# -- sustained load -----------------------------------------------------------
+
+
+def sustained(
+    system: System,
+    dsn: str,
+    rate: float,
+    seconds: float,
+    window: float,
+    processes: int = 2,
+    on_window: Callable[[dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Enqueues at ``rate`` jobs/s (batches of up to 100) with the workers
+    running; per window: rates, backlog, dead tuples and table size."""
+    client = system.client(dsn)
+    series: list[dict[str, float]] = []
+    try:
+        with (
+            system.probe(dsn) as remaining,
+            workers(system, dsn, processes) as w,
+            _stats_conn(system, dsn) as stats,
+        ):
+            start = time.monotonic()
+            sent = 0
+            mark = (start, 0, remaining())
+            while (now := time.monotonic()) - start < seconds:
+                due = int(rate * (now - start)) - sent
+                if due > 0:
+                    n = min(due, 100)
+                    client.enqueue_batch(n)
+                    sent += n
+                else:
+                    time.sleep(0.005)
+                if now - mark[0] >= window:
+                    w.check()
+                    w.sample_rss()
+                    backlog = remaining()
+                    span = now - mark[0]
+                    point = {
+                        "t": now - start,
+                        "enqueued_per_s": (sent - mark[1]) / span,
+                        "completed_per_s": (sent - mark[1] - (backlog - mark[2])) / span,
+                        "backlog": float(backlog),
+                        **stats(),
+                    }
+                    series.append(point)
+                    if on_window:
+                        on_window(point)
+                    mark = (now, sent, backlog)
+    finally:
+        client.close()
+    return series
+
+
+@contextlib.contextmanager
+def _stats_conn(system: System, dsn: str) -> Iterator[Callable[[], dict[str, float]]]:
+    if not system.uses_postgres:
+        yield dict
+        return
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield lambda: pg.table_stats(conn, system.tables)

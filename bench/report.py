@@ -1,0 +1,276 @@
+"""Results: raw JSON (bench/results/raw/, not committed), the Markdown table
+with ratios, and the PNG chart."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.measure import summary
+
+RESULTS = Path(__file__).with_name("results")
+
+# (figure key, label, unit, higher is better)
+FIGURES: list[tuple[str, str, str, bool]] = [
+    ("enqueue_single", "enqueue, 1 job per transaction (2 clients)", "jobs/s", True),
+    ("enqueue_bulk", "enqueue, 100 jobs per call (2 clients)", "jobs/s", True),
+    ("drain_1_total", "drain, 1 process, with start-up", "jobs/s", True),
+    ("drain_1_steady", "drain, 1 process, without start-up", "jobs/s", True),
+    ("drain_2_total", "drain, 2 processes, with start-up", "jobs/s", True),
+    ("drain_2_steady", "drain, 2 processes, without start-up", "jobs/s", True),
+    ("drain_4_total", "drain, 4 processes, with start-up", "jobs/s", True),
+    ("drain_4_steady", "drain, 4 processes, without start-up", "jobs/s", True),
+    ("latency_p50_ms", "enqueue-to-start p50, idle worker", "ms", False),
+    ("latency_p95_ms", "enqueue-to-start p95", "ms", False),
+    ("latency_p99_ms", "enqueue-to-start p99", "ms", False),
+    ("claim_empty_p50_ms", "claim 10, p50, table holds only the queued rows", "ms", False),
+    ("claim_loaded_p50_ms", "claim 10, p50, 1M finished + 100k queued (full size)", "ms", False),
+    ("claim_loaded_p99_ms", "claim 10, p99, loaded table", "ms", False),
+    ("rss_mb_2", "RSS per worker process (peak, 2-process drain)", "MB", False),
+]
+
+# pgjobs figure -> the floor figure it is held against (at 2 clients).
+FLOOR_OF = {
+    "enqueue_single": "insert_1@2",
+    "enqueue_bulk": "insert_100@2",
+    "drain_1_steady": "claim_100_delete@2",
+    "drain_2_steady": "claim_100_delete@2",
+    "drain_4_steady": "claim_100_delete@2",
+    "drain_2_total": "claim_100_delete@2",
+    "claim_empty_p50_ms": "claim_empty_p50_ms",
+    "claim_loaded_p50_ms": "claim_loaded_p50_ms",
+    "claim_loaded_p99_ms": "claim_loaded_p99_ms",
+}
+
+FLOOR_FIGURES = [
+    ("insert_1", "single-row INSERT"),
+    ("insert_100", "100-row INSERT"),
+    ("claim_1_delete", "claim 1 + DELETE"),
+    ("claim_10_delete", "claim 10 + DELETE"),
+    ("claim_100_delete", "claim 100 + DELETE"),
+    ("claim_1_update", "claim 1 + UPDATE"),
+    ("claim_10_update", "claim 10 + UPDATE"),
+    ("claim_100_update", "claim 100 + UPDATE"),
+]
+
+
+def write(result: dict[str, Any], out: str | Path | None = None) -> list[Path]:
+    directory = Path(out) if out else RESULTS
+    (directory / "raw").mkdir(parents=True, exist_ok=True)
+    stem = result["meta"]["started"].replace(":", "")
+    raw = directory / "raw" / f"{stem}.json"
+    raw.write_text(json.dumps(result, indent=1, default=str))
+    paths = [raw]
+    chart = directory / f"{stem}.png"
+    if _chart(result, chart):
+        paths.append(chart)
+    md = directory / f"{stem}.md"
+    md.write_text(markdown(result, chart.name if chart in paths else None))
+    paths.append(md)
+    return paths
+
+
+# -- numbers ------------------------------------------------------------------
+
+
+def cell(values: list[float] | None, unit: str = "") -> str:
+    if not values:
+        return "-"
+    s = summary(values)
+    fmt = _fmt(s["median"])
+    if len(values) == 1:
+        return fmt
+    return f"{fmt} ({_fmt(s['min'])}-{_fmt(s['max'])})"
+
+
+def _fmt(x: float) -> str:
+    if math.isnan(x):
+        return "nan"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def median(values: list[float] | None) -> float | None:
+    return summary(values)["median"] if values else None
+
+
+def best_peer(result: dict[str, Any], key: str, higher: bool) -> tuple[str, float] | None:
+    peers = [
+        (name, m)
+        for name, entry in result["systems"].items()
+        if name != "pgjobs" and (m := median(entry["figures"].get(key))) is not None
+    ]
+    if not peers:
+        return None
+    choose: Callable[..., tuple[str, float]] = max if higher else min
+    return choose(peers, key=lambda p: p[1])
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+# -- Markdown -----------------------------------------------------------------
+
+
+def markdown(result: dict[str, Any], chart: str | None) -> str:
+    meta = result["meta"]
+    systems = result["systems"]
+    names = list(systems)
+    ours = systems.get("pgjobs", {"figures": {}})["figures"]
+    floor = result["floor"]["figures"]
+    lines = [
+        f"# pgjobs benchmarks, {meta['started']}",
+        "",
+        f"Mode **{meta.get('mode', '?')}**, {meta['runs']} run(s) per figure, interleaved "
+        "(run 1 of every system, then run 2...). Each cell: median (min-max). "
+        "Ratios compare medians; for times (ms, MB) lower is better, so a ratio "
+        "below 1x means pgjobs is ahead.",
+        "",
+        "| figure | unit | " + " | ".join(names) + " | pgjobs / best peer | pgjobs / floor |",
+        "|---|---|" + "---|" * len(names) + "---|---|",
+    ]
+    for key, label, unit, higher in FIGURES:
+        cells = [cell(systems[n]["figures"].get(key)) for n in names]
+        if all(c == "-" for c in cells):
+            continue
+        peer = best_peer(result, key, higher)
+        vs_peer = f"{ratio(median(ours.get(key)), peer[1])} ({peer[0]})" if peer else "-"
+        floor_key = FLOOR_OF.get(key)
+        vs_floor = ratio(median(ours.get(key)), median(floor.get(floor_key))) if floor_key else "-"
+        lines.append(f"| {label} | {unit} | " + " | ".join(cells) + f" | {vs_peer} | {vs_floor} |")
+    lines += ["", "## Raw-SQL floor (pgbench, bench/floor/*.sql)", ""]
+    clients = sorted({int(k.split("@")[1]) for k in floor if "@" in k})
+    if clients:
+        lines.append("| statement | " + " | ".join(f"jobs/s @{c} clients" for c in clients) + " |")
+        lines.append("|---|" + "---|" * len(clients))
+        for key, label in FLOOR_FIGURES:
+            lines.append(f"| {label} | " + " | ".join(
+                cell(floor.get(f"{key}@{c}")) for c in clients) + " |")
+        for key in ("claim_empty_p50_ms", "claim_loaded_p50_ms", "claim_loaded_p99_ms"):
+            if floor.get(key):
+                lines.append(f"| {key} (ms, 1 client) | {cell(floor[key])} |" +
+                             " |" * (len(clients) - 1))
+    for err in result["floor"].get("errors", []):
+        lines.append(f"\n- floor error: {err}")
+
+    sustained = result.get("sustained")
+    if sustained and sustained["series"]:
+        series = sustained["series"]
+        lines += [
+            "",
+            f"## Sustained load: {sustained['system']} at {sustained['target_rate']:,.0f} jobs/s "
+            f"(70% of its 2-process drain), 2 processes",
+            "",
+            "| t (s) | enqueued/s | completed/s | backlog | live tuples | dead tuples | "
+            "tables MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in series:
+            lines.append(
+                f"| {p['t']:.0f} | {p['enqueued_per_s']:,.0f} | {p['completed_per_s']:,.0f} | "
+                f"{p['backlog']:,.0f} | {p.get('live', 0):,.0f} | {p.get('dead', 0):,.0f} | "
+                f"{p.get('size_mb', 0):.1f} |"
+            )
+        half = max(1, len(series) // 2)
+        first = sum(p["completed_per_s"] for p in series[:half]) / half
+        last = sum(p["completed_per_s"] for p in series[-half:]) / half
+        lines.append(f"\nCompleted/s, second half vs first half: {ratio(last, first)}.")
+
+    if chart:
+        lines += ["", f"![throughput and latency]({chart})"]
+
+    lines += ["", "## Systems", "", "| system | version | configuration | notes |"]
+    lines.append("|---|---|---|---|")
+    for name, entry in systems.items():
+        notes = entry["skipped"] or "; ".join(entry["errors"]) or ""
+        lines.append(f"| {name} | {entry['version']} | {entry['config']} | {notes} |")
+    lines += ["", "## Machine and Postgres", ""]
+    for key, value in meta["machine"].items():
+        lines.append(f"- {key}: {value}")
+    lines.append("- sizes: " + ", ".join(f"{k}={v}" for k, v in meta["sizes"].items()))
+    lines += ["", "| setting | value |", "|---|---|"]
+    for key, value in meta["postgres"].items():
+        lines.append(f"| {key} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- chart --------------------------------------------------------------------
+
+
+def _chart(result: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    systems = {n: e for n, e in result["systems"].items() if e["figures"]}
+    if not systems:
+        return False
+    has_sustained = bool(result.get("sustained") and result["sustained"]["series"])
+    panels = 3 if has_sustained else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.3 * panels, 4.8))
+    names = list(systems)
+    procs = sorted({int(k.split("_")[1]) for e in systems.values()
+                    for k in e["figures"] if k.startswith("drain_") and k.endswith("_steady")})
+    width = 0.8 / max(1, len(procs))
+    ax = axes[0]
+    for i, p in enumerate(procs):
+        meds, lo, hi = [], [], []
+        for n in names:
+            vals = systems[n]["figures"].get(f"drain_{p}_steady") or [0.0]
+            s = summary(vals)
+            meds.append(s["median"])
+            lo.append(s["median"] - s["min"])
+            hi.append(s["max"] - s["median"])
+        xs = [j + i * width for j in range(len(names))]
+        ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, label=f"{p} process(es)")
+    floor = result["floor"]["figures"].get("claim_100_delete@2")
+    if floor:
+        ax.axhline(summary(floor)["median"], color="k", ls="--", lw=1,
+                   label="floor: claim 100 + delete, 2 clients")
+    ax.set_xticks([j + width * (len(procs) - 1) / 2 for j in range(len(names))], names)
+    ax.set_ylabel("jobs/s (drain, without start-up)")
+    ax.set_title("Throughput per system and worker processes")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    pcts = (50, 95, 99)
+    width = 0.8 / len(pcts)
+    for i, p in enumerate(pcts):
+        meds = [median(systems[n]["figures"].get(f"latency_p{p}_ms")) or 0.0 for n in names]
+        ax.bar([j + i * width for j in range(len(names))], meds, width, label=f"p{p}")
+    ax.set_xticks([j + width for j in range(len(names))], names)
+    ax.set_ylabel("ms (enqueue to handler start)")
+    ax.set_yscale("log")
+    ax.set_title("Wake-up latency, idle worker")
+    ax.legend(fontsize=8)
+
+    if has_sustained:
+        ax = axes[2]
+        series = result["sustained"]["series"]
+        ts = [p["t"] for p in series]
+        ax.plot(ts, [p["completed_per_s"] for p in series], label="completed/s")
+        ax.plot(ts, [p["enqueued_per_s"] for p in series], label="enqueued/s", ls=":")
+        ax.set_xlabel("s")
+        ax.set_ylabel("jobs/s")
+        ax2 = ax.twinx()
+        ax2.plot(ts, [p.get("dead", 0) for p in series], color="tab:red", label="dead tuples")
+        ax2.set_ylabel("dead tuples")
+        ax.set_title(f"Sustained: {result['sustained']['system']}")
+        ax.legend(loc="lower left", fontsize=8)
+        ax2.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

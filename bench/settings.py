@@ -1,0 +1,61 @@
+"""How big each measurement is, per mode (full, --quick, the smoke test)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    runs: int = 3
+    enqueue_jobs: int = 10_000  # per enqueue measurement, spread over the clients
+    enqueue_clients: int = 2
+    bulk_batch: int = 100
+    drain_jobs: int = 50_000
+    drain_processes: tuple[int, ...] = (1, 2, 4)
+    latency_samples: int = 200
+    claim_finished: int = 1_000_000
+    claim_queued: int = 100_000
+    claim_samples: int = 200
+    claim_batch: int = 10
+    sustained_seconds: float = 600.0
+    sustained_window: float = 30.0
+    sustained_fraction: float = 0.7
+    floor_clients: tuple[int, ...] = (2, 8)
+    floor_transactions: int = 2_000  # per client, per pgbench script
+    worker_timeout: float = 600.0  # a drain that takes longer is a failure
+
+
+FULL = Sizes()
+
+QUICK = dataclasses.replace(
+    FULL,
+    enqueue_jobs=4_000,
+    drain_jobs=10_000,
+    latency_samples=100,
+    claim_finished=200_000,
+    claim_queued=20_000,
+    claim_samples=100,
+    sustained_seconds=60.0,
+    sustained_window=10.0,
+    floor_clients=(2,),
+    floor_transactions=1_000,
+    worker_timeout=300.0,
+)
+
+# The smoke test: every figure produced, none of them meaningful.
+TINY = dataclasses.replace(
+    FULL,
+    runs=1,
+    enqueue_jobs=100,
+    drain_jobs=200,
+    latency_samples=10,
+    claim_finished=2_000,
+    claim_queued=200,
+    claim_samples=10,
+    sustained_seconds=2.0,
+    sustained_window=1.0,
+    floor_clients=(2,),
+    floor_transactions=20,
+    worker_timeout=60.0,
+)
