@@ -45,7 +45,7 @@ $$;
 -- inside a job's own transaction, which the worker scopes to the job's
 -- organization, the handler sees that organization only. Everyone else sees
 -- the organization its transaction is scoped to, and nothing without one.
--- The one rule the policies (0005_security.sql) and the enqueue trigger share.
+-- The one rule the policies (0004_security.sql) and the enqueue trigger share.
 create function pgjobs.sees_all() returns boolean
 language sql stable as $$
     select coalesce(current_setting('pgjobs.organization', true), '') = ''

@@ -104,7 +104,9 @@ create table pgjobs.job_events (
     at            timestamptz not null default now()
 );
 create index job_events_job_idx on pgjobs.job_events (job_id, id);
-create index job_events_at_idx on pgjobs.job_events (at);
+-- Time windows (views, retention): rows arrive in time order, so a BRIN index
+-- serves them at a fraction of a btree's cost per insert.
+create index job_events_at_idx on pgjobs.job_events using brin (at);
 
 -- Dedup: one row per live key. The primary key makes concurrent identical
 -- enqueues race-free; a key is taken over only once its job is finished and
@@ -330,18 +332,23 @@ language plpgsql as $$
 declare
     completed_ids bigint[];
     failed_ids    bigint[];
+    woken_queues  text[];
     dedup_changed boolean;
+    children      bigint[];
+    q             text;
 begin
+    -- Only the columns the history and the events need: never the payload.
     with changed as (
-        select n.*, o.state as from_state, o.worker as from_worker
+        select n.id, n.organization, n.job_type, n.queue, n.attempt, n.state, n.dedup_key,
+               n.last_error_class, n.last_error, n.last_traceback, n.last_duration_ms,
+               n.started_at, coalesce(n.worker, o.worker) as worker, o.state as from_state
           from new_rows n join old_rows o on o.id = n.id
          where n.state <> o.state
     ), history as (
         insert into pgjobs.job_events
                (job_id, organization, job_type, attempt, from_state, to_state,
                 worker, error_class, message, traceback, duration_ms)
-        select c.id, c.organization, c.job_type, c.attempt, c.from_state, c.state,
-               coalesce(c.worker, c.from_worker),
+        select c.id, c.organization, c.job_type, c.attempt, c.from_state, c.state, c.worker,
                case when c.from_state = 'running' and c.state <> 'completed' then c.last_error_class end,
                case when c.state in ('retrying', 'dead', 'canceled') then c.last_error end,
                case when c.from_state = 'running' and c.state <> 'completed' then c.last_traceback end,
@@ -358,16 +365,18 @@ begin
     )
     select array_agg(id) filter (where state = 'completed'),
            array_agg(id) filter (where state in ('dead', 'canceled')),
+           array_agg(distinct queue) filter (where state in ('queued', 'retrying')),
            bool_or(dedup_key is not null
                    and (state in ('completed', 'dead', 'canceled')
                         or from_state in ('completed', 'dead', 'canceled')))
-      into completed_ids, failed_ids, dedup_changed
+      into completed_ids, failed_ids, woken_queues, dedup_changed
       from notified;
 
-    perform pg_notify('pgjobs_wakeup', q)
-       from (select distinct n.queue as q
-               from new_rows n join old_rows o on o.id = n.id
-              where n.state in ('queued', 'retrying') and n.state <> o.state) w;
+    if woken_queues is not null then
+        foreach q in array woken_queues loop
+            perform pg_notify('pgjobs_wakeup', q);
+        end loop;
+    end if;
 
     if dedup_changed then
         update pgjobs.dedup_keys d
@@ -381,13 +390,26 @@ begin
     end if;
 
     if completed_ids is not null then
-        -- A waiting child runs once its last parent has completed.
-        update pgjobs.jobs c
-           set state = 'queued', run_at = greatest(c.run_at, now())
-         where c.state = 'waiting'
-           and c.depends_on && completed_ids
-           and not exists (select 1 from pgjobs.jobs p
-                            where p.id = any(c.depends_on) and p.state <> 'completed');
+        -- Lock the waiting children first, in id order. Two parents of one
+        -- child completing in concurrent transactions would otherwise each
+        -- see the other still running and leave the child waiting for ever:
+        -- the second completion waits here until the first commits, and the
+        -- release below, a later statement with a fresh snapshot, then sees
+        -- both parents completed. Id order keeps two batches from deadlocking.
+        select array_agg(w.id) into children
+          from (select c.id from pgjobs.jobs c
+                 where c.state = 'waiting' and c.depends_on && completed_ids
+                 order by c.id
+                   for update) w;
+        if children is not null then
+            -- A waiting child runs once its last parent has completed.
+            update pgjobs.jobs c
+               set state = 'queued', run_at = greatest(c.run_at, now())
+             where c.id = any(children)
+               and c.state = 'waiting'
+               and not exists (select 1 from pgjobs.jobs p
+                                where p.id = any(c.depends_on) and p.state <> 'completed');
+        end if;
     end if;
 
     if failed_ids is not null then
@@ -606,8 +628,8 @@ $$;
 -- The claim
 -- ---------------------------------------------------------------------------
 
--- Claims up to n runnable jobs for one worker. One priority at a time, so each
--- step is a range scan of jobs_runnable_idx over due rows only (delayed jobs
+-- Claims up to n runnable jobs for one worker, most urgent first. Each priority
+-- is a range scan of jobs_runnable_idx over due rows only (delayed jobs
 -- are never read). Rate-limited types take from their window's budget; jobs
 -- past it move their run_at to the next window instead of failing.
 create function pgjobs.claim(worker text, queues text[], n int,
@@ -617,34 +639,55 @@ returns table (id bigint, job_type text, organization text, payload jsonb, attem
 language plpgsql as $$
 declare
     t       timestamptz := coalesce(claim.now, now());
-    ids     bigint[] := '{}';
-    step    bigint[];
-    p       int;
+    ids     bigint[];
     limited boolean;
 begin
-    for p in 0..3 loop
-        exit when cardinality(ids) >= n;
-        select coalesce(array_agg(c.id), '{}') into step from (
-            select j.id from pgjobs.jobs j
-             where j.state in ('queued', 'retrying') and j.priority = p and j.run_at <= t
-               and j.queue = any(queues)
-             order by j.run_at, j.id
-             limit n - cardinality(ids)
-               for update skip locked) c;
-        ids := ids || step;
-    end loop;
-    if cardinality(ids) = 0 then
+    -- One statement. Each priority is its own range scan of jobs_runnable_idx
+    -- over due rows only (delayed jobs are never read), the most urgent first;
+    -- the outer LIMIT stops pulling, and so locking, once n rows are in hand.
+    select array_agg(c.id order by c.priority, c.run_at, c.id),
+           bool_or(jt.rate_limit is not null)
+      into ids, limited
+      from (select * from (
+                select * from (select j.id, j.job_type, j.priority, j.run_at
+                                 from pgjobs.jobs j
+                                where j.state in ('queued', 'retrying') and j.priority = 0
+                                  and j.run_at <= t and j.queue = any(queues)
+                                order by j.run_at, j.id
+                                limit n
+                                  for update skip locked) p0
+                union all
+                select * from (select j.id, j.job_type, j.priority, j.run_at
+                                 from pgjobs.jobs j
+                                where j.state in ('queued', 'retrying') and j.priority = 1
+                                  and j.run_at <= t and j.queue = any(queues)
+                                order by j.run_at, j.id
+                                limit n
+                                  for update skip locked) p1
+                union all
+                select * from (select j.id, j.job_type, j.priority, j.run_at
+                                 from pgjobs.jobs j
+                                where j.state in ('queued', 'retrying') and j.priority = 2
+                                  and j.run_at <= t and j.queue = any(queues)
+                                order by j.run_at, j.id
+                                limit n
+                                  for update skip locked) p2
+                union all
+                select * from (select j.id, j.job_type, j.priority, j.run_at
+                                 from pgjobs.jobs j
+                                where j.state in ('queued', 'retrying') and j.priority = 3
+                                  and j.run_at <= t and j.queue = any(queues)
+                                order by j.run_at, j.id
+                                limit n
+                                  for update skip locked) p3
+            ) due limit n) c
+      join pgjobs.job_types jt on jt.name = c.job_type;
+    if ids is null then
         return;
     end if;
-
-    select exists (select 1 from pgjobs.job_types jt
-                    where jt.rate_limit is not null
-                      and jt.name in (select j.job_type from pgjobs.jobs j where j.id = any(ids)))
-      into limited;
     if limited then
         ids := pgjobs.rate_take(ids, t);
     end if;
-
     return query select * from pgjobs.take(claim.worker, ids, lease_seconds, t);
 end
 $$;
