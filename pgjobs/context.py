@@ -4,6 +4,7 @@ and a database connection scoped to the job's organization."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -51,12 +52,18 @@ class JobContext:
         self._cancel_seen = cancel_seen
         self._conn: psycopg.Connection[Any] | None = None
         self._last_poll = 0.0
-        self.log = structlog.get_logger("pgjobs.job").bind(
+        self._worker = worker
+
+    @functools.cached_property
+    def log(self) -> Any:
+        """A structlog logger bound to the job's keys (made on first use)."""
+        job = self.job
+        return structlog.get_logger("pgjobs.job").bind(
             job_id=job.id,
             job_type=job.job_type,
             organization=job.organization,
             attempt=job.attempt,
-            worker=worker,
+            worker=self._worker,
         )
 
     @property

@@ -7,8 +7,17 @@ import sys
 
 import structlog
 
+_level = logging.INFO
+
+
+def enabled(level: int) -> bool:
+    """Whether events at ``level`` are written: lets hot paths skip building them."""
+    return level >= _level
+
 
 def configure(level: str = "info", json_lines: bool | None = None) -> None:
+    global _level
+    _level = logging.getLevelNamesMapping()[level.upper()]
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
@@ -22,9 +31,7 @@ def configure(level: str = "info", json_lines: bool | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

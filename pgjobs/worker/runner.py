@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import logging
 import math
 import os
 import signal
@@ -438,6 +439,8 @@ class Runner:
         self.log.info("jobs_returned", count=len(jobs))
 
     def _log_outcome(self, job: ClaimedJob, outcome: Outcome) -> None:
+        if isinstance(outcome, Completed) and not pgjobs_log.enabled(logging.DEBUG):
+            return  # the common case, at no cost
         keys = {
             "job_id": job.id,
             "job_type": job.job_type,
