@@ -50,6 +50,13 @@ _RECONNECT_MAX_SECONDS = 5.0
 # is what enforces the timeout (and records it as one); the statement timeout is
 # only the backstop for a supervisor that is not there to kill.
 _STATEMENT_TIMEOUT_MARGIN_MS = 1000
+# Claimed jobs leave dead entries at the head of the claim's index, which every
+# claim steps over until VACUUM removes them: a busy queue decays without it.
+# Workers that may vacuum (the table's owner, a superuser) do so when this many
+# have piled up, checked this often, one worker at a time (advisory lock).
+_VACUUM_CHECK_SECONDS = 1.0
+_VACUUM_DEAD_TUPLES = 10_000
+_VACUUM_LOCK_KEY = 0x70676A6F6276  # "pgjobv"
 
 
 def worker_name(pid: int | None = None) -> str:
@@ -148,6 +155,7 @@ class Runner:
         self.handlers: dict[str, str] = {}
         self.control: psycopg.Connection | None = None
         self.job_conn: psycopg.Connection | None = None
+        self.next_vacuum_check = time.monotonic() + _VACUUM_CHECK_SECONDS
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -209,6 +217,7 @@ class Runner:
                 jobs = self._claim()
                 if jobs:
                     self._run_batch(jobs)
+                    self._vacuum_if_due()
                     continue
                 self._flush()
                 if self.cfg.exit_when_idle and self._idle_everywhere():
@@ -217,6 +226,25 @@ class Runner:
             except psycopg.OperationalError as exc:
                 self.log.warning("worker_connection_lost", error=str(exc))
                 self._reconnect()
+
+    def _vacuum_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self.next_vacuum_check:
+            return
+        self.next_vacuum_check = now + _VACUUM_CHECK_SECONDS
+        assert self.control is not None
+        params = {"key": _VACUUM_LOCK_KEY, "threshold": _VACUUM_DEAD_TUPLES}
+        row = self.control.execute(sql.query("jobs_vacuum_lock"), params).fetchone()
+        if row is None or not row[0]:
+            return
+        try:
+            started = time.monotonic()
+            self.control.execute("vacuum pgjobs.jobs")
+            self.log.info("jobs_vacuumed", seconds=round(time.monotonic() - started, 3))
+        except psycopg.errors.QueryCanceled as exc:  # statement_timeout: the next one goes on
+            self.log.warning("jobs_vacuum_canceled", error=str(exc))
+        finally:
+            self.control.execute(sql.query("jobs_vacuum_unlock"), params)
 
     def _reconnect(self) -> None:
         """After a lost connection (Postgres restarted, a backend killed): connect

@@ -70,6 +70,13 @@ create table pgjobs.jobs (
     constraint jobs_organization_id_key unique nulls not distinct (organization, id)
 );
 
+-- Every claim and completion leaves a dead row version behind: vacuum the jobs
+-- table after a few thousand of them rather than a fifth of the table, or the
+-- claim's index fills with dead entries it must step over.
+alter table pgjobs.jobs set (autovacuum_vacuum_scale_factor = 0.0,
+                             autovacuum_vacuum_threshold = 5000,
+                             autovacuum_vacuum_cost_delay = 0);
+
 -- The claim reads only runnable rows: finished jobs cost it nothing.
 create index jobs_runnable_idx on pgjobs.jobs (priority, run_at, id)
     where state in ('queued', 'retrying');
@@ -648,39 +655,15 @@ begin
     select array_agg(c.id order by c.priority, c.run_at, c.id),
            bool_or(jt.rate_limit is not null)
       into ids, limited
-      from (select * from (
-                select * from (select j.id, j.job_type, j.priority, j.run_at
-                                 from pgjobs.jobs j
-                                where j.state in ('queued', 'retrying') and j.priority = 0
-                                  and j.run_at <= t and j.queue = any(queues)
-                                order by j.run_at, j.id
-                                limit n
-                                  for update skip locked) p0
-                union all
-                select * from (select j.id, j.job_type, j.priority, j.run_at
-                                 from pgjobs.jobs j
-                                where j.state in ('queued', 'retrying') and j.priority = 1
-                                  and j.run_at <= t and j.queue = any(queues)
-                                order by j.run_at, j.id
-                                limit n
-                                  for update skip locked) p1
-                union all
-                select * from (select j.id, j.job_type, j.priority, j.run_at
-                                 from pgjobs.jobs j
-                                where j.state in ('queued', 'retrying') and j.priority = 2
-                                  and j.run_at <= t and j.queue = any(queues)
-                                order by j.run_at, j.id
-                                limit n
-                                  for update skip locked) p2
-                union all
-                select * from (select j.id, j.job_type, j.priority, j.run_at
-                                 from pgjobs.jobs j
-                                where j.state in ('queued', 'retrying') and j.priority = 3
-                                  and j.run_at <= t and j.queue = any(queues)
-                                order by j.run_at, j.id
-                                limit n
-                                  for update skip locked) p3
-            ) due limit n) c
+      from (select d.* from generate_series(0, 3) as p(priority)
+             cross join lateral (
+                   select j.id, j.job_type, j.priority, j.run_at from pgjobs.jobs j
+                    where j.state in ('queued', 'retrying') and j.priority = p.priority
+                      and j.run_at <= t and j.queue = any(queues)
+                    order by j.run_at, j.id
+                    limit n
+                      for update skip locked) d
+             limit n) c
       join pgjobs.job_types jt on jt.name = c.job_type;
     if ids is null then
         return;

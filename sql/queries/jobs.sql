@@ -289,3 +289,18 @@ select * from pgjobs.claim(%(worker)s,
 
 -- name: testing_handler
 select handler from pgjobs.job_types where name = %(job_type)s;
+
+-- name: jobs_vacuum_lock
+-- Takes the vacuum lock when the jobs table has dead tuples to clear, this
+-- role may vacuum it, and nobody is vacuuming it already (autovacuum included).
+select pg_try_advisory_lock(%(key)s)
+  from pg_stat_user_tables s
+  join pg_class c on c.oid = s.relid
+ where s.relid = 'pgjobs.jobs'::regclass
+   and s.n_dead_tup >= %(threshold)s
+   and (pg_has_role(c.relowner, 'USAGE')
+        or (select r.rolsuper from pg_roles r where r.rolname = current_user))
+   and not exists (select from pg_stat_progress_vacuum v where v.relid = s.relid);
+
+-- name: jobs_vacuum_unlock
+select pg_advisory_unlock(%(key)s);

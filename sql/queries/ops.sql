@@ -33,7 +33,8 @@ select (select n_dead_tup from pg_stat_user_tables
        pg_total_relation_size('pgjobs.jobs') as jobs_total_bytes,
        (select coalesce(extract(epoch from now() - min(xact_start)), 0)
           from pg_stat_activity
-         where backend_xid is not null or backend_xmin is not null)
+         where (backend_xid is not null or backend_xmin is not null)
+           and pid <> pg_backend_pid())  -- not this query's own transaction
            as oldest_transaction_seconds,
        pg_notification_queue_usage() as notify_queue_usage;
 
