@@ -13,7 +13,6 @@ next one reconnects: the exporter never takes the worker down with it.
 from __future__ import annotations
 
 import os
-import signal
 import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler
@@ -22,8 +21,8 @@ from typing import Any
 import psycopg
 import structlog
 
-from pgjobs import log as pgjobs_log
 from pgjobs import monitoring, sql
+from pgjobs.worker.child import become_child
 from pgjobs.worker.config import WorkerConfig
 
 logger = structlog.get_logger("pgjobs.exporter")
@@ -106,17 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 def exporter_main(server: MetricsServer, log_json: bool | None, log_level: str) -> None:
     """Entry point of the forked exporter process; leaves by os._exit (see runner)."""
-    from pgjobs.worker.runner import _die_with_parent
-
     code = 0
     try:
-        parent = os.getppid()
-        _die_with_parent()
-        if os.getppid() != parent:
-            os._exit(1)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handlers
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        pgjobs_log.configure(level=log_level, json_lines=log_json)
+        become_child(log_json, log_level)
         server.serve_forever(poll_interval=0.5)
     except BaseException:
         logger.exception("metrics_exporter_failed")

@@ -10,14 +10,13 @@ a session advisory lock, and a pruner that cannot take it leaves at once.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import psycopg
 import structlog
 
-from pgjobs import log as pgjobs_log
 from pgjobs import retention
+from pgjobs.worker.child import become_child
 from pgjobs.worker.config import WorkerConfig
 
 logger = structlog.get_logger("pgjobs.pruner")
@@ -47,17 +46,9 @@ def prune_once(cfg: WorkerConfig, worker: str) -> int | None:
 
 def pruner_main(cfg: WorkerConfig, worker: str, log_json: bool | None, log_level: str) -> None:
     """Entry point of the forked pruner process; leaves by os._exit (see runner)."""
-    from pgjobs.worker.runner import _die_with_parent
-
     code = EXIT_OK
     try:
-        parent = os.getppid()
-        _die_with_parent()
-        if os.getppid() != parent:
-            os._exit(EXIT_FAILED)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handlers
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        pgjobs_log.configure(level=log_level, json_lines=log_json)
+        become_child(log_json, log_level)
         prune_once(cfg, worker)
     except psycopg.Error as exc:
         logger.warning("prune_failed", error=str(exc).strip(), worker=worker)

@@ -10,7 +10,6 @@ claim's lease token.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import logging
 import math
@@ -29,6 +28,7 @@ from pgjobs import log as pgjobs_log
 from pgjobs import sql
 from pgjobs.context import ClaimedJob, JobContext
 from pgjobs.worker import slots as slot_fields
+from pgjobs.worker.child import become_child
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import (
     Completed,
@@ -487,15 +487,6 @@ class Runner:
             )
 
 
-def _die_with_parent() -> None:
-    """Linux: if the supervisor is killed, so are we; our leases bring the jobs back."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def child_main(
     cfg: WorkerConfig, index: int, array: Any, log_json: bool | None, log_level: str
 ) -> None:
@@ -503,13 +494,7 @@ def child_main(
     nothing inherited from the supervisor (its connection above all) is finalized."""
     code = 0
     try:
-        parent = os.getppid()
-        _die_with_parent()
-        if os.getppid() != parent:
-            os._exit(1)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        pgjobs_log.configure(level=log_level, json_lines=log_json)
+        become_child(log_json, log_level)
         for module in cfg.imports:
             importlib.import_module(module)
         Runner(cfg, index, Slots(cfg.processes, array)).serve()
