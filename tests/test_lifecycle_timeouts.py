@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,17 @@ def test_timeout_stops_a_busy_loop_a_sleep_with_a_thread_and_a_query(
         # Each killed process was replaced.
         wait_for(lambda: len(worker.children()) == 4, timeout=5)
         assert not set(pids) & set(worker.children())
+        # The supervisor's kill events carry the job keys, as every job event does.
+        kills = [
+            event
+            for line in worker.output().splitlines()
+            if line.startswith("{") and (event := json.loads(line)).get("event") == "job_killed"
+        ]
+        assert len(kills) == 5
+        assert {(e["job_id"], e["job_type"], e["organization"]) for e in kills} == {
+            (job_id, f"lc.{name}", "acme") for name, job_id in ids.items()
+        }
+        assert all(e["attempt"] >= 1 and e["worker"] and e["reason"] == "timeout" for e in kills)
 
     # The attempt's own transaction was rolled back with it.
     assert lc.scalar(dsn, "select count(*) from lc_done") == 0

@@ -11,6 +11,7 @@ process alive, and with ``--prune-after`` it forks a pruner at start and daily.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import multiprocessing.context
@@ -240,7 +241,7 @@ class Supervisor:
                 if running and running.job_id == job_id:
                     self.slots.request_cancel(index, job_id, self.cfg.cancel_grace_seconds)
                     del self.pending_cancels[job_id]
-                    self.log.info("job_cancel_delivered", job_id=job_id)
+                    self.log.info("job_cancel_delivered", **self._job_keys(job_id))
                     break
             else:
                 if now > forget_at:
@@ -282,11 +283,24 @@ class Supervisor:
             },
         )
         self._return_unstarted(pid, [running.job_id])
-        self.log.warning("job_killed", job_id=running.job_id, reason=error_class, pid=pid)
+        self.log.warning(
+            "job_killed", reason=error_class, pid=pid, **self._job_keys(running.job_id)
+        )
         if self.stop_deadline is None:
             self._spawn(index)
         else:
             self.children[index] = None
+
+    def _job_keys(self, job_id: int) -> dict[str, Any]:
+        """The keys every job event carries (job_id, job_type, organization,
+        attempt), for the supervisor's rare events about one job."""
+        keys: dict[str, Any] = {"job_id": job_id}
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                row = self.conn.execute(sql.query("job_log_keys"), {"id": job_id}).fetchone()
+                if row is not None:
+                    keys.update(job_type=row[0], organization=row[1], attempt=row[2])
+        return keys
 
     def _terminate_backends(self, index: int) -> None:
         assert self.conn is not None
@@ -340,7 +354,7 @@ class Supervisor:
                 "worker_process_died",
                 pid=proc.pid,
                 exitcode=code,
-                job_id=running.job_id if running else None,
+                **(self._job_keys(running.job_id) if running else {"job_id": None}),
             )
             if self.stop_deadline is None:
                 if time.monotonic() - self.started_at[index] < _CRASH_BACKOFF_SECONDS:
@@ -354,8 +368,15 @@ class Supervisor:
             self.conn.execute(
                 sql.query("worker_forget_stale"), {"stale_seconds": self.cfg.lease_seconds * 4}
             )
-        for job_id, state in rows:
-            self.log.warning("job_rescued", job_id=job_id, state=state)
+        for job_id, state, job_type, organization, attempt in rows:
+            self.log.warning(
+                "job_rescued",
+                job_id=job_id,
+                job_type=job_type,
+                organization=organization,
+                attempt=attempt,
+                state=state,
+            )
 
     # -- shutdown ----------------------------------------------------------
 

@@ -204,7 +204,7 @@ update pgjobs.jobs j
  where j.state = 'running' and j.lease_expires_at < coalesce(%(now)s, now())
    and t.name = j.job_type
    and pg_try_advisory_xact_lock(hashtext('pgjobs.lease_rescue'))
-returning j.id, j.state;
+returning j.id, j.state, j.job_type, j.organization, j.attempt;
 
 -- name: worker_register
 insert into pgjobs.worker_processes (name, host, pid, queues)
@@ -304,3 +304,7 @@ select pg_try_advisory_lock(%(key)s)
 
 -- name: jobs_vacuum_unlock
 select pg_advisory_unlock(%(key)s);
+
+-- name: job_log_keys
+-- What the supervisor's events about one job carry besides its id.
+select job_type, organization, attempt from pgjobs.jobs where id = %(id)s;
