@@ -534,3 +534,15 @@ def test_nested_function_cannot_be_registered(scratch_registry: None) -> None:
     with pytest.raises(pgjobs.InvalidJob, match="module-level"):
         pgjobs.job("t.nested")(handler)
     assert "t.nested" not in registry.registered()
+
+
+def test_enqueue_wakes_each_queue_once_per_transaction_at_commit(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as listener, psycopg.connect(dsn) as conn:
+        listener.execute("listen pgjobs_wakeup")
+        pgjobs.enqueue(conn, "t.noop")
+        pgjobs.enqueue_many(conn, [{"job_type": "t.noop"}, {"job_type": "t.other_queue"}] * 3)
+        pgjobs.enqueue(conn, "t.noop", delay=3600)  # queued too, for later: its queue is woken
+        assert list(listener.notifies(timeout=0.2)) == []  # nothing before the commit
+        conn.commit()
+        heard = sorted(n.payload for n in listener.notifies(timeout=1.0, stop_after=3))
+    assert heard == ["default", "q_other"]

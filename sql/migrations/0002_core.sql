@@ -321,10 +321,6 @@ begin
         end if;
     end if;
 
-    if new.state = 'queued' then
-        -- Identical payloads are folded by Postgres: one wake-up per queue and transaction.
-        perform pg_notify('pgjobs_wakeup', new.queue);
-    end if;
     return new;
 end
 $$;
@@ -332,6 +328,22 @@ $$;
 create trigger jobs_before_insert
     before insert on pgjobs.jobs
     for each row execute function pgjobs.jobs_before_insert();
+
+-- Wakes the workers of each queue that got a runnable job: once per statement
+-- and queue, not per row (Postgres folds repeats within the transaction too).
+create function pgjobs.jobs_after_insert() returns trigger
+language plpgsql as $$
+begin
+    perform pg_notify('pgjobs_wakeup', w.queue)
+       from (select distinct n.queue from new_rows n where n.state = 'queued') w;
+    return null;
+end
+$$;
+
+create trigger jobs_after_insert
+    after insert on pgjobs.jobs
+    referencing new table as new_rows
+    for each statement execute function pgjobs.jobs_after_insert();
 
 -- After any UPDATE statement: history, NOTIFY, dependents and dedup keys, set-based.
 create function pgjobs.jobs_after_update() returns trigger
@@ -523,13 +535,14 @@ create function pgjobs.enqueue_jobs(jobs jsonb)
 returns table (ord bigint, id bigint, duplicate boolean)
 language plpgsql as $$
 declare
-    ids bigint[];
+    ids      bigint[];
+    inserted int;
 begin
     if jsonb_typeof(jobs) is distinct from 'array' then
         perform pgjobs.invalid_job('enqueue_jobs takes a JSON array of jobs');
     end if;
     -- Ids are drawn first so each input row can be matched to its outcome.
-    ids := array(select nextval(pg_get_serial_sequence('pgjobs.jobs', 'id'))
+    ids := array(select nextval('pgjobs.jobs_id_seq'::regclass)
                    from generate_series(1, jsonb_array_length(jobs)));
 
     insert into pgjobs.jobs (id, job_type, payload, organization, queue, priority, run_at,
@@ -543,7 +556,14 @@ begin
            run_at timestamptz, dedup_key text, depends_on bigint[], max_attempts int,
            timeout_seconds int)
      order by e.ord;
+    get diagnostics inserted = row_count;
 
+    if inserted = cardinality(ids) then  -- no duplicates: nothing to look up
+        return query select g.ord, ids[g.ord], false
+                       from generate_series(1::bigint, cardinality(ids)) as g(ord);
+        return;
+    end if;
+    -- A later statement, so it sees the keys this batch's own rows took.
     return query
     select e.ord, coalesce(x.id, d.job_id), x.id is null
       from jsonb_array_elements(jobs) with ordinality as e(doc, ord)
