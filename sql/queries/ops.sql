@@ -22,7 +22,8 @@ select * from pgjobs.processing_times order by job_type;
 select * from pgjobs.failure_rates order by job_type;
 
 -- name: metrics_workers
-select count(*) as workers, coalesce(sum(running_jobs), 0) as running_jobs from pgjobs.workers;
+select count(*) as workers, coalesce(sum(running_jobs), 0)::bigint as running_jobs
+  from pgjobs.workers;
 
 -- name: metrics_postgres_health
 -- What a queue operator watches in Postgres itself.
