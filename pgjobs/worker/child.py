@@ -1,4 +1,5 @@
-"""What every process the supervisor forks (workers, exporter, pruner) does first."""
+"""What every process the supervisor forks (workers, exporter, pruner) does
+first, and how it leaves."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import contextlib
 import ctypes
 import os
 import signal
+import sys
+from typing import NoReturn
 
 from pgjobs import log as pgjobs_log
 
@@ -27,3 +30,11 @@ def become_child(log_json: bool | None, log_level: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pgjobs_log.configure(level=log_level, json_lines=log_json)
+
+
+def leave(code: int) -> NoReturn:
+    """Exits by os._exit, so that nothing inherited from the supervisor (its
+    connection above all) is finalized here; output is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

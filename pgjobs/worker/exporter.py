@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import socketserver
-import sys
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -22,7 +21,7 @@ import psycopg
 import structlog
 
 from pgjobs import monitoring, sql
-from pgjobs.worker.child import become_child
+from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.config import WorkerConfig
 
 logger = structlog.get_logger("pgjobs.exporter")
@@ -113,6 +112,4 @@ def exporter_main(server: MetricsServer, log_json: bool | None, log_level: str) 
         logger.exception("metrics_exporter_failed")
         code = 1
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        leave(code)

@@ -9,14 +9,11 @@ a session advisory lock, and a pruner that cannot take it leaves at once.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import psycopg
 import structlog
 
 from pgjobs import retention
-from pgjobs.worker.child import become_child
+from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.config import WorkerConfig
 
 logger = structlog.get_logger("pgjobs.pruner")
@@ -57,6 +54,4 @@ def pruner_main(cfg: WorkerConfig, worker: str, log_json: bool | None, log_level
         logger.exception("prune_failed", worker=worker)
         code = EXIT_FAILED
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        leave(code)

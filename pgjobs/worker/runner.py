@@ -16,7 +16,6 @@ import math
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import Any
@@ -28,7 +27,7 @@ from pgjobs import log as pgjobs_log
 from pgjobs import sql
 from pgjobs.context import ClaimedJob, JobContext
 from pgjobs.worker import slots as slot_fields
-from pgjobs.worker.child import become_child
+from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import (
     Completed,
@@ -502,6 +501,4 @@ def child_main(
         logger.exception("worker_process_failed")
         code = 1
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        leave(code)

@@ -199,6 +199,13 @@ language sql stable as $$
     select nullif(current_setting('pgjobs.organization', true), '')
 $$;
 
+-- The dedup key of a job type with dedup_by_payload: a hash of the payload's
+-- canonical jsonb text. One definition for the trigger and the lookups.
+create function pgjobs.payload_key(payload jsonb) returns text
+language sql immutable parallel safe as $$
+    select encode(sha256(convert_to(coalesce(payload, '{}')::text, 'UTF8')), 'hex')
+$$;
+
 create function pgjobs.invalid_job(message text) returns void
 language plpgsql as $$
 begin
@@ -304,7 +311,7 @@ begin
     end if;
 
     if new.dedup_key is null and t.dedup_by_payload then
-        new.dedup_key := encode(sha256(convert_to(new.payload::text, 'UTF8')), 'hex');
+        new.dedup_key := pgjobs.payload_key(new.payload);
     end if;
     if new.dedup_key is not null then
         insert into pgjobs.dedup_keys as d
@@ -503,7 +510,7 @@ begin
     end if;
     -- The insert trigger skipped the row: find the job that holds the key.
     if key is null then
-        key := encode(sha256(convert_to(coalesce(enqueue_job.payload, '{}')::text, 'UTF8')), 'hex');
+        key := pgjobs.payload_key(enqueue_job.payload);
     end if;
     select d.job_id into id from pgjobs.dedup_keys d
      where d.organization = coalesce(org, '') and d.job_type = enqueue_job.job_type
@@ -528,6 +535,20 @@ returns bigint language sql as $$
                                dedup_key, depends_on, max_attempts, timeout_seconds)).id
 $$;
 
+-- The jobs of a bulk enqueue, one row per element of the JSON array, in order.
+create function pgjobs.job_inputs(jobs jsonb)
+returns table (ord bigint, job_type text, payload jsonb, organization text, queue text,
+               priority smallint, run_at timestamptz, dedup_key text, depends_on bigint[],
+               max_attempts int, timeout_seconds int)
+language sql stable as $$
+    select e.ord, j.*
+      from jsonb_array_elements(jobs) with ordinality as e(doc, ord)
+     cross join lateral jsonb_to_record(e.doc) as j(
+           job_type text, payload jsonb, organization text, queue text, priority smallint,
+           run_at timestamptz, dedup_key text, depends_on bigint[], max_attempts int,
+           timeout_seconds int)
+$$;
+
 -- Bulk enqueue from a JSON array of objects with enqueue_job's argument names:
 -- one multi-row INSERT through the same trigger. Returns one row per input
 -- element, in input order.
@@ -547,15 +568,11 @@ begin
 
     insert into pgjobs.jobs (id, job_type, payload, organization, queue, priority, run_at,
                              dedup_key, depends_on, max_attempts, timeout_seconds)
-    select ids[e.ord], j.job_type, coalesce(j.payload, '{}'),
+    select ids[j.ord], j.job_type, coalesce(j.payload, '{}'),
            coalesce(j.organization, pgjobs.current_organization()), j.queue, j.priority,
            j.run_at, j.dedup_key, j.depends_on, j.max_attempts, j.timeout_seconds
-      from jsonb_array_elements(jobs) with ordinality as e(doc, ord)
-     cross join lateral jsonb_to_record(e.doc) as j(
-           job_type text, payload jsonb, organization text, queue text, priority smallint,
-           run_at timestamptz, dedup_key text, depends_on bigint[], max_attempts int,
-           timeout_seconds int)
-     order by e.ord;
+      from pgjobs.job_inputs(jobs) j
+     order by j.ord;
     get diagnostics inserted = row_count;
 
     if inserted = cardinality(ids) then  -- no duplicates: nothing to look up
@@ -565,18 +582,15 @@ begin
     end if;
     -- A later statement, so it sees the keys this batch's own rows took.
     return query
-    select e.ord, coalesce(x.id, d.job_id), x.id is null
-      from jsonb_array_elements(jobs) with ordinality as e(doc, ord)
-     cross join lateral jsonb_to_record(e.doc) as j(
-           job_type text, payload jsonb, organization text, dedup_key text)
-      left join pgjobs.jobs x on x.id = ids[e.ord]
+    select j.ord, coalesce(x.id, d.job_id), x.id is null
+      from pgjobs.job_inputs(jobs) j
+      left join pgjobs.jobs x on x.id = ids[j.ord]
       left join pgjobs.dedup_keys d
         on x.id is null
        and d.organization = coalesce(j.organization, pgjobs.current_organization(), '')
        and d.job_type = j.job_type
-       and d.dedup_key = coalesce(j.dedup_key, encode(sha256(convert_to(
-               coalesce(j.payload, '{}')::text, 'UTF8')), 'hex'))
-     order by e.ord;
+       and d.dedup_key = coalesce(j.dedup_key, pgjobs.payload_key(j.payload))
+     order by j.ord;
 end
 $$;
 
