@@ -3,12 +3,11 @@ and a database connection scoped to the job's organization."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import structlog
@@ -20,8 +19,7 @@ from pgjobs.payload import encode
 _POLL_SECONDS = 0.5
 
 
-@dataclasses.dataclass(frozen=True)
-class ClaimedJob:
+class ClaimedJob(NamedTuple):
     """One job as the claim returned it, with the lease that fences its writes."""
 
     id: int

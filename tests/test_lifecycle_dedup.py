@@ -32,7 +32,7 @@ def _finish(dsn: str, job_id: int) -> None:
             {
                 "ids": [job_id],
                 "tokens": [claimed[0][-1]],
-                "results": [None],
+                "results": "[null]",
                 "durations": [1.0],
                 "now": None,
             },

@@ -47,7 +47,7 @@ def _complete(conn: psycopg.Connection[Any], job_id: int, token: int) -> None:
     """The worker's own completion statement, on the caller's transaction."""
     done = conn.execute(
         sql.query("job_complete_many"),
-        {"ids": [job_id], "tokens": [token], "results": [None], "durations": [1.0], "now": None},
+        {"ids": [job_id], "tokens": [token], "results": "[null]", "durations": [1.0], "now": None},
     ).fetchall()
     assert done == [(job_id, "completed")]
 

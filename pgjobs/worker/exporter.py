@@ -68,6 +68,7 @@ def _connect(cfg: WorkerConfig) -> psycopg.Connection[Any]:
             "statement_timeout": timeout_ms,
             "idle_timeout": timeout_ms,
             "application_name": f"pgjobs exporter {os.getpid()}",
+            "synchronous_commit": None,  # it only reads
         },
     )
     return conn

@@ -98,13 +98,18 @@ select count(*) from pgjobs.jobs
 
 -- name: job_complete_many
 -- Ends successful attempts; a job whose cancel was requested meanwhile ends canceled.
+-- %(results)s is a JSON array (null: no result). The per-job values are looked
+-- up by position, not joined: a join with the arrays would be planned as a
+-- loop over every running job for each element.
 update pgjobs.jobs j
    set state = case when j.cancel_requested_at is null then 'completed' else 'canceled' end,
-       result = c.result, finished_at = coalesce(%(now)s, now()),
-       last_duration_ms = c.duration_ms, lease_expires_at = null
-  from unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(results)s::jsonb[],
-              %(durations)s::float8[]) as c(id, lease_token, result, duration_ms)
- where j.id = c.id and j.state = 'running' and j.lease_token = c.lease_token
+       result = nullif(%(results)s::jsonb -> (array_position(%(ids)s::bigint[], j.id) - 1),
+                       'null'),
+       finished_at = coalesce(%(now)s, now()),
+       last_duration_ms = (%(durations)s::float8[])[array_position(%(ids)s::bigint[], j.id)],
+       lease_expires_at = null
+ where j.id = any(%(ids)s::bigint[]) and j.state = 'running'
+   and j.lease_token = (%(tokens)s::bigint[])[array_position(%(ids)s::bigint[], j.id)]
 returning j.id, j.state;
 
 -- name: job_fail_many
@@ -254,10 +259,13 @@ select pgjobs.current_organization();
 select set_config('pgjobs.organization', %(organization)s, true);
 
 -- name: session_configure
--- Every worker session bounds its statements and idle transactions.
+-- Every worker session bounds its statements and idle transactions, and may
+-- commit asynchronously (NULL: as the server says).
 select set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
-       set_config('application_name', %(application_name)s, false);
+       set_config('application_name', %(application_name)s, false),
+       set_config('synchronous_commit',
+                  coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')), false);
 
 -- name: job_transaction_begin
 -- A handler's transaction: scoped to the job's organization (row-level security
