@@ -4,6 +4,7 @@ and write bench/results/<date>.md, its chart and the raw JSON."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from bench import report, runner, settings
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--no-floor", action="store_true", help="skip the pgbench floor")
     parser.add_argument("--no-sustained", action="store_true", help="skip the sustained run")
+    parser.add_argument("--sustained-seconds", type=float, default=None,
+                        help="length of the sustained run (full: 600, --quick: 60)")
     parser.add_argument("--out", default=None, help="results directory (default bench/results)")
     args = parser.parse_args(argv)
 
@@ -29,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     sizes = settings.TINY if args.tiny else settings.QUICK if args.quick else settings.FULL
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    if args.sustained_seconds is not None:
+        sizes = dataclasses.replace(
+            sizes,
+            sustained_seconds=args.sustained_seconds,
+            sustained_window=max(sizes.sustained_window, args.sustained_seconds / 20),
+        )
+        mode += f", sustained {args.sustained_seconds:g}s"
 
     result = runner.run(
         sizes, names, runs=args.runs, with_floor=not args.no_floor,

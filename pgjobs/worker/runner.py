@@ -55,6 +55,7 @@ _STATEMENT_TIMEOUT_MARGIN_MS = 1000
 # have piled up, checked this often, one worker at a time (advisory lock).
 _VACUUM_CHECK_SECONDS = 1.0
 _VACUUM_DEAD_TUPLES = 10_000
+_VACUUM_DEAD_SHARE = 0.05  # of the live tuples, when that is more
 _VACUUM_LOCK_KEY = 0x70676A6F6276  # "pgjobv"
 
 
@@ -241,7 +242,11 @@ class Runner:
             return
         self.next_vacuum_check = now + _VACUUM_CHECK_SECONDS
         assert self.control is not None
-        params = {"key": _VACUUM_LOCK_KEY, "threshold": _VACUUM_DEAD_TUPLES}
+        params = {
+            "key": _VACUUM_LOCK_KEY,
+            "threshold": _VACUUM_DEAD_TUPLES,
+            "scale": _VACUUM_DEAD_SHARE,
+        }
         row = self.control.execute(sql.query("jobs_vacuum_lock"), params).fetchone()
         if row is None or not row[0]:
             return

@@ -7,6 +7,7 @@
 --   json_build_object (half the cost; the same JSON).
 -- * pgjobs.take is PL/pgSQL, whose plans are cached per session: an SQL
 --   function is planned again on every call, and the claim calls it each time.
+-- * The claim may not use a bitmap scan (see below).
 
 drop trigger jobs_transition_guard on pgjobs.jobs;
 drop function pgjobs.jobs_refuse_transition();
@@ -156,3 +157,13 @@ begin
     select c.* from claimed c order by array_position(ids, c.id);
 end
 $$;
+
+-- The claim must walk jobs_runnable_idx in order and stop after n rows. With
+-- statistics taken while the queue was short, the planner prefers a bitmap
+-- scan that reads and sorts every due row instead: harmless on a short queue,
+-- and a collapse once a backlog builds, since each claim then costs the whole
+-- backlog and the backlog only grows. So the claim may not use one.
+alter function pgjobs.claim(text, text[], int, double precision, timestamptz)
+    set enable_bitmapscan = off
+    set enable_seqscan = off;
+

@@ -301,11 +301,13 @@ select handler from pgjobs.job_types where name = %(job_type)s;
 -- name: jobs_vacuum_lock
 -- Takes the vacuum lock when the jobs table has dead tuples to clear, this
 -- role may vacuum it, and nobody is vacuuming it already (autovacuum included).
+-- A vacuum reads every index whole, so a bigger table waits for more dead
+-- tuples (a share of its live ones): its cost per job stays flat as it grows.
 select pg_try_advisory_lock(%(key)s)
   from pg_stat_user_tables s
   join pg_class c on c.oid = s.relid
  where s.relid = 'pgjobs.jobs'::regclass
-   and s.n_dead_tup >= %(threshold)s
+   and s.n_dead_tup >= greatest(%(threshold)s, %(scale)s * s.n_live_tup)
    and (pg_has_role(c.relowner, 'USAGE')
         or (select r.rolsuper from pg_roles r where r.rolname = current_user))
    and not exists (select from pg_stat_progress_vacuum v where v.relid = s.relid);
