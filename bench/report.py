@@ -27,7 +27,7 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("latency_p95_ms", "enqueue-to-start p95", "ms", False),
     ("latency_p99_ms", "enqueue-to-start p99", "ms", False),
     ("claim_empty_p50_ms", "claim 10, p50, table holds only the queued rows", "ms", False),
-    ("claim_loaded_p50_ms", "claim 10, p50, 1M finished + 100k queued (full size)", "ms", False),
+    ("claim_loaded_p50_ms", "claim 10, p50, {finished} finished + {queued} queued", "ms", False),
     ("claim_loaded_p99_ms", "claim 10, p99, loaded table", "ms", False),
     ("rss_mb_2", "RSS per worker process (peak, 2-process drain)", "MB", False),
 ]
@@ -138,7 +138,10 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
         "| figure | unit | " + " | ".join(names) + " | pgjobs / best peer | pgjobs / floor |",
         "|---|---|" + "---|" * len(names) + "---|---|",
     ]
+    sizes = meta.get("sizes", {})
     for key, label, unit, higher in FIGURES:
+        label = label.format(finished=f"{sizes.get('claim_finished', 0):,}",
+                             queued=f"{sizes.get('claim_queued', 0):,}")
         cells = [cell(systems[n]["figures"].get(key)) for n in names]
         if all(c == "-" for c in cells):
             continue

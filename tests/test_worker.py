@@ -142,6 +142,34 @@ def test_four_processes_drain_5000_jobs_each_exactly_once(dsn: str, pool: lc.Wor
     assert 1 < processes <= 4, worker.output()[-3000:]
 
 
+def test_large_batches_complete_each_job_with_its_own_result(
+    dsn: str, pool: lc.Workers
+) -> None:
+    """Claims of up to 2,000 jobs: their completions are written in chunks, and
+    every job still gets the result of its own run."""
+    total = 1500
+    with psycopg.connect(dsn) as conn:
+        ids = [
+            r.id
+            for r in pgjobs.enqueue_many(
+                conn, [{"job_type": "t.add", "payload": {"a": i, "b": 1}} for i in range(total)]
+            )
+        ]
+    worker = pool.start(
+        processes=1,
+        extra=("--import", "tests.handlers", "--queues", "default", "--batch-size", "2000",
+               "--exit-when-idle"),
+    )
+    assert worker.wait(60) == 0, worker.output()[-5000:]
+    rows = lc.rows(
+        dsn,
+        "select id, state, (result->>'sum')::int, (payload->>'a')::int from pgjobs.jobs",
+    )
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    wrong = [r for r in rows if r[1] != "completed" or r[2] != r[3] + 1]
+    assert wrong == [], worker.output()[-3000:]
+
+
 # -- retries ----------------------------------------------------------------------
 
 

@@ -112,8 +112,13 @@ class System:
 
     @contextlib.contextmanager
     def probe(self, dsn: str) -> Iterator[Callable[[], int]]:
-        """A cheap, repeatable count of the jobs not finished yet (one connection)."""
+        """A cheap, repeatable count of the jobs not finished yet (one connection).
+
+        It runs every few milliseconds beside the workers it watches, so it may
+        not start parallel workers of its own: they would take the CPU the
+        measured system needs."""
         with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("set max_parallel_workers_per_gather = 0")
 
             def remaining() -> int:
                 row = conn.execute(self.remaining_sql).fetchone()

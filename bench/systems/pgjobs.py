@@ -40,8 +40,11 @@ class PgJobs(System):
     packages = ("pgjobs",)
     version_of = "pgjobs"
     tables = ("pgjobs.jobs", "pgjobs.job_events")
+    # Two counts that the partial indexes serve, so the probe reads the
+    # unfinished jobs only, not every finished one as well.
     remaining_sql = (
-        "select count(*) from pgjobs.jobs where state in ('queued', 'running', 'retrying')"
+        "select (select count(*) from pgjobs.jobs where state in ('queued', 'retrying'))"
+        " + (select count(*) from pgjobs.jobs where state = 'running')"
     )
     config = f"`pgjobs worker --processes N --batch-size {BATCH_SIZE}` (LISTEN on)"
 
