@@ -69,6 +69,7 @@ def _connect(cfg: WorkerConfig) -> psycopg.Connection[Any]:
             "idle_timeout": timeout_ms,
             "application_name": f"pgjobs exporter {os.getpid()}",
             "synchronous_commit": None,  # it only reads
+            "jit": None,
         },
     )
     return conn

@@ -260,12 +260,13 @@ select set_config('pgjobs.organization', %(organization)s, true);
 
 -- name: session_configure
 -- Every worker session bounds its statements and idle transactions, and may
--- commit asynchronously (NULL: as the server says).
+-- commit asynchronously and do without JIT compilation (NULL: as the server says).
 select set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
        set_config('application_name', %(application_name)s, false),
        set_config('synchronous_commit',
-                  coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')), false);
+                  coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')), false),
+       set_config('jit', coalesce(%(jit)s, current_setting('jit')), false);
 
 -- name: job_transaction_begin
 -- A handler's transaction: scoped to the job's organization (row-level security
