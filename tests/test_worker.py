@@ -364,3 +364,34 @@ def test_retry_delays_grow_exponentially_with_full_jitter_up_to_the_cap(conn: Co
         (6, "running"),
         (6, "dead"),
     ]
+
+
+def test_worker_sessions_and_hot_functions_run_without_jit(dsn: str) -> None:
+    """Past a few million rows the planner's estimates cross jit_above_cost and
+    short statements spend milliseconds compiling: the worker's bookkeeping
+    sessions and the claim, take and state-change trigger turn JIT off (and
+    plan the claim once), while a job's own session keeps the server's way."""
+    from pgjobs.worker.config import WorkerConfig
+    from pgjobs.worker.runner import connect
+
+    cfg = WorkerConfig(dsn=dsn)
+    settings = "select current_setting('jit'), current_setting('synchronous_commit')"
+    with connect(cfg, "worker") as control:
+        assert control.execute(settings).fetchone() == ("off", "off")
+    with psycopg.connect(dsn) as plain, connect(
+        cfg, "job", autocommit=False, bookkeeping=False
+    ) as job:
+        assert job.execute(settings).fetchone() == plain.execute(settings).fetchone()
+    with psycopg.connect(dsn) as c:
+        configs = dict(
+            c.execute(
+                "select proname, proconfig from pg_proc"
+                " where pronamespace = 'pgjobs'::regnamespace"
+                "   and proname in ('claim', 'take', 'jobs_after_update')"
+            ).fetchall()
+        )
+    assert set(configs) == {"claim", "take", "jobs_after_update"}
+    for name, config in configs.items():
+        assert "jit=off" in config, name
+    for name in ("claim", "take"):
+        assert "plan_cache_mode=force_generic_plan" in configs[name], name
