@@ -20,6 +20,10 @@ from psycopg.rows import DictRow, dict_row
 
 import pgjobs
 from pgjobs import registry, sql
+from pgjobs.context import ClaimedJob
+from pgjobs.worker.config import WorkerConfig
+from pgjobs.worker.executor import Completed, completion_params
+from pgjobs.worker.runner import connect
 from tests import handlers
 from tests import lifecycle_handlers as lc
 
@@ -371,9 +375,6 @@ def test_worker_sessions_and_hot_functions_run_without_jit(dsn: str) -> None:
     short statements spend milliseconds compiling: the worker's bookkeeping
     sessions and the claim, take and state-change trigger turn JIT off (and
     plan the claim once), while a job's own session keeps the server's way."""
-    from pgjobs.worker.config import WorkerConfig
-    from pgjobs.worker.runner import connect
-
     cfg = WorkerConfig(dsn=dsn)
     settings = "select current_setting('jit'), current_setting('synchronous_commit')"
     with connect(cfg, "worker") as control:
@@ -395,3 +396,28 @@ def test_worker_sessions_and_hot_functions_run_without_jit(dsn: str) -> None:
         assert "jit=off" in config, name
     for name in ("claim", "take"):
         assert "plan_cache_mode=force_generic_plan" in configs[name], name
+
+
+def test_claim_and_completion_read_no_table_sequentially_on_a_small_table(dsn: str) -> None:
+    """A cached plan made while the table was short must not be a sequential
+    scan: the trigger's lookup of waiting children would then read the whole
+    table on every completion for as long as the session lives."""
+    with psycopg.connect(dsn, autocommit=True) as app:
+        registry.sync(app)
+        pgjobs.enqueue(app, "t.add", {"a": 1, "b": 2})
+    with connect(WorkerConfig(dsn=dsn), "worker", autocommit=False) as worker:
+        rows = worker.execute(
+            sql.query("job_claim"),
+            {"worker": "w", "queues": ["default"], "n": 10, "lease_seconds": 30.0, "now": None},
+        ).fetchall()
+        assert len(rows) == 1
+        done = worker.execute(
+            sql.query("job_complete_many"),
+            completion_params([(ClaimedJob(*rows[0]), Completed("3", 1.0))]),
+        ).fetchall()
+        assert [state for _, state in done] == ["completed"]
+        scans = worker.execute(
+            "select pg_stat_get_xact_numscans('pgjobs.jobs'::regclass)"
+        ).fetchone()
+        worker.commit()
+    assert scans == (0,)
