@@ -316,8 +316,9 @@ def sustained(
     processes: int = 2,
     on_window: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Enqueues at ``rate`` jobs/s (batches of up to 100) with the workers
-    running; per window: rates, backlog, dead tuples and table size."""
+    """Enqueues at ``rate`` jobs/s (batches of up to 500, so that one client
+    keeps up with a fast system) with the workers running; per window: rates,
+    backlog, dead tuples and table size."""
     client = system.client(dsn)
     series: list[dict[str, float]] = []
     try:
@@ -332,7 +333,7 @@ def sustained(
             while (now := time.monotonic()) - start < seconds:
                 due = int(rate * (now - start)) - sent
                 if due > 0:
-                    n = min(due, 100)
+                    n = min(due, 500)
                     client.enqueue_batch(n)
                     sent += n
                 else:

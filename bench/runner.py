@@ -173,8 +173,9 @@ def _system_run(system: System, admin: str, sizes: Sizes, r: int, entry: dict[st
 
         for procs in sizes.drain_processes:
             def drain(procs: int = procs) -> None:
+                jobs = min(sizes.drain_jobs, system.drain_jobs_max or sizes.drain_jobs)
                 with system.fresh(f"drain{procs}") as dsn:
-                    d = measure.drain(system, dsn, sizes.drain_jobs, procs, sizes.worker_timeout)
+                    d = measure.drain(system, dsn, jobs, procs, sizes.worker_timeout)
                 _add(figures, f"drain_{procs}_total", d["total"])
                 _add(figures, f"drain_{procs}_steady", d["steady"])
                 _add(figures, f"rss_mb_{procs}", d["rss_mb"])

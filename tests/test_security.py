@@ -269,6 +269,32 @@ def test_tenant_matrix(world: World, surface: str) -> None:
         app.rollback()
 
 
+def test_a_job_cannot_take_the_id_of_another_organizations_job(world: World) -> None:
+    """Ids are drawn by the database: an INSERT that names an id (here another
+    organization's job's) gets a fresh one. Were it kept, the two jobs would
+    share an id, and the worker, which finds jobs by id, would start and end
+    the other tenant's job with the claim of this one."""
+    victim = world.b.ids["queued"]
+    before = snapshot(world.dsn, world.b.org)
+    with psycopg.connect(world.app_dsn) as app:
+        with pgjobs.tenant(app, world.a.org):
+            named = _count(
+                app, "insert into pgjobs.jobs (id, job_type) values (%s, 'a.type') returning id",
+                victim,
+            )
+        app.commit()
+    assert named != victim
+    with psycopg.connect(world.dsn) as conn:
+        assert _count(conn, "select count(*) from pgjobs.jobs where id = %s", victim) == 1
+        claimed = conn.execute(
+            "select id, organization from pgjobs.claim('w', array['a-queue'], 100, 30)"
+        ).fetchall()
+        conn.commit()
+    assert (named, world.a.org) in claimed
+    assert all(org == world.a.org for _, org in claimed)
+    assert snapshot(world.dsn, world.b.org) == before
+
+
 def test_unscoped_app_session_sees_nothing_and_enqueues_nothing(world: World) -> None:
     with psycopg.connect(world.app_dsn) as app:
         for table in ("jobs", "job_events", "dedup_keys", "rate_windows"):

@@ -77,14 +77,16 @@ class PgJobs(System):
     # -- claim latency on a big table (also done by the floor) --------------
 
     def seed(self, dsn: str, finished: int, queued: int) -> None:
-        """``finished`` completed rows (triggers off: no history, no checks) and
+        """``finished`` completed rows (triggers off: no history, no checks, and
+        the id drawn here rather than by the insert trigger) and
         ``queued`` no-op jobs, then VACUUM ANALYZE as autovacuum would."""
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("set session_replication_role = replica")
             conn.execute(
-                "insert into pgjobs.jobs (job_type, queue, priority, payload, state, attempt,"
-                "  max_attempts, timeout_seconds, started_at, finished_at, result)"
-                " select 'bench.noop', 'default', 2, '{}', 'completed', 1, 1, 300,"
+                "insert into pgjobs.jobs (id, job_type, queue, priority, payload, state,"
+                "  attempt, max_attempts, timeout_seconds, started_at, finished_at, result)"
+                " select nextval('pgjobs.jobs_id_seq'), 'bench.noop', 'default', 2, '{}',"
+                "        'completed', 1, 1, 300,"
                 "        now(), now(), 'null' from generate_series(1, %s)",
                 [finished],
             )

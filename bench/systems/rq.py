@@ -44,7 +44,8 @@ class RQ(System):
     packages = ("rq", "redis")
     version_of = "rq"
     uses_postgres = False
-    config = "N `rq.SimpleWorker` processes on Redis"
+    drain_jobs_max = 5_000  # a few hundred jobs/s: 50,000 would take minutes per drain
+    config = f"N `rq.SimpleWorker` processes on Redis (drains of {drain_jobs_max:,} jobs)"
 
     def prepare_template(self, admin: str, run: int) -> None:
         self.admin = admin
