@@ -1,10 +1,11 @@
 """One worker process: claim a batch, run each job, write the outcomes in bulk.
 
-Runs in a process of its own, started by the supervisor. A beacon thread holds
-the LISTEN connection (wake-ups) and renews the leases of the jobs this process
-holds, so a process that stops (SIGSTOP, kill -9, a lost host) stops renewing
-and the rescuer gives its jobs to someone else. Every write is fenced by the
-claim's lease token.
+Runs in a process of its own, started by the supervisor. The main thread
+LISTENs for wake-ups on the connection it claims with, so a notification wakes
+the one session that claims next. A beacon thread renews the leases of the jobs
+this process holds, so a process that stops (SIGSTOP, kill -9, a lost host)
+stops renewing and the rescuer gives its jobs to someone else. Every write is
+fenced by the claim's lease token.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def connect(
 
 
 class Beacon(threading.Thread):
-    """Wake-ups by LISTEN, and the heartbeat that renews this process's leases."""
+    """The heartbeat that renews this process's leases."""
 
     def __init__(self, runner: Runner) -> None:
         super().__init__(name="pgjobs-beacon", daemon=True)
@@ -123,22 +124,9 @@ class Beacon(threading.Thread):
         with connect(cfg, "beacon") as conn:
             self.delay = _RECONNECT_FIRST_SECONDS  # a later loss starts its backoff afresh
             runner.slots.put(runner.index, slot_fields.PID_BEACON, conn.info.backend_pid)
-            if cfg.listen:
-                conn.execute("listen pgjobs_wakeup")
-            runner.wake.set()  # anything enqueued while we were away
-            next_beat = 0.0
             while not self.stopped.is_set():
-                now = time.monotonic()
-                if now >= next_beat:
-                    self._renew(conn)
-                    next_beat = now + cfg.heartbeat_seconds
-                timeout = max(0.0, min(next_beat - time.monotonic(), 1.0))
-                if cfg.listen:
-                    for note in conn.notifies(timeout=timeout, stop_after=1):
-                        if note.payload in cfg.queues:
-                            runner.wake.set()
-                else:
-                    self.stopped.wait(timeout)
+                self._renew(conn)
+                self.stopped.wait(cfg.heartbeat_seconds)
 
     def _renew(self, conn: psycopg.Connection) -> None:
         runner = self.runner
@@ -199,6 +187,8 @@ class Runner:
             try:
                 self.control = connect(self.cfg, "worker")
                 self.slots.put(self.index, slot_fields.PID_CONTROL, self.control.info.backend_pid)
+                if self.cfg.listen:
+                    self.control.execute("listen pgjobs_wakeup")
                 self.control.execute(
                     sql.query("worker_register"),
                     {
@@ -233,6 +223,8 @@ class Runner:
                 self.wake.clear()
                 jobs = self._claim()
                 if jobs:
+                    if self.cfg.listen and self.control is not None:
+                        self._forget_wakeups(self.control)
                     self._run_batch(jobs)
                     self._vacuum_if_due()
                     continue
@@ -308,8 +300,11 @@ class Runner:
         return jobs
 
     def _sleep_until_due(self) -> None:
-        assert self.control is not None
-        row = self.control.execute(
+        """Until a wake-up for one of our queues, the next delayed job's time,
+        or the poll; in steps of at most 0.25 s, so that SIGTERM is seen."""
+        control = self.control
+        assert control is not None
+        row = control.execute(
             sql.query("job_next_run_at_seconds"), {"queues": list(self.cfg.queues)}
         ).fetchone()
         wait = self.cfg.poll_seconds
@@ -320,7 +315,24 @@ class Runner:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self.wake.wait(min(left, 0.25))
+            if not self.cfg.listen:
+                self.wake.wait(min(left, 0.25))
+            elif self._woken(control, min(left, 0.25)):
+                break
+
+    def _woken(self, control: psycopg.Connection, timeout: float) -> bool:
+        """Whether a wake-up for one of our queues comes within ``timeout``
+        seconds (the claim that follows drops any others already here)."""
+        notes = control.notifies(timeout=timeout)
+        woken = any(note.payload in self.cfg.queues for note in notes)
+        notes.close()  # it holds the connection's lock until closed
+        return woken
+
+    def _forget_wakeups(self, control: psycopg.Connection) -> None:
+        """Drops the wake-ups that came while the connection was busy (psycopg
+        keeps them): the claim just made answers them, and the next one too."""
+        for _ in control.notifies(timeout=0):
+            pass
 
     def _idle_everywhere(self) -> bool:
         assert self.control is not None
