@@ -47,7 +47,11 @@ class Procrastinate(System):
     version_of = "procrastinate"
     tables = ("public.procrastinate_jobs", "public.procrastinate_events")
     remaining_sql = "select count(*) from procrastinate_jobs where status in ('todo', 'doing')"
-    config = f"one `app.run_worker(concurrency={CONCURRENCY}, listen_notify=True)` per process"
+    drain_jobs_max = 5_000  # about a hundred jobs/s here: 50,000 would take minutes per drain
+    config = (
+        f"one `app.run_worker(concurrency={CONCURRENCY}, listen_notify=True)` per process"
+        f" (drains of {drain_jobs_max:,} jobs)"
+    )
 
     def install(self, dsn: str) -> None:
         client = ProcrastinateClient(dsn)
