@@ -174,6 +174,31 @@ def test_large_batches_complete_each_job_with_its_own_result(
     assert wrong == [], worker.output()[-3000:]
 
 
+@pytest.mark.slow
+def test_idle_workers_wake_on_notify_long_before_their_poll(
+    dsn: str, pool: lc.Workers, wait_for: Any
+) -> None:
+    """Wake-ups come by LISTEN/NOTIFY, the poll (a minute here) is only the
+    safety net: also after a busy stretch of full batches, during which the
+    workers stop listening, and when they listen again."""
+    pool.start(poll=60.0, extra=("--import", "tests.handlers", "--queues", "default"))
+
+    def completed(job_id: int) -> bool:
+        return bool(job(dsn, job_id)["state"] == "completed")
+
+    first = enqueue(dsn, "t.noop")
+    wait_for(lambda: completed(first), timeout=15, message="the first job did not run")
+    with psycopg.connect(dsn) as conn:
+        pgjobs.enqueue_many(conn, [{"job_type": "t.noop"}] * 1000)
+    wait_for(
+        lambda: lc.scalar(dsn, "select count(*) from pgjobs.jobs where state <> 'completed'") == 0,
+        timeout=60,
+    )
+    for _ in range(3):
+        later = enqueue(dsn, "t.noop")
+        wait_for(lambda j=later: completed(j), timeout=10, message="an idle worker slept on")
+
+
 # -- retries ----------------------------------------------------------------------
 
 

@@ -2,10 +2,12 @@
 
 Runs in a process of its own, started by the supervisor. The main thread
 LISTENs for wake-ups on the connection it claims with, so a notification wakes
-the one session that claims next. A beacon thread renews the leases of the jobs
-this process holds, so a process that stops (SIGSTOP, kill -9, a lost host)
-stops renewing and the rescuer gives its jobs to someone else. Every write is
-fenced by the claim's lease token.
+the one session that claims next, and only while it has nothing to do: every
+LISTENing session reads every notification of its database, and a busy queue
+sends one per state change. A beacon thread renews the leases of the jobs this
+process holds, so a process that stops (SIGSTOP, kill -9, a lost host) stops
+renewing and the rescuer gives its jobs to someone else. Every write is fenced
+by the claim's lease token.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ class Runner:
         self.avg_seconds = 0.0
         self.handlers: dict[str, str] = {}
         self.control: psycopg.Connection | None = None
+        self.listening = False  # LISTEN pgjobs_wakeup on self.control
         self.job_conn: psycopg.Connection | None = None
         self.next_vacuum_check = time.monotonic() + _VACUUM_CHECK_SECONDS
 
@@ -187,8 +190,7 @@ class Runner:
             try:
                 self.control = connect(self.cfg, "worker")
                 self.slots.put(self.index, slot_fields.PID_CONTROL, self.control.info.backend_pid)
-                if self.cfg.listen:
-                    self.control.execute("listen pgjobs_wakeup")
+                self.listening = False
                 self.control.execute(
                     sql.query("worker_register"),
                     {
@@ -223,11 +225,16 @@ class Runner:
                 self.wake.clear()
                 jobs = self._claim()
                 if jobs:
-                    if self.cfg.listen and self.control is not None:
+                    busy = len(jobs) >= self.cfg.batch_size
+                    self._run_batch(jobs)  # first: a wake-up waits on nothing here
+                    if self.listening and self.control is not None:
                         self._forget_wakeups(self.control)
-                    self._run_batch(jobs)
+                    if busy:  # more is waiting: no wake-up needed for a while
+                        self._listen(False)
                     self._vacuum_if_due()
                     continue
+                if self._listen(True):
+                    continue  # once more, for what came before the LISTEN
                 self._flush()
                 if self.cfg.exit_when_idle and self._idle_everywhere():
                     return
@@ -315,10 +322,20 @@ class Runner:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            if not self.cfg.listen:
+            if not self.listening:
                 self.wake.wait(min(left, 0.25))
             elif self._woken(control, min(left, 0.25)):
                 break
+
+    def _listen(self, on: bool) -> bool:
+        """LISTEN (or UNLISTEN) for wake-ups, unless already so or polling
+        only; whether it changed anything."""
+        if on == self.listening or not self.cfg.listen:
+            return False
+        assert self.control is not None
+        self.control.execute("listen pgjobs_wakeup" if on else "unlisten pgjobs_wakeup")
+        self.listening = on
+        return True
 
     def _woken(self, control: psycopg.Connection, timeout: float) -> bool:
         """Whether a wake-up for one of our queues comes within ``timeout``
@@ -330,7 +347,7 @@ class Runner:
 
     def _forget_wakeups(self, control: psycopg.Connection) -> None:
         """Drops the wake-ups that came while the connection was busy (psycopg
-        keeps them): the claim just made answers them, and the next one too."""
+        keeps them): the claim that follows a batch answers them all."""
         for _ in control.notifies(timeout=0):
             pass
 
