@@ -10,29 +10,22 @@ import datetime as dt
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-from pgjobs import sql
 from pgjobs.errors import InvalidJob, JobNotFound, translated
 from pgjobs.payload import check_text
+from pgjobs.statements import control
 from pgjobs.states import State
 
 MAX_LIST_LIMIT = 10_000
 
 
-def _fetch(
-    conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
-) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur, translated():
-        return cur.execute(sql.query(name), params).fetchall()
-
-
 def get(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
     """One job's public columns; JobNotFound if it does not exist or is not visible."""
-    rows = _fetch(conn, "job_get", {"id": _job_id(job_id)})
-    if not rows:
+    with translated():
+        row: dict[str, Any] | None = control.get(conn, job_id=_job_id(job_id))
+    if row is None:
         raise JobNotFound(f"no job {job_id}")
-    return rows[0]
+    return row
 
 
 def cancel(conn: psycopg.Connection[Any], job_id: int) -> str:
@@ -40,12 +33,14 @@ def cancel(conn: psycopg.Connection[Any], job_id: int) -> str:
 
     InvalidTransition if it already finished, JobNotFound if it does not exist.
     """
-    return str(_fetch(conn, "job_cancel", {"id": _job_id(job_id)})[0]["state"])
+    with translated():
+        return control.cancel(conn, job_id=_job_id(job_id))
 
 
 def retry(conn: psycopg.Connection[Any], job_id: int) -> str:
     """Puts a dead or canceled job back in the queue with its attempts reset."""
-    return str(_fetch(conn, "job_retry", {"id": _job_id(job_id)})[0]["state"])
+    with translated():
+        return control.retry(conn, job_id=_job_id(job_id))
 
 
 def list_jobs(
@@ -67,34 +62,34 @@ def list_jobs(
         raise InvalidJob(f"unknown state {state!r}; one of {', '.join(State)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidJob(f"limit must be 1-{MAX_LIST_LIMIT}")
-    return _fetch(
-        conn,
-        "job_list",
-        {
-            "organization": organization,
-            "state": state,
-            "job_type": job_type,
-            "queue": queue,
-            "since": since,
-            "until": until,
-            "limit": limit,
-            "after_id": None if after_id is None else _job_id(after_id),
-        },
-    )
+    with translated():
+        return control.list_jobs(
+            conn,
+            organization=organization,
+            state=state,
+            job_type=job_type,
+            queue=queue,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=None if after_id is None else _job_id(after_id),
+        )
 
 
 def history(conn: psycopg.Connection[Any], job_id: int) -> list[dict[str, Any]]:
     """Every state change and attempt of a job, oldest first."""
-    return _fetch(conn, "job_history", {"id": _job_id(job_id)})
+    with translated():
+        return control.history(conn, job_id=_job_id(job_id))
 
 
 def state_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    return {r["state"]: int(r["n"]) for r in _fetch(conn, "job_state_counts", {})}
+    with translated():
+        return control.state_counts(conn)
 
 
 def type_state_counts(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
-    rows = _fetch(conn, "job_type_state_counts", {})
-    return [(r["job_type"], r["state"], int(r["n"])) for r in rows]
+    with translated():
+        return control.type_state_counts(conn)
 
 
 def _job_id(value: object) -> int:

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-from pgjobs import sql
-
-
-def _rows(conn: psycopg.Connection[Any], name: str) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return [
-            {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()}
-            for row in cur.execute(sql.query(name)).fetchall()
-        ]
+from pgjobs.statements import monitoring as statements
 
 
 def metrics(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -25,14 +15,14 @@ def metrics(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     The workers and the Postgres health figures cover every organization, so a
     tenant-scoped caller gets ``None`` for them rather than totals across tenants.
     """
-    staff = bool(_rows(conn, "metrics_sees_all")[0]["sees_all"])
+    staff = bool(statements.sees_all(conn)[0]["sees_all"])
     return {
-        "queue_depth": _rows(conn, "metrics_queue_depth"),
-        "job_counts": _rows(conn, "metrics_job_counts"),
-        "processing_times": _rows(conn, "metrics_processing_times"),
-        "failure_rates": _rows(conn, "metrics_failure_rates"),
-        "workers": _rows(conn, "metrics_workers")[0] if staff else None,
-        "postgres": _rows(conn, "metrics_postgres_health")[0] if staff else None,
+        "queue_depth": statements.queue_depth(conn),
+        "job_counts": statements.job_counts(conn),
+        "processing_times": statements.processing_times(conn),
+        "failure_rates": statements.failure_rates(conn),
+        "workers": statements.workers(conn)[0] if staff else None,
+        "postgres": statements.postgres_health(conn)[0] if staff else None,
     }
 
 

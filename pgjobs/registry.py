@@ -10,11 +10,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import tuple_row
 
-from pgjobs import sql
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import check_text
+from pgjobs.statements import job_types as statements
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -149,7 +148,7 @@ def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
     spec.validate()
     resolve_handler(spec.handler)
     with translated():
-        conn.execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
+        statements.upsert(conn, spec)
 
 
 def sync(conn: psycopg.Connection[Any]) -> list[str]:
@@ -182,16 +181,14 @@ def ensure(conn: psycopg.Connection, name: str) -> None:
         return
     resolve_handler(spec.handler)
     with translated():
-        cur = conn.cursor(row_factory=tuple_row)
-        writable = cur.execute(sql.query("job_type_may_write")).fetchone()
-        if writable is None or not writable[0]:
+        if not statements.may_write(conn):
             # An application role reads job types but does not define them:
             # the workers (or migrations) do. Enqueue then checks the type exists.
             _synced.add(key)
             return
-        row = cur.execute(sql.query("job_type_ensure"), dataclasses.asdict(spec)).fetchone()
+        uncommitted = statements.ensure(conn, spec)
     # A row this transaction wrote may yet be rolled back: cache it only once committed.
-    if row is not None and not row[0]:
+    if not uncommitted:
         _synced.add(key)
 
 

@@ -11,24 +11,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from psycopg.rows import tuple_row
 
-from pgjobs import sql
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import check_text
+from pgjobs.statements import tenancy as statements
 
 
 def set_organization(conn: psycopg.Connection[Any], organization: str | None) -> None:
     """Scopes the current transaction to ``organization`` (None clears it)."""
     check_text("organization", organization)
-    conn.execute(sql.query("tenant_set"), {"organization": organization or ""})
+    statements.tenant_set(conn, organization=organization)
 
 
 def current_organization(conn: psycopg.Connection[Any]) -> str | None:
     """The organization the current transaction is scoped to, if any."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute(sql.query("tenant_get")).fetchone()
-    return None if row is None else row[0]
+    organization: str | None = statements.tenant_get(conn)
+    return organization
 
 
 @contextlib.contextmanager

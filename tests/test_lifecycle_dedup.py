@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 
 import pgjobs
-from pgjobs import sql
 from tests import lifecycle_handlers as lc
+from tests.support import queries
 
 WaitFor = Callable[..., Any]
 
@@ -22,21 +22,9 @@ select count(*) from pg_stat_activity
 def _finish(dsn: str, job_id: int) -> None:
     """Runs one job to completion through the worker's own claim and completion."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        claimed = conn.execute(
-            sql.query("job_claim"),
-            {"worker": "test/1", "queues": [lc.QUEUE], "n": 10, "lease_seconds": 30, "now": None},
-        ).fetchall()
-        assert [row[0] for row in claimed] == [job_id]
-        done = conn.execute(
-            sql.query("job_complete_many"),
-            {
-                "ids": [job_id],
-                "tokens": [claimed[0][-1]],
-                "results": "[null]",
-                "durations": [1.0],
-                "now": None,
-            },
-        ).fetchall()
+        claimed = queries.claim_tokens(conn, [lc.QUEUE], lease_seconds=30)
+        assert list(claimed) == [job_id]
+        done = queries.complete(conn, job_id, claimed[job_id])
         assert done == [(job_id, "completed")]
 
 

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import sql
 from tests import lifecycle_handlers as lc
+from tests.support import queries
 
 pytestmark = pytest.mark.slow
 
@@ -34,21 +34,14 @@ def _claim(dsn: str, *job_ids: int) -> list[int]:
     """Claims the runnable jobs as a worker would (the test is the worker): exactly
     ``job_ids``; returns their lease tokens."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            sql.query("job_claim"),
-            {"worker": "test/1", "queues": [lc.QUEUE], "n": 10, "lease_seconds": 60, "now": None},
-        ).fetchall()
-    tokens = {row[0]: int(row[-1]) for row in rows}
+        tokens = queries.claim_tokens(conn, [lc.QUEUE])
     assert sorted(tokens) == sorted(job_ids)
     return [tokens[i] for i in job_ids]
 
 
 def _complete(conn: psycopg.Connection[Any], job_id: int, token: int) -> None:
     """The worker's own completion statement, on the caller's transaction."""
-    done = conn.execute(
-        sql.query("job_complete_many"),
-        {"ids": [job_id], "tokens": [token], "results": "[null]", "durations": [1.0], "now": None},
-    ).fetchall()
+    done = queries.complete(conn, job_id, token)
     assert done == [(job_id, "completed")]
 
 
@@ -167,19 +160,7 @@ def test_children_are_queued_in_the_transaction_that_completes_their_parent(dsn:
             "select count(*) from pgjobs.job_events where job_id = any(%s)", (children,)
         ).fetchone() == (0,)
         # A worker polling meanwhile finds nothing runnable.
-        assert (
-            other.execute(
-                sql.query("job_claim"),
-                {
-                    "worker": "test/2",
-                    "queues": [lc.QUEUE],
-                    "n": 10,
-                    "lease_seconds": 60,
-                    "now": None,
-                },
-            ).fetchall()
-            == []
-        )
+        assert queries.claim_tokens(other, [lc.QUEUE], worker="test/2") == {}
         completing.commit()
         assert seen_by(other) == ["completed", "queued", "queued"]
         # One transaction wrote all three rows.

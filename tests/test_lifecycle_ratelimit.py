@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import sql
+from pgjobs.statements.claim import claim
 from tests import lifecycle_handlers as lc
 
 pytestmark = pytest.mark.slow
@@ -42,11 +42,8 @@ def _enqueue(dsn: str, counts: dict[str, int]) -> dict[str, list[int]]:
 
 def _claim(conn: psycopg.Connection[Any], now: dt.datetime, n: int = 100) -> list[tuple[int, str]]:
     """The worker's claim with an injected clock: (id, organization) of each job claimed."""
-    rows = conn.execute(
-        sql.query("job_claim"),
-        {"worker": "test/1", "queues": [lc.QUEUE], "n": n, "lease_seconds": 60, "now": now},
-    ).fetchall()
-    return [(row[0], row[2]) for row in rows]
+    jobs = claim(conn, worker="test/1", queues=[lc.QUEUE], n=n, lease_seconds=60, now=now)
+    return [(job.id, job.organization) for job in jobs]
 
 
 def _db_now(conn: psycopg.Connection[Any]) -> dt.datetime:

@@ -27,7 +27,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import pgjobs
-from pgjobs import registry, retention, sql
+from pgjobs import registry, retention
+from pgjobs.statements import maintenance, monitoring
 from tests import factories, handlers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +124,7 @@ def test_progress_10_50_90_is_held_by_the_row_in_turn_and_notified_with_ids_only
 ) -> None:
     db.execute(handlers.GATE_TABLE)
     with psycopg.connect(dsn, autocommit=True) as listener:
-        listener.execute(sql.query("listen_progress"))
+        monitoring.listen_progress(listener)
         job_id = pgjobs.enqueue(
             db, "t.progress_steps", {"steps": [10, 50, 90]}, organization="acme"
         ).id
@@ -356,7 +357,7 @@ def test_prune_after_prunes_old_finished_jobs_at_start_one_worker_at_a_time(
 
     # Another worker's pruner holds the lock: this one leaves the rows alone.
     with psycopg.connect(dsn, autocommit=True) as other:
-        assert _scalar(other, sql.query("prune_lock_try")) is True
+        assert maintenance.prune_lock_try(other) is True
         first = start_worker("--prune-after", "30d")
         skipped = wait_for(lambda: first.event("prune_skipped"), message="no prune_skipped")
         assert skipped["worker"]
@@ -376,12 +377,12 @@ def test_prune_exclusive_gives_way_to_a_pruner_already_running(dsn: str) -> None
         psycopg.connect(dsn, autocommit=True) as first,
         psycopg.connect(dsn, autocommit=True) as second,
     ):
-        assert _scalar(first, sql.query("prune_lock_try")) is True
+        assert maintenance.prune_lock_try(first) is True
         assert retention.prune_exclusive(second, 86400) is None
-        first.execute(sql.query("prune_unlock"))
+        maintenance.prune_unlock(first)
         assert retention.prune_exclusive(second, 86400) == 0
         # The lock went with the run: the first session can take it again.
-        assert _scalar(first, sql.query("prune_lock_try")) is True
+        assert maintenance.prune_lock_try(first) is True
 
 
 # -- structured logs ----------------------------------------------------------

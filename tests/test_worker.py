@@ -19,11 +19,12 @@ import pytest
 from psycopg.rows import DictRow, dict_row
 
 import pgjobs
-from pgjobs import registry, sql
-from pgjobs.context import ClaimedJob
+from pgjobs import registry
+from pgjobs.statements import Completed, Failed, Lease
+from pgjobs.statements.claim import claim
+from pgjobs.statements.outcomes import complete_many, fail_many
 from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.executor import Completed, completion_params
-from pgjobs.worker.runner import connect
+from pgjobs.worker.session import connect
 from tests import handlers
 from tests import lifecycle_handlers as lc
 
@@ -146,9 +147,7 @@ def test_four_processes_drain_5000_jobs_each_exactly_once(dsn: str, pool: lc.Wor
     assert 1 < processes <= 4, worker.output()[-3000:]
 
 
-def test_large_batches_complete_each_job_with_its_own_result(
-    dsn: str, pool: lc.Workers
-) -> None:
+def test_large_batches_complete_each_job_with_its_own_result(dsn: str, pool: lc.Workers) -> None:
     """Claims of up to 2,000 jobs: their completions are written in chunks, and
     every job still gets the result of its own run."""
     total = 1500
@@ -161,8 +160,15 @@ def test_large_batches_complete_each_job_with_its_own_result(
         ]
     worker = pool.start(
         processes=1,
-        extra=("--import", "tests.handlers", "--queues", "default", "--batch-size", "2000",
-               "--exit-when-idle"),
+        extra=(
+            "--import",
+            "tests.handlers",
+            "--queues",
+            "default",
+            "--batch-size",
+            "2000",
+            "--exit-when-idle",
+        ),
     )
     assert worker.wait(60) == 0, worker.output()[-5000:]
     rows = lc.rows(
@@ -298,28 +304,21 @@ def test_permanent_error_goes_dead_at_once_with_attempts_left(dsn: str, pool: lc
 
 
 def _claim(conn: Conn, n: int, now: dt.datetime) -> list[dict[str, Any]]:
-    return conn.execute(
-        sql.query("job_claim"),
-        {"worker": "test/1", "queues": ["q_backoff"], "n": n, "lease_seconds": 30, "now": now},
-    ).fetchall()
+    jobs = claim(conn, worker="test/1", queues=["q_backoff"], n=n, lease_seconds=30, now=now)
+    return [job._asdict() for job in jobs]
 
 
 def _fail(conn: Conn, claimed: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
     """What the worker writes for transient failures (runner._failures)."""
-    n = len(claimed)
-    return conn.execute(
-        sql.query("job_fail_many"),
-        {
-            "ids": [c["id"] for c in claimed],
-            "tokens": [c["lease_token"] for c in claimed],
-            "error_classes": ["Boom"] * n,
-            "messages": [f"attempt {c['attempt']} failed" for c in claimed],
-            "tracebacks": [None] * n,
-            "permanent": [False] * n,
-            "durations": [1.0] * n,
-            "now": now,
-        },
-    ).fetchall()
+    failures = [
+        (
+            Lease(c["id"], c["lease_token"]),
+            Failed("Boom", f"attempt {c['attempt']} failed", None, False, 1.0),
+        )
+        for c in claimed
+    ]
+    rows = fail_many(conn, failures, now=now)
+    return [dict(zip(("id", "state", "run_at"), row, strict=True)) for row in rows]
 
 
 def test_retry_delays_grow_exponentially_with_full_jitter_up_to_the_cap(conn: Conn) -> None:
@@ -404,9 +403,10 @@ def test_worker_sessions_and_hot_functions_run_without_jit(dsn: str) -> None:
     settings = "select current_setting('jit'), current_setting('synchronous_commit')"
     with connect(cfg, "worker") as control:
         assert control.execute(settings).fetchone() == ("off", "off")
-    with psycopg.connect(dsn) as plain, connect(
-        cfg, "job", autocommit=False, bookkeeping=False
-    ) as job:
+    with (
+        psycopg.connect(dsn) as plain,
+        connect(cfg, "job", autocommit=False, bookkeeping=False) as job,
+    ):
         assert job.execute(settings).fetchone() == plain.execute(settings).fetchone()
     with psycopg.connect(dsn) as c:
         configs = dict(
@@ -431,15 +431,9 @@ def test_claim_and_completion_read_no_table_sequentially_on_a_small_table(dsn: s
         registry.sync(app)
         pgjobs.enqueue(app, "t.add", {"a": 1, "b": 2})
     with connect(WorkerConfig(dsn=dsn), "worker", autocommit=False) as worker:
-        rows = worker.execute(
-            sql.query("job_claim"),
-            {"worker": "w", "queues": ["default"], "n": 10, "lease_seconds": 30.0, "now": None},
-        ).fetchall()
+        rows = claim(worker, worker="w", queues=["default"], n=10, lease_seconds=30.0)
         assert len(rows) == 1
-        done = worker.execute(
-            sql.query("job_complete_many"),
-            completion_params([(ClaimedJob(*rows[0]), Completed("3", 1.0))]),
-        ).fetchall()
+        done = complete_many(worker, [(rows[0], Completed("3", 1.0))])
         assert [state for _, state in done] == ["completed"]
         scans = worker.execute(
             "select pg_stat_get_xact_numscans('pgjobs.jobs'::regclass)"

@@ -1,0 +1,95 @@
+"""Reading and steering jobs (``sql/queries/control.sql``): get, cancel, retry,
+list, history and counts. Rows come as dicts of the public columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from pgjobs.statements.base import Params, one, rows, scalar, statement
+
+
+@statement("job_get", one, row_factory=dict_row)
+def get(*, job_id: int) -> Params:
+    """One job's public columns, or None if it does not exist or is not visible."""
+    return {"id": job_id}
+
+
+def _state(found: list[Any]) -> str:
+    return str(scalar(found))
+
+
+@statement("job_cancel", _state)
+def cancel(*, job_id: int) -> Params:
+    """pgjobs.cancel: the job's state afterwards."""
+    return {"id": job_id}
+
+
+@statement("job_retry", _state)
+def retry(*, job_id: int) -> Params:
+    """pgjobs.retry: the job's state afterwards."""
+    return {"id": job_id}
+
+
+@statement("job_list", rows, row_factory=dict_row)
+def list_jobs(
+    *,
+    organization: str | None = None,
+    state: str | None = None,
+    job_type: str | None = None,
+    queue: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int,
+    after_id: int | None = None,
+) -> Params:
+    """Newest first, keyset on id; every filter optional."""
+    return {
+        "organization": organization,
+        "state": state,
+        "job_type": job_type,
+        "queue": queue,
+        "since": since,
+        "until": until,
+        "limit": limit,
+        "after_id": after_id,
+    }
+
+
+@statement("job_history", rows, row_factory=dict_row)
+def history(*, job_id: int) -> Params:
+    """Every state change and attempt of one job, oldest first."""
+    return {"id": job_id}
+
+
+def _counts(found: list[Any]) -> dict[str, int]:
+    return {state: int(n) for state, n in found}
+
+
+@statement("job_state_counts", _counts)
+def state_counts() -> None:
+    return None
+
+
+def _type_counts(found: list[Any]) -> list[tuple[str, str, int]]:
+    return [(job_type, state, int(n)) for job_type, state, n in found]
+
+
+@statement("job_type_state_counts", _type_counts)
+def type_state_counts() -> None:
+    return None
+
+
+def _log_keys(found: list[Any]) -> dict[str, Any]:
+    if not found:
+        return {}
+    job_type, organization, attempt = found[0]
+    return {"job_type": job_type, "organization": organization, "attempt": attempt}
+
+
+@statement("job_log_keys", _log_keys)
+def log_keys(*, job_id: int) -> Params:
+    """What the supervisor's events about one job carry besides its id."""
+    return {"id": job_id}
