@@ -2,20 +2,16 @@
 a retry, the worker's Prometheus endpoint, retention at worker start, and the
 worker's structured logs.
 
-Workers here are ``pgjobs worker`` subprocesses (``--import tests.handlers``)
+Workers here are ``pgjobs worker`` subprocesses (``--import tests.support.handlers``)
 whose output goes to a file: not a terminal, so their logs are JSON lines.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -29,75 +25,20 @@ from prometheus_client.parser import text_string_to_metric_families
 import pgjobs
 from pgjobs import registry, retention
 from pgjobs.statements import maintenance, monitoring
-from tests import factories, handlers
+from tests.support import factories, handlers, workers
+from tests.support.workers import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 WaitFor = Callable[..., Any]
 
 
-class Worker:
-    """``pgjobs worker`` in a session of its own, killed with its children at the end."""
-
-    def __init__(self, dsn: str, *args: str) -> None:
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
-            prefix="pgjobs-obs-worker-", suffix=".log", delete=False
-        )
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pgjobs.cli",
-                "worker",
-                "--dsn",
-                dsn,
-                "--import",
-                "tests.handlers",
-                "--processes",
-                "1",
-                "--poll",
-                "0.5",
-                *args,
-            ],
-            cwd=ROOT,
-            env=dict(os.environ, PGJOBS_DSN=dsn, PYTHONUNBUFFERED="1"),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every complete log line, each of which must be a JSON object."""
-        lines = self.output().splitlines(keepends=True)
-        return [json.loads(line) for line in lines if line.endswith("\n") and line.strip()]
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in self.events() if e.get("event") == name), None)
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
-
-
 @pytest.fixture
 def start_worker(dsn: str) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(*args: str) -> Worker:
-        worker = Worker(dsn, *args)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
+    """``pgjobs worker --import tests.support.handlers --processes 1 --poll 0.5 *args``."""
+    with workers.workers(dsn) as pool:
+        yield lambda *args: pool.start_args(
+            "--import", "tests.support.handlers", "--processes", "1", "--poll", "0.5", *args
+        )
 
 
 @pytest.fixture

@@ -26,13 +26,12 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 import pgjobs
-import tests.handlers  # noqa: F401 - registers the job types the workers run
+import tests.support.handlers  # noqa: F401 - registers the job types the workers run
 from pgjobs.errors import AccessDenied, InvalidJob, JobNotFound
 from pgjobs.statements import Failed
 from pgjobs.statements.progress import progress
-from tests import factories
-from tests.conftest import RUN_PREFIX
-from tests.support import queries
+from tests.support import factories, queries
+from tests.support.databases import RUN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 ORGS = ("org-A", "org-B")
@@ -95,7 +94,7 @@ def _tenant(conn: psycopg.Connection[Any], org: str) -> Tenant:
     job_type, queue = f"{letter}.type", f"{letter}-queue"
     conn.execute(
         "insert into pgjobs.job_types (name, handler, queue, dedup_window_seconds) "
-        "values (%s, 'tests.handlers:noop', %s, 3600)",
+        "values (%s, 'tests.support.handlers:noop', %s, 3600)",
         (job_type, queue),
     )
     ids = {
@@ -281,7 +280,8 @@ def test_a_job_cannot_take_the_id_of_another_organizations_job(world: World) -> 
     with psycopg.connect(world.app_dsn) as app:
         with pgjobs.tenant(app, world.a.org):
             named = _count(
-                app, "insert into pgjobs.jobs (id, job_type) values (%s, 'a.type') returning id",
+                app,
+                "insert into pgjobs.jobs (id, job_type) values (%s, 'a.type') returning id",
                 victim,
             )
         app.commit()
@@ -479,7 +479,7 @@ def _drain(dsn: str) -> None:
         dsn,
         "worker",
         "--import",
-        "tests.handlers",
+        "tests.support.handlers",
         "--queues",
         "default",
         "--processes",
