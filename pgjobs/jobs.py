@@ -63,17 +63,9 @@ def list_jobs(
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidJob(f"limit must be 1-{MAX_LIST_LIMIT}")
     with translated():
-        return control.list_jobs(
-            conn,
-            organization=organization,
-            state=state,
-            job_type=job_type,
-            queue=queue,
-            since=since,
-            until=until,
-            limit=limit,
-            after_id=None if after_id is None else _job_id(after_id),
-        )
+        after = None if after_id is None else _job_id(after_id)
+        where = control.JobFilter(organization, state, job_type, queue, since, until, limit, after)
+        return control.list_jobs(conn, where)
 
 
 def history(conn: psycopg.Connection[Any], job_id: int) -> list[dict[str, Any]]:

@@ -29,76 +29,69 @@ def metrics(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 def prometheus_text(data: dict[str, Any]) -> str:
     """The metrics in the Prometheus text exposition format."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
 
-    families: list[GaugeMetricFamily] = []
-
-    def gauge(name: str, doc: str, labels: list[str], rows: list[dict[str, Any]], key: str) -> None:
-        family = GaugeMetricFamily(f"pgjobs_{name}", doc, labels=labels)
-        for row in rows:
-            if row.get(key) is not None:
-                family.add_metric([str(row.get(label) or "") for label in labels], float(row[key]))
-        families.append(family)
-
-    depth = data["queue_depth"]
-    for state in ("queued", "scheduled", "running", "retrying", "waiting"):
-        gauge(
-            f"queue_{state}",
-            f"Jobs {state} per queue and priority",
-            ["queue", "priority"],
-            depth,
-            state,
-        )
-    gauge(
-        "queue_oldest_queued_seconds",
-        "Age of the oldest due queued job",
-        ["queue", "priority"],
-        depth,
-        "oldest_queued_seconds",
-    )
-    gauge(
-        "jobs",
-        "Jobs per organization, type and state",
-        ["organization", "job_type", "state"],
-        data["job_counts"],
-        "jobs",
-    )
-    times = data["processing_times"]
-    for stat in ("avg_ms", "p50_ms", "p95_ms"):
-        gauge(
-            f"processing_{stat}",
-            f"Attempt duration {stat} over the last hour",
-            ["job_type"],
-            times,
-            stat,
-        )
-    rates = data["failure_rates"]
-    gauge("attempts", "Finished attempts over the last 24 hours", ["job_type"], rates, "attempts")
-    gauge("failures", "Failed attempts over the last 24 hours", ["job_type"], rates, "failures")
-    gauge(
-        "failure_rate",
-        "Failed / finished attempts over the last 24 hours",
-        ["job_type"],
-        rates,
-        "rate",
-    )
-    workers = [data["workers"]] if data["workers"] else []
-    gauge("workers", "Live worker processes", [], workers, "workers")
-    gauge("running_jobs", "Jobs held by live workers", [], workers, "running_jobs")
-    pg = [data["postgres"]] if data["postgres"] else []
-    for key in (
-        "jobs_dead_tuples",
-        "jobs_live_tuples",
-        "jobs_total_bytes",
-        "oldest_transaction_seconds",
-        "notify_queue_usage",
-    ):
-        gauge(f"postgres_{key}", f"PostgreSQL health: {key}", [], pg, key)
+    families = _families(data)
 
     class _Collector:
-        def collect(self) -> list[GaugeMetricFamily]:
+        def collect(self) -> list[Any]:
             return families
 
     registry = CollectorRegistry()
     registry.register(_Collector())
     return generate_latest(registry).decode()
+
+
+_HEALTH = (
+    "jobs_dead_tuples",
+    "jobs_live_tuples",
+    "jobs_total_bytes",
+    "oldest_transaction_seconds",
+    "notify_queue_usage",
+)
+
+
+def _gauge(name: str, doc: str, labels: list[str], rows: list[dict[str, Any]], key: str) -> Any:
+    from prometheus_client.core import GaugeMetricFamily
+
+    family = GaugeMetricFamily(f"pgjobs_{name}", doc, labels=labels)
+    for row in rows:
+        if row.get(key) is not None:
+            family.add_metric([str(row.get(label) or "") for label in labels], float(row[key]))
+    return family
+
+
+def _families(data: dict[str, Any]) -> list[Any]:
+    """One gauge family per figure of :func:`metrics`."""
+    depth, times, rates = data["queue_depth"], data["processing_times"], data["failure_rates"]
+    by_queue = ["queue", "priority"]
+    families = [
+        _gauge(f"queue_{state}", f"Jobs {state} per queue and priority", by_queue, depth, state)
+        for state in ("queued", "scheduled", "running", "retrying", "waiting")
+    ]
+    families += [
+        _gauge("queue_oldest_queued_seconds", "Age of the oldest due queued job", by_queue,
+               depth, "oldest_queued_seconds"),
+        _gauge("jobs", "Jobs per organization, type and state",
+               ["organization", "job_type", "state"], data["job_counts"], "jobs"),
+    ]  # fmt: skip
+    families += [
+        _gauge(f"processing_{stat}", f"Attempt duration {stat} over the last hour",
+               ["job_type"], times, stat)
+        for stat in ("avg_ms", "p50_ms", "p95_ms")
+    ]  # fmt: skip
+    families += [
+        _gauge("attempts", "Finished attempts over the last 24 hours", ["job_type"], rates,
+               "attempts"),
+        _gauge("failures", "Failed attempts over the last 24 hours", ["job_type"], rates,
+               "failures"),
+        _gauge("failure_rate", "Failed / finished attempts over the last 24 hours",
+               ["job_type"], rates, "rate"),
+    ]  # fmt: skip
+    workers = [data["workers"]] if data["workers"] else []
+    families.append(_gauge("workers", "Live worker processes", [], workers, "workers"))
+    families.append(
+        _gauge("running_jobs", "Jobs held by live workers", [], workers, "running_jobs")
+    )
+    pg = [data["postgres"]] if data["postgres"] else []
+    families += [_gauge(f"postgres_{k}", f"PostgreSQL health: {k}", [], pg, k) for k in _HEALTH]
+    return families

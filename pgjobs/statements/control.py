@@ -4,7 +4,7 @@ list, history and counts. Rows come as dicts of the public columns."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.rows import dict_row
 
@@ -33,29 +33,23 @@ def retry(*, job_id: int) -> Params:
     return {"id": job_id}
 
 
+class JobFilter(NamedTuple):
+    """Which jobs ``job_list`` returns; None leaves a filter out."""
+
+    organization: str | None
+    state: str | None
+    job_type: str | None
+    queue: str | None
+    since: dt.datetime | None
+    until: dt.datetime | None
+    limit: int
+    after_id: int | None  # the last id of the previous page
+
+
 @statement("job_list", rows, row_factory=dict_row)
-def list_jobs(
-    *,
-    organization: str | None = None,
-    state: str | None = None,
-    job_type: str | None = None,
-    queue: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    limit: int,
-    after_id: int | None = None,
-) -> Params:
-    """Newest first, keyset on id; every filter optional."""
-    return {
-        "organization": organization,
-        "state": state,
-        "job_type": job_type,
-        "queue": queue,
-        "since": since,
-        "until": until,
-        "limit": limit,
-        "after_id": after_id,
-    }
+def list_jobs(where: JobFilter) -> Params:
+    """Newest first, keyset on id (never OFFSET)."""
+    return where._asdict()
 
 
 @statement("job_history", rows, row_factory=dict_row)
