@@ -114,7 +114,7 @@ def test_cancel_of_a_finished_job_is_refused(dsn: str, wait_for: WaitFor) -> Non
 
     cli = subprocess.run(
         [sys.executable, "-m", "pgjobs.cli", "cancel", str(done), "--dsn", dsn],
-        cwd=lc.ROOT,
+        cwd=workers.ROOT,
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,6 +14,7 @@ import pytest
 from pgjobs import migrate as migrate_module
 from pgjobs import sql
 from pgjobs.migrate import migrate, pending
+from pgjobs.statements import migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +73,7 @@ def test_two_migrate_processes_at_once_apply_each_migration_once(
     with psycopg.connect(empty_dsn, autocommit=True) as holder:
         # Holding the migration lock keeps the first process from finishing
         # before the second has connected: the two really overlap.
-        holder.execute(sql.query("migration_lock"), {"key": migrate_module._LOCK_KEY})
+        migrations.lock(holder, key=migrate_module._LOCK_KEY)
         procs = [
             subprocess.Popen(
                 cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -92,7 +93,7 @@ def test_two_migrate_processes_at_once_apply_each_migration_once(
                 message="both migrate processes connected",
             )
         finally:
-            holder.execute(sql.query("migration_unlock"), {"key": migrate_module._LOCK_KEY})
+            migrations.unlock(holder, key=migrate_module._LOCK_KEY)
         outputs = [p.communicate(timeout=120) for p in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, f"stdout: {out}\nstderr: {err}"
