@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pgjobs import registry, sql
+from pgjobs._conn import raw
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import check_text, encode
 
@@ -104,6 +105,7 @@ def enqueue(
     **options: Any,
 ) -> EnqueueResult:
     """Adds one job; a live duplicate's id comes back with ``duplicate=True``."""
+    conn = raw(conn)
     params = job_params(job_type, payload, **options)
     registry.ensure(conn, job_type)
     resync = _unknown_type_resync(job_type)
@@ -123,6 +125,7 @@ def enqueue_many(
     """
     if not jobs:
         return []
+    conn = raw(conn)
     elements = []
     types = set()
     for item in jobs:

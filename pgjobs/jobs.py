@@ -13,6 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgjobs import sql
+from pgjobs._conn import own_types, raw
 from pgjobs.errors import InvalidJob, JobNotFound, translated
 from pgjobs.payload import check_text
 from pgjobs.states import State
@@ -23,7 +24,8 @@ MAX_LIST_LIMIT = 10_000
 def _fetch(
     conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur, translated():
+    with raw(conn).cursor(row_factory=dict_row) as cur, translated():
+        own_types(cur)
         return cur.execute(sql.query(name), params).fetchall()
 
 
