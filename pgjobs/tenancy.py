@@ -48,7 +48,8 @@ def tenant(conn: Any, organization: str) -> Iterator[Any]:
         raise InvalidJob("organization must be a non-empty string")
     check_text("organization", organization)
     pg = raw(conn)
-    if pg.autocommit:
+    # An autocommit connection inside conn.transaction() has a transaction to join.
+    if pg.autocommit and pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         raise InvalidJob(
             "pgjobs.tenant needs a transaction to scope, and this connection autocommits: "
             "open one first (psycopg: `with conn.transaction():`, Django: "
