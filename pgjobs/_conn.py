@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Loader
 from psycopg.pq import Format
 from psycopg.types.json import JsonbLoader
 
@@ -94,6 +93,5 @@ def own_types(cur: psycopg.Cursor[Any]) -> None:
     and changing the connection would change Django; a cursor's adapters are its
     own, so pgjobs' results have the same types on every connection.
     """
-    loader: type[Loader] | None = cur.adapters.get_loader(_JSONB_OID, Format.TEXT)
-    if loader is not JsonbLoader:
+    if cur.adapters.get_loader(_JSONB_OID, Format.TEXT) is not JsonbLoader:
         cur.adapters.register_loader("jsonb", JsonbLoader)

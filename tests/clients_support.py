@@ -29,7 +29,8 @@ def logins(server_dsn: str, tag: str) -> Iterator[Logins]:
     made = Logins(*(f"{RUN_PREFIX}_{tag}_{kind}" for kind in ("app", "worker", "admin", "nobody")))
     groups = ("pgjobs_app", "pgjobs_worker", "pgjobs_admin", None)
     with psycopg.connect(server_dsn, autocommit=True) as conn:
-        for name, group in zip((made.app, made.worker, made.admin, made.nobody), groups, strict=True):
+        names = (made.app, made.worker, made.admin, made.nobody)
+        for name, group in zip(names, groups, strict=True):
             stmt = pgsql.SQL("create role {} login").format(pgsql.Identifier(name))
             if group:
                 stmt += pgsql.SQL(" in role {}").format(pgsql.Identifier(group))

@@ -24,7 +24,6 @@ from pgjobs.errors import InvalidJob
 from tests.clients_support import (
     JOB_TYPE,
     Logins,
-    as_user,
     database,
     jobs_with,
     logins,
@@ -249,7 +248,7 @@ def test_a_session_without_autobegin_is_not_begun_for_it(
 ) -> None:
     """The application turned autobegin off: pgjobs does not begin for it."""
     with orm.Session(engines["admin"], autobegin=False) as session:
-        with pytest.raises(sa.exc.InvalidRequestError, match="[Aa]utobegin"):
+        with pytest.raises(sa.exc.InvalidRequestError, match=r"[Aa]utobegin"):
             pgjobs.enqueue(session, JOB_TYPE, {"marker": "no-autobegin"}, organization=ORG)
         with session.begin():
             pgjobs.enqueue(session, JOB_TYPE, {"marker": "no-autobegin"}, organization=ORG)

@@ -215,8 +215,9 @@ def test_the_sql_function_keeps_its_named_argument_contract(dsn: str, app_dsn: s
                 ("select pgjobs.enqueue(%s)", (JOB_TYPE,)),
                 ("select pgjobs.enqueue(%s, %s::jsonb, %s, null, 2)", (JOB_TYPE, "{}", "org-A")),
                 (
-                    "select pgjobs.enqueue(job_type => %s, payload => '{}', organization => 'org-A',"
-                    " queue => 'default', priority => 0::smallint, run_at => now(),"
+                    "select pgjobs.enqueue(job_type => %s, payload => '{}',"
+                    " organization => 'org-A', queue => 'default', priority => 0::smallint,"
+                    " run_at => now(),"
                     " dedup_key => 'k', depends_on => null, max_attempts => 2,"
                     " timeout_seconds => 5)",
                     (JOB_TYPE,),
