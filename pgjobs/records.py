@@ -68,6 +68,10 @@ class Job(_Record):
     worker: str | None  # the worker running (or that last ran) the attempt
     last_error_class: str | None
 
+    # The generated hash would fail on the payload (a dict); equal records share an id.
+    def __hash__(self) -> int:
+        return hash((Job, self.id))
+
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
         return cls(**{**row, "state": State(row["state"])})
@@ -90,6 +94,9 @@ class Event(_Record):
     traceback: str | None
     duration_ms: float | None
     at: dt.datetime
+
+    def __hash__(self) -> int:
+        return hash((Event, self.id))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

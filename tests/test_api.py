@@ -66,6 +66,7 @@ def test_get_and_list_jobs_return_the_same_frozen_job_record(conn: Conn) -> None
     assert listed == [job]
     assert dict(listed[0]) == job.as_dict()
     assert list(job.keys())[:3] == ["id", "job_type", "organization"]
+    assert {job, *listed} == {job}  # hashable despite the dict inside
 
 
 def test_history_returns_event_records_with_states(conn: Conn) -> None:
