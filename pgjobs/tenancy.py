@@ -13,8 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgjobs import sql
-from pgjobs._conn import raw
+from pgjobs import _conn, sql
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import check_text
 
@@ -47,7 +46,7 @@ def tenant(conn: Any, organization: str) -> Iterator[Any]:
     if not isinstance(organization, str) or not organization:
         raise InvalidJob("organization must be a non-empty string")
     check_text("organization", organization)
-    pg = raw(conn)
+    pg = _conn.raw(conn)
     # An autocommit connection inside conn.transaction() has a transaction to join.
     if pg.autocommit and pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         raise InvalidJob(
