@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import registry
+from pgjobs import _conn, registry
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import check_text, encode
 from pgjobs.statements import enqueue as statements
@@ -99,13 +99,40 @@ def enqueue(
     conn: psycopg.Connection[Any],
     job_type: str,
     payload: Mapping[str, Any] | None = None,
-    **options: Any,
+    *,
+    organization: str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: dt.datetime | None = None,
+    delay: float | dt.timedelta | None = None,
+    dedup_key: str | None = None,
+    depends_on: Iterable[int] = (),
+    max_attempts: int | None = None,
+    timeout: float | dt.timedelta | None = None,
 ) -> EnqueueResult:
-    """Adds one job; a live duplicate's id comes back with ``duplicate=True``."""
-    job = job_params(job_type, payload, **options)
-    registry.ensure(conn, job_type)
-    with _unknown_type_resync(job_type), translated():
-        return statements.enqueue(conn, job)
+    """Adds one job; a live duplicate's id comes back with ``duplicate=True``.
+
+    ``None`` means the job type's default; ``delay`` (seconds or a timedelta) and
+    ``run_at`` (timezone-aware) are alternatives.
+    """
+    job = job_params(
+        job_type,
+        payload,
+        organization=organization,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        delay=delay,
+        dedup_key=dedup_key,
+        depends_on=depends_on,
+        max_attempts=max_attempts,
+        timeout=timeout,
+    )
+    raw = _conn.raw(conn)
+    types = registry.current()
+    types.ensure(raw, job_type)
+    with _unknown_type_resync(types), translated():
+        return statements.enqueue(raw, job)
 
 
 def enqueue_many(
@@ -116,6 +143,7 @@ def enqueue_many(
     Each item is a mapping with ``job_type`` and the keyword arguments of
     :func:`enqueue` (``payload``, ``organization``, ``delay``, ...).
     """
+    raw = _conn.raw(conn)
     if not jobs:
         return []
     elements = []
@@ -133,22 +161,22 @@ def enqueue_many(
         head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
         elements.append(f'{head[:-1]},"payload":{payload}}}')
     for name in types:
-        registry.ensure(conn, name)
+        registry.current().ensure(raw, name)
     text = "[" + ",".join(elements) + "]"
     with translated():
-        return statements.enqueue_many(conn, jobs=text)
+        return statements.enqueue_many(raw, jobs=text)
 
 
 class _unknown_type_resync:
     """If the database lost a type we thought we wrote (the caller rolled back
     that transaction), forget it so the next enqueue writes it again."""
 
-    def __init__(self, job_type: str) -> None:
-        self.job_type = job_type
+    def __init__(self, types: registry.Registry) -> None:
+        self.types = types
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc is not None:
-            registry.forget_synced()
+            self.types.forget_synced()

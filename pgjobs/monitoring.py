@@ -6,6 +6,7 @@ from typing import Any
 
 import psycopg
 
+from pgjobs import _conn
 from pgjobs.statements import monitoring as statements
 
 
@@ -15,6 +16,7 @@ def metrics(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     The workers and the Postgres health figures cover every organization, so a
     tenant-scoped caller gets ``None`` for them rather than totals across tenants.
     """
+    conn = _conn.raw(conn)
     staff = bool(statements.sees_all(conn)[0]["sees_all"])
     return {
         "queue_depth": statements.queue_depth(conn),

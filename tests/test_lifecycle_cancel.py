@@ -11,7 +11,6 @@ import psycopg
 import pytest
 
 import pgjobs
-from tests.support import lifecycle_handlers as lc
 from tests.support import queries, workers
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ from typing import Any, Generic, LiteralString, ParamSpec, TypeVar
 import psycopg
 from psycopg.rows import RowFactory, tuple_row
 
-from pgjobs import sql
+from pgjobs import _conn, sql
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,7 +33,7 @@ Params = Mapping[str, Any]
 class Bound(Generic[T]):
     """One statement ready to run: what an executor sends and how it reads the answer."""
 
-    __slots__ = ("decode", "fetch", "params", "query", "row_factory")
+    __slots__ = ("decode", "fetch", "jsonb", "params", "query", "row_factory")
 
     def __init__(
         self,
@@ -42,12 +42,16 @@ class Bound(Generic[T]):
         decode: Callable[[list[Any]], T],
         fetch: bool,
         row_factory: RowFactory[Any],
+        jsonb: bool = False,
     ) -> None:
         self.query = query
         self.params = params
         self.decode = decode
         self.fetch = fetch  # False: the rows (if any) are never read
         self.row_factory = row_factory
+        # True: jsonb columns are read as Python objects whatever loaders the
+        # connection has (Django's loads jsonb as text), for rows given to users.
+        self.jsonb = jsonb
 
 
 class Statement(Generic[P, T]):
@@ -61,12 +65,14 @@ class Statement(Generic[P, T]):
         *,
         fetch: bool = True,
         row_factory: RowFactory[Any] = tuple_row,
+        jsonb: bool = False,
     ) -> None:
         self.name = name
         self._build = build
         self._decode = decode
         self._fetch = fetch
         self._row_factory = row_factory
+        self._jsonb = jsonb
         functools.update_wrapper(self, build)
 
     @functools.cached_property
@@ -75,7 +81,7 @@ class Statement(Generic[P, T]):
 
     def bind(self, *args: P.args, **kwargs: P.kwargs) -> Bound[T]:
         params = self._build(*args, **kwargs)
-        return Bound(self.query, params, self._decode, self._fetch, self._row_factory)
+        return Bound(self.query, params, self._decode, self._fetch, self._row_factory, self._jsonb)
 
     def __call__(self, conn: psycopg.Connection[Any], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return run(conn, self.bind(*args, **kwargs))
@@ -88,6 +94,8 @@ def run(conn: psycopg.Connection[Any], stmt: Bound[T]) -> T:
     a few runs of the same text), exactly as ``conn.execute`` would send them.
     """
     cur = conn.cursor(row_factory=stmt.row_factory)
+    if stmt.jsonb:
+        _conn.own_types(cur)
     cur.execute(stmt.query, stmt.params)
     return stmt.decode(cur.fetchall() if stmt.fetch else [])
 
@@ -106,11 +114,12 @@ def statement(
     *,
     fetch: bool = True,
     row_factory: RowFactory[Any] = tuple_row,
+    jsonb: bool = False,
 ) -> Callable[[Callable[P, Params | None]], Statement[P, T]]:
     """Decorates the parameter builder of the query ``name``."""
 
     def wrap(build: Callable[P, Params | None]) -> Statement[P, T]:
-        return Statement(name, build, decode, fetch=fetch, row_factory=row_factory)
+        return Statement(name, build, decode, fetch=fetch, row_factory=row_factory, jsonb=jsonb)
 
     return wrap
 

@@ -1,5 +1,5 @@
 """Reading and steering jobs (``sql/queries/control.sql``): get, cancel, retry,
-list, history and counts. Rows come as dicts of the public columns."""
+list, history and counts, as the public records."""
 
 from __future__ import annotations
 
@@ -8,17 +8,31 @@ from typing import Any, NamedTuple
 
 from psycopg.rows import dict_row
 
-from pgjobs.statements.base import Params, one, rows, scalar, statement
+from pgjobs.records import Event, Job
+from pgjobs.statements.base import Params, scalar, statement
+from pgjobs.states import State
 
 
-@statement("job_get", one, row_factory=dict_row)
+def _job(found: list[Any]) -> Job | None:
+    return Job.from_row(found[0]) if found else None
+
+
+def _jobs(found: list[Any]) -> list[Job]:
+    return [Job.from_row(row) for row in found]
+
+
+def _events(found: list[Any]) -> list[Event]:
+    return [Event.from_row(row) for row in found]
+
+
+@statement("job_get", _job, row_factory=dict_row, jsonb=True)
 def get(*, job_id: int) -> Params:
     """One job's public columns, or None if it does not exist or is not visible."""
     return {"id": job_id}
 
 
-def _state(found: list[Any]) -> str:
-    return str(scalar(found))
+def _state(found: list[Any]) -> State:
+    return State(scalar(found))
 
 
 @statement("job_cancel", _state)
@@ -46,13 +60,13 @@ class JobFilter(NamedTuple):
     after_id: int | None  # the last id of the previous page
 
 
-@statement("job_list", rows, row_factory=dict_row)
+@statement("job_list", _jobs, row_factory=dict_row, jsonb=True)
 def list_jobs(where: JobFilter) -> Params:
     """Newest first, keyset on id (never OFFSET)."""
     return where._asdict()
 
 
-@statement("job_history", rows, row_factory=dict_row)
+@statement("job_history", _events, row_factory=dict_row, jsonb=True)
 def history(*, job_id: int) -> Params:
     """Every state change and attempt of one job, oldest first."""
     return {"id": job_id}

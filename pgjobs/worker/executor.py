@@ -30,7 +30,6 @@ from pgjobs.statements.job_types import handler_paths
 
 if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
     from pgjobs.worker.completer import Completer
-    from pgjobs.worker.config import WorkerConfig
     from pgjobs.worker.slots import Slots
 
 _TARGET_BATCH_SECONDS = 0.05  # claim about this much work at a time
@@ -77,9 +76,12 @@ def _fit(fn: Callable[..., Any]) -> _Fit | None:
     )
 
 
-def handler_for(job_type: str, path: str | None) -> Callable[..., Any]:
-    """The local registration wins; otherwise the path stored with the job type."""
-    fn = registry.local_handler(job_type)
+def handler_for(
+    job_type: str, path: str | None, types: registry.Registry | None = None
+) -> Callable[..., Any]:
+    """The registration in ``types`` (default: the current registry) wins;
+    otherwise the path stored with the job type."""
+    fn = (types or registry.current()).handler(job_type)
     if fn is not None:
         return fn
     if path is None:
@@ -158,21 +160,23 @@ class Executor:
 
     def __init__(
         self,
-        cfg: WorkerConfig,
+        types: registry.Registry,
         completer: Completer,
         slots: Slots,
         index: int,
         worker: str,
         stopping: Callable[[], bool],
         log: Any,
+        batch_limit: int,
     ) -> None:
+        self.types = types  # handlers registered here win over stored paths
         self.completer = completer
         self.slots = slots
         self.index = index
         self.worker = worker
         self.stopping = stopping
         self.log = log
-        self.batch = BatchSize(cfg.batch_size)
+        self.batch = BatchSize(batch_limit)
         self.handlers: dict[str, str] = {}
 
     def run_batch(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
@@ -206,7 +210,7 @@ class Executor:
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds)
         started = time.monotonic()
         try:
-            fn = handler_for(job.job_type, self._handler_path(control, job.job_type))
+            fn = handler_for(job.job_type, self._handler_path(control, job.job_type), self.types)
             outcome = execute(fn, ctx)
         except Exception as exc:  # no handler: retry policy, another worker may have it
             outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from pgjobs.registry import Registry, current
 from pgjobs.statements import ClaimedJob
 from pgjobs.statements.claim import claim, none_active
 from pgjobs.statements.leases import worker_register, worker_unregister
@@ -38,7 +39,9 @@ logger = structlog.get_logger("pgjobs.worker")
 
 
 class Runner:
-    def __init__(self, cfg: WorkerConfig, index: int, slots: Slots) -> None:
+    def __init__(
+        self, cfg: WorkerConfig, index: int, slots: Slots, registry: Registry | None = None
+    ) -> None:
         self.cfg = cfg
         self.index = index
         self.slots = slots
@@ -51,7 +54,14 @@ class Runner:
         self.wakeups = Wakeups(cfg, wake)
         self.completer = Completer(cfg, self.leases, slots, index, self.log)
         self.executor = Executor(
-            cfg, self.completer, slots, index, self.name, lambda: self.stopping, self.log
+            registry or current(),
+            self.completer,
+            slots,
+            index,
+            self.name,
+            lambda: self.stopping,
+            self.log,
+            cfg.batch_size,
         )
         self.vacuum = Vacuum(self.log)
         self.control: psycopg.Connection[Any] | None = None
@@ -151,7 +161,12 @@ class Runner:
 
 
 def child_main(
-    cfg: WorkerConfig, index: int, array: Any, log_json: bool | None, log_level: str
+    cfg: WorkerConfig,
+    index: int,
+    array: Any,
+    log_json: bool | None,
+    log_level: str,
+    registry: Registry | None = None,
 ) -> None:
     """Entry point of a forked worker process. It leaves by os._exit so that
     nothing inherited from the supervisor (its connection above all) is finalized."""
@@ -160,7 +175,7 @@ def child_main(
         become_child(log_json, log_level)
         for module in cfg.imports:
             importlib.import_module(module)
-        Runner(cfg, index, Slots(cfg.processes, array)).serve()
+        Runner(cfg, index, Slots(cfg.processes, array), registry).serve()
     except BaseException:
         logger.exception("worker_process_failed")
         code = 1

@@ -20,7 +20,7 @@ import psycopg
 import structlog
 
 from pgjobs import log as pgjobs_log
-from pgjobs import registry
+from pgjobs.registry import Registry, current
 from pgjobs.statements.sessions import cancel_listen
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
@@ -41,9 +41,14 @@ Process = multiprocessing.context.ForkProcess
 
 class Supervisor:
     def __init__(
-        self, cfg: WorkerConfig, log_json: bool | None = None, log_level: str = "info"
+        self,
+        cfg: WorkerConfig,
+        log_json: bool | None = None,
+        log_level: str = "info",
+        registry: Registry | None = None,
     ) -> None:
         self.cfg = cfg
+        self.registry = registry or current()
         self.log_json = log_json
         self.log_level = log_level
         # fork: workers inherit the imported handlers and start in milliseconds.
@@ -68,7 +73,7 @@ class Supervisor:
             importlib.import_module(module)  # before the fork: workers inherit handlers
         self._connect()
         assert self.rescuer.conn is not None
-        registry.sync(self.rescuer.conn)
+        self.registry.sync(self.rescuer.conn)
         try:
             if self.cfg.metrics_port is not None:
                 self.exporter = Exporter(self.cfg, self.mp, self.log, self.log_json, self.log_level)
@@ -136,7 +141,7 @@ class Supervisor:
         self.slots.reset(index)
         proc = self.mp.Process(
             target=child_main,
-            args=(self.cfg, index, self.slots.array, self.log_json, self.log_level),
+            args=(self.cfg, index, self.slots.array, self.log_json, self.log_level, self.registry),
             name=f"pgjobs-worker-{index}",
             daemon=False,
         )
@@ -245,6 +250,14 @@ class Supervisor:
         return self._all_exited()
 
 
-def run(cfg: WorkerConfig, *, log_json: bool | None = None, log_level: str = "info") -> int:
+def run(
+    cfg: WorkerConfig,
+    *,
+    log_json: bool | None = None,
+    log_level: str = "info",
+    registry: Registry | None = None,
+) -> int:
+    """Runs a worker until it stops; its handlers come from ``registry`` (default:
+    the current one), else from the paths stored with the job types."""
     pgjobs_log.configure(level=log_level, json_lines=log_json)
-    return Supervisor(cfg, log_json=log_json, log_level=log_level).run()
+    return Supervisor(cfg, log_json=log_json, log_level=log_level, registry=registry).run()

@@ -1,6 +1,6 @@
--- Tenant scope, transaction-local.
+-- Tenant scope, transaction-local: set_organization sets it, pgjobs.tenant()
+-- enters and leaves it inside the caller's transaction, never around it.
 -- Parameters are psycopg named placeholders; nothing is ever formatted in.
--- %(now)s, where taken, is an optional clock: NULL means the database's now().
 
 -- name: tenant_get
 select pgjobs.current_organization();
@@ -8,3 +8,19 @@ select pgjobs.current_organization();
 -- name: tenant_set
 -- Transaction-local: the scope ends with the transaction.
 select set_config('pgjobs.organization', %(organization)s, true);
+
+-- name: tenant_enter
+-- Scopes the current transaction; returns the scope it had (empty: none) and
+-- the transaction's start, to restore that scope in this transaction only.
+-- OFFSET 0 keeps the subquery from being merged, so the previous value is read
+-- before set_config changes it.
+select s.previous, s.began, set_config('pgjobs.organization', %(organization)s, true)
+  from (select coalesce(current_setting('pgjobs.organization', true), '') as previous,
+               now() as began
+        offset 0) as s;
+
+-- name: tenant_restore
+-- Puts back the scope tenant_enter found, if the transaction it was found in is
+-- still the current one (now() is fixed per transaction); a block that ended
+-- that transaction left nothing to restore.
+select set_config('pgjobs.organization', %(previous)s, true) where now() = %(began)s;
