@@ -1,4 +1,4 @@
-"""What a running handler writes through its context (``sql/queries/context.sql``),
+"""What a running handler writes through its context (``sql/queries/progress.sql``),
 fenced by its lease. Each says whether a cancel is pending; None when the
 lease is gone (rescued, canceled, finished elsewhere)."""
 
