@@ -16,7 +16,7 @@ from pgjobs import migrate as migrate_mod
 from pgjobs.enqueue import enqueue as add_job
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import decode_cli
-from pgjobs.tenancy import set_organization
+from pgjobs.tenancy import set_actor, set_organization
 
 Echo = Callable[[Any], None]
 
@@ -33,11 +33,16 @@ def parse_duration(text: str) -> float:
 
 
 @contextlib.contextmanager
-def connection(dsn: str | None, organization: str | None = None) -> Iterator[psycopg.Connection]:
-    """One transaction on the resolved server, scoped to ``organization`` if given."""
+def connection(
+    dsn: str | None, organization: str | None = None, actor: str | None = None
+) -> Iterator[psycopg.Connection]:
+    """One transaction on the resolved server, scoped to ``organization`` and
+    acting as ``actor`` (pgjobs.actor) if given."""
     with psycopg.connect(db.resolve_dsn(dsn)) as conn, conn.transaction():
         if organization is not None:
             set_organization(conn, organization)
+        if actor is not None:
+            set_actor(conn, actor)
         yield conn
 
 
@@ -76,9 +81,10 @@ def enqueue(
     **options: Any,
 ) -> int:
     body = decode_cli(payload)
+    actor = options.pop("actor", None)
     # --org names the job's organization and scopes the session to it, so an
     # application role (pgjobs_app) may enqueue with it.
-    with connection(dsn, options.get("organization")) as conn:
+    with connection(dsn, options.get("organization"), actor) as conn:
         result = add_job(
             conn,
             job_type,
@@ -131,8 +137,15 @@ def history(
     return 0
 
 
-def cancel(dsn: str | None, job_id: int, echo: Echo, *, organization: str | None) -> int:
-    with connection(dsn, organization) as conn:
+def cancel(
+    dsn: str | None,
+    job_id: int,
+    echo: Echo,
+    *,
+    organization: str | None,
+    actor: str | None = None,
+) -> int:
+    with connection(dsn, organization, actor) as conn:
         state = jobs.cancel(conn, job_id)
     echo(state)
     return 0

@@ -24,6 +24,16 @@ def set_organization(conn: psycopg.Connection[Any], organization: str | None) ->
     conn.execute(sql.query("tenant_set"), {"organization": organization or ""})
 
 
+def set_actor(conn: psycopg.Connection[Any], actor: str | None) -> None:
+    """Names who acts in the current transaction (``pgjobs.actor``; None clears it).
+
+    Jobs record it in ``created_by``, history rows in ``actor``, and a job type
+    whose ``cancel_policy`` is 'creator' lets only that actor (or an admin) cancel.
+    """
+    check_text("actor", actor)
+    conn.execute(sql.query("actor_set"), {"actor": actor or ""})
+
+
 def current_organization(conn: psycopg.Connection[Any]) -> str | None:
     """The organization the current transaction is scoped to, if any."""
     with conn.cursor(row_factory=tuple_row) as cur:
@@ -32,8 +42,11 @@ def current_organization(conn: psycopg.Connection[Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def tenant(conn: psycopg.Connection[Any], organization: str) -> Iterator[psycopg.Connection[Any]]:
-    """Runs the block in a transaction scoped to one organization.
+def tenant(
+    conn: psycopg.Connection[Any], organization: str, *, actor: str | None = None
+) -> Iterator[psycopg.Connection[Any]]:
+    """Runs the block in a transaction scoped to one organization, acting as
+    ``actor`` when given (see :func:`set_actor`).
 
     Opens a transaction (or a savepoint inside the caller's); the scope is
     transaction-local, and is cleared again when the block ends.
@@ -42,6 +55,8 @@ def tenant(conn: psycopg.Connection[Any], organization: str) -> Iterator[psycopg
         raise InvalidJob("organization must be a non-empty string")
     with conn.transaction():
         set_organization(conn, organization)
+        if actor is not None:
+            set_actor(conn, actor)
         try:
             yield conn
         finally:
@@ -50,3 +65,5 @@ def tenant(conn: psycopg.Connection[Any], organization: str) -> Iterator[psycopg
                 and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
             ):
                 set_organization(conn, None)
+                if actor is not None:
+                    set_actor(conn, None)
