@@ -417,5 +417,28 @@ def prune(dsn: str | None, older_than: str, batch_size: int) -> None:
     _run(lambda: commands.prune(dsn, click.echo, older_than=older_than, batch_size=batch_size))
 
 
+@main.command()
+@_dsn_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8465, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--allow-actions", is_flag=True, help="Allow enqueue, cancel and retry (default: read-only)."
+)
+def dashboard(dsn: str | None, host: str, port: int, allow_actions: bool) -> None:
+    """Serve the web dashboard and JSON API for operators.
+
+    It shows every organization with pgjobs_admin's rights; to show each user
+    only their organization, mount pgjobs.web.create_app(dsn,
+    organization_for=...) in your own application instead.
+
+    Example: pgjobs dashboard --port 8465 --allow-actions
+    """
+    _run(
+        lambda: commands.dashboard(
+            dsn, click.echo, host=host, port=port, allow_actions=allow_actions
+        )
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

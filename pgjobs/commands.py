@@ -341,3 +341,18 @@ def prune(dsn: str | None, echo: Echo, *, older_than: str, batch_size: int) -> i
         )
     echo(f"done: pruned {total} jobs finished more than {older_than} ago")
     return 0
+
+
+def dashboard(dsn: str | None, echo: Echo, *, host: str, port: int, allow_actions: bool) -> int:
+    """Serves the operator dashboard (every organization, pgjobs_admin rights)."""
+    try:
+        import uvicorn
+
+        from pgjobs.web import create_app
+    except ImportError as exc:
+        raise InvalidJob(f"the dashboard needs: pip install 'pgjobs[web]' ({exc})") from exc
+    app = create_app(db.resolve_dsn(dsn), allow_actions=allow_actions)
+    mode = "actions allowed" if allow_actions else "read-only"
+    echo(f"pgjobs dashboard on http://{host}:{port}/ ({mode})")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0

@@ -27,7 +27,7 @@ from pgjobs.errors import AccessDenied
 from pgjobs.tenancy import set_actor, tenant
 
 T = TypeVar("T")
-Hook = Callable[[Request], "str | None | Awaitable[str | None]"]
+Hook = Callable[[Request], "str | Awaitable[str | None] | None"]
 
 APP_ROLE = "pgjobs_app"
 ADMIN_ROLE = "pgjobs_admin"

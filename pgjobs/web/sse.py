@@ -95,7 +95,9 @@ class Listener:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _ring(self, job_id: object = None, organization: object = None, everyone: bool = False) -> None:
+    def _ring(
+        self, job_id: object = None, organization: object = None, everyone: bool = False
+    ) -> None:
         with self._lock:
             waiters = list(self._waiters)
         for waiter in waiters:

@@ -78,44 +78,105 @@ def _paths() -> dict[str, Any]:
         "/api/jobs": {
             "post": {
                 "summary": "Enqueue a job (pgjobs.enqueue)",
-                "requestBody": {"required": True,
-                                "content": {"application/json": {"schema": _ENQUEUE}}},
-                "responses": {"201": _ok("created", enqueued),
-                              "200": _ok("a live duplicate's id", enqueued),
-                              "400": _BAD, "403": _DENIED},
-            },  # fmt: skip
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ENQUEUE}},
+                },
+                "responses": {
+                    "201": _ok("created", enqueued),
+                    "200": _ok("a live duplicate's id", enqueued),
+                    "400": _BAD,
+                    "403": _DENIED,
+                },
+            },
             "get": {
                 "summary": "List jobs, newest first (pgjobs.list_jobs)",
                 "parameters": _LIST_PARAMS,
-                "responses": {"200": _ok("a page of jobs", {"type": "object", "properties": {
-                    "jobs": {"type": "array", "items": _JOB},
-                    "next_after_id": {"type": ["integer", "null"]}}}), "400": _BAD},
-            },  # fmt: skip
+                "responses": {
+                    "200": _ok(
+                        "a page of jobs",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "jobs": {"type": "array", "items": _JOB},
+                                "next_after_id": {"type": ["integer", "null"]},
+                            },
+                        },
+                    ),
+                    "400": _BAD,
+                },
+            },
         },
-        "/api/jobs/{id}": {"get": {"summary": "One job (pgjobs.get)", "parameters": [_ID],
-                                   "responses": {"200": _ok("the job", _JOB), "400": _BAD,
-                                                 "404": _MISSING}}},  # fmt: skip
-        "/api/jobs/{id}/history": {"get": {
-            "summary": "Every state change and attempt (pgjobs.history)", "parameters": [_ID],
-            "responses": {"200": _ok("events, oldest first", {"type": "object", "properties": {
-                "id": {"type": "integer"}, "events": {"type": "array", "items": {
-                    "type": "object"}}}}), "400": _BAD, "404": _MISSING}}},  # fmt: skip
-        "/api/jobs/{id}/cancel": {"post": {
-            "summary": "Cancel (pgjobs.cancel)", "parameters": [_ID],
-            "responses": {"200": verb, "400": _BAD, "403": _DENIED, "404": _MISSING,
-                          "409": _STATE}}},  # fmt: skip
-        "/api/jobs/{id}/retry": {"post": {
-            "summary": "Retry a dead or canceled job (pgjobs.retry)", "parameters": [_ID],
-            "responses": {"200": verb, "400": _BAD, "403": _DENIED, "404": _MISSING,
-                          "409": _STATE}}},  # fmt: skip
-        "/api/jobs/{id}/events": {"get": {
-            "summary": "Server-sent events: `job` on each change, `end` once finished",
-            "parameters": [_ID],
-            "responses": {"200": {"description": "an event stream",
-                                  "content": {"text/event-stream": {}}},
-                          "400": _BAD, "404": _MISSING}}},  # fmt: skip
-        "/api/metrics": {"get": {"summary": "Queue metrics (pgjobs.metrics)",
-                                 "responses": {"200": _ok("metrics", {"type": "object"})}}},
+        "/api/jobs/{id}": {
+            "get": {
+                "summary": "One job (pgjobs.get)",
+                "parameters": [_ID],
+                "responses": {"200": _ok("the job", _JOB), "400": _BAD, "404": _MISSING},
+            }
+        },
+        "/api/jobs/{id}/history": {
+            "get": {
+                "summary": "Every state change and attempt (pgjobs.history)",
+                "parameters": [_ID],
+                "responses": {
+                    "200": _ok(
+                        "events, oldest first",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "events": {"type": "array", "items": {"type": "object"}},
+                            },
+                        },
+                    ),
+                    "400": _BAD,
+                    "404": _MISSING,
+                },
+            }
+        },
+        "/api/jobs/{id}/cancel": {
+            "post": {
+                "summary": "Cancel (pgjobs.cancel)",
+                "parameters": [_ID],
+                "responses": {
+                    "200": verb,
+                    "400": _BAD,
+                    "403": _DENIED,
+                    "404": _MISSING,
+                    "409": _STATE,
+                },
+            }
+        },
+        "/api/jobs/{id}/retry": {
+            "post": {
+                "summary": "Retry a dead or canceled job (pgjobs.retry)",
+                "parameters": [_ID],
+                "responses": {
+                    "200": verb,
+                    "400": _BAD,
+                    "403": _DENIED,
+                    "404": _MISSING,
+                    "409": _STATE,
+                },
+            }
+        },
+        "/api/jobs/{id}/events": {
+            "get": {
+                "summary": "Server-sent events: `job` on each change, `end` once finished",
+                "parameters": [_ID],
+                "responses": {
+                    "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
+                    "400": _BAD,
+                    "404": _MISSING,
+                },
+            }
+        },
+        "/api/metrics": {
+            "get": {
+                "summary": "Queue metrics (pgjobs.metrics)",
+                "responses": {"200": _ok("metrics", {"type": "object"})},
+            }
+        },
     }
 
 
@@ -126,8 +187,7 @@ def document(allow_actions: bool) -> dict[str, Any]:
         "info": {
             "title": "pgjobs",
             "version": "1",
-            "description": "Jobs of the caller's organization, through row-level security. "
-            + mode,
+            "description": "Jobs of the caller's organization, through row-level security. " + mode,
         },
         "paths": _paths(),
         "components": {
