@@ -118,9 +118,12 @@ def test_python_cancel_follows_the_policy_and_admins_may_always(
 
 def test_another_organization_still_gets_not_found_not_denied(app_dsn: str) -> None:
     job = enqueue_as(app_dsn, OWNED, "alice", org="org-B")
-    with psycopg.connect(app_dsn) as conn, pgjobs.tenant(conn, "org-A", actor="alice"):
-        with pytest.raises(pgjobs.JobNotFound):
-            pgjobs.cancel(conn, job)
+    with (
+        psycopg.connect(app_dsn) as conn,
+        pgjobs.tenant(conn, "org-A", actor="alice"),
+        pytest.raises(pgjobs.JobNotFound),
+    ):
+        pgjobs.cancel(conn, job)
 
 
 def test_cli_cancel_checks_the_actor(dsn: str, app_dsn: str) -> None:

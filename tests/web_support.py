@@ -161,7 +161,9 @@ class WorkerProcess:
     """``pgjobs worker`` serving the web tests' queue, killed whole at the end."""
 
     def __init__(self, dsn: str) -> None:
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="pgjobs-web-worker-", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            "w+", prefix="pgjobs-web-worker-", delete=False
+        )
         args = [sys.executable, "-m", "pgjobs.cli", "worker", "--dsn", dsn,
                 "--import", "tests.web_handlers", "--queues", "web", "--processes", "1",
                 "--poll", "0.5"]  # fmt: skip
