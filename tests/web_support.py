@@ -193,3 +193,7 @@ def worker(dsn: str) -> Iterator[WorkerProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+A_HEADERS = {"x-org": "org-A", "x-user": "alice"}
+B_HEADERS = {"x-org": "org-B", "x-user": "bert"}
