@@ -131,10 +131,24 @@ def test_cli_cancel_checks_the_actor(dsn: str, app_dsn: str) -> None:
 
     def cancel(actor: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "pgjobs.cli", "cancel", str(job), "--org", "org-A",
-             "--actor", actor, "--dsn", app_dsn],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pgjobs.cli",
+                "cancel",
+                str(job),
+                "--org",
+                "org-A",
+                "--actor",
+                actor,
+                "--dsn",
+                app_dsn,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     refused = cancel("bob")
     assert refused.returncode == 1, refused.stderr
@@ -175,16 +189,21 @@ def test_http_enqueue_records_the_actor_as_creator(dsn: str, app_dsn: str) -> No
 
 
 def test_a_job_type_declares_its_cancel_policy(conn: psycopg.Connection[Any]) -> None:
-    spec = registry.JobType(name="own.declared", handler="tests.handlers:noop",
-                            cancel_policy="creator")  # fmt: skip
+    spec = registry.JobType(
+        name="own.declared", handler="tests.handlers:noop", cancel_policy="creator"
+    )
     registry.upsert(conn, spec)
     got = conn.execute(
         "select cancel_policy from pgjobs.job_types where name = 'own.declared'"
     ).fetchone()
     assert got is not None and next(iter(got.values())) == "creator"
     with pytest.raises(InvalidJob, match="cancel_policy"):
-        registry.upsert(conn, registry.JobType(name="own.bad", handler="tests.handlers:noop",
-                                               cancel_policy="everyone"))  # fmt: skip
+        registry.upsert(
+            conn,
+            registry.JobType(
+                name="own.bad", handler="tests.handlers:noop", cancel_policy="everyone"
+            ),
+        )
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
             "insert into pgjobs.job_types (name, handler, cancel_policy)"

@@ -32,10 +32,14 @@ def world(server_dsn: str, template_db: str, logins: Logins) -> Iterator[dict[st
             " ('a.type', 'tests.handlers:noop', 3600), (%s, 'tests.handlers:noop', 0)",
             (SECRET_TYPE,),
         )
-        a = {s: factories.make_job(conn, s, job_type="a.type", organization="org-A")
-             for s in ("queued", "running", "completed", "dead", "canceled")}  # fmt: skip
-        b = {s: factories.make_job(conn, s, job_type=SECRET_TYPE, organization="org-B")
-             for s in ("queued", "dead")}  # fmt: skip
+        a = {
+            s: factories.make_job(conn, s, job_type="a.type", organization="org-A")
+            for s in ("queued", "running", "completed", "dead", "canceled")
+        }
+        b = {
+            s: factories.make_job(conn, s, job_type=SECRET_TYPE, organization="org-B")
+            for s in ("queued", "dead")
+        }
     yield {"dsn": dsn, "app_dsn": as_user(dsn, logins.app), "a": a, "b": b}
     _databases.drop(name)
 
@@ -96,11 +100,18 @@ def test_list_filters_pages_by_keyset_and_shows_only_the_viewers_jobs(
     ids = [j["id"] for j in first["jobs"] + rest]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
     assert set(ids) >= set(world["a"].values())
-    since = client.get("/api/jobs", params={"since": "2000-01-01T00:00:00Z",
-                                            "until": "2999-01-01"}, headers=A)  # fmt: skip
+    since = client.get(
+        "/api/jobs", params={"since": "2000-01-01T00:00:00Z", "until": "2999-01-01"}, headers=A
+    )
     assert since.status_code == 200 and len(since.json()["jobs"]) == len(ids)
-    for bad in ({"state": "lost"}, {"limit": "0"}, {"limit": "x"}, {"since": "yesterday"},
-                {"colour": "red"}, {"after_id": "-1"}):  # fmt: skip
+    for bad in (
+        {"state": "lost"},
+        {"limit": "0"},
+        {"limit": "x"},
+        {"since": "yesterday"},
+        {"colour": "red"},
+        {"after_id": "-1"},
+    ):
         answer = client.get("/api/jobs", params=bad, headers=A)
         assert answer.status_code == 400, bad
         assert answer.json()["type"] == "invalid"
@@ -127,9 +138,14 @@ def test_openapi_documents_every_route(client: Any) -> None:
     doc = client.get("/api/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
-        "/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/history", "/api/jobs/{id}/cancel",
-        "/api/jobs/{id}/retry", "/api/jobs/{id}/events", "/api/metrics",
-    }  # fmt: skip
+        "/api/jobs",
+        "/api/jobs/{id}",
+        "/api/jobs/{id}/history",
+        "/api/jobs/{id}/cancel",
+        "/api/jobs/{id}/retry",
+        "/api/jobs/{id}/events",
+        "/api/metrics",
+    }
     assert set(doc["paths"]["/api/jobs/{id}/cancel"]["post"]["responses"]) >= {"400", "404", "409"}
 
 
@@ -137,8 +153,16 @@ def test_openapi_documents_every_route(client: Any) -> None:
 
 
 def test_enqueue_answers_id_then_the_duplicate(client: Any, world: Any) -> None:
-    body = {"job_type": "a.type", "payload": {"n": 1}, "dedup_key": "k-1", "priority": 1,
-            "max_attempts": 2, "timeout": 30, "delay": 60, "queue": "default"}  # fmt: skip
+    body = {
+        "job_type": "a.type",
+        "payload": {"n": 1},
+        "dedup_key": "k-1",
+        "priority": 1,
+        "max_attempts": 2,
+        "timeout": 30,
+        "delay": 60,
+        "queue": "default",
+    }
     made = client.post("/api/jobs", json=body, headers=A)
     assert made.status_code == 201, made.text
     again = client.post("/api/jobs", json=body, headers=A)
@@ -147,8 +171,15 @@ def test_enqueue_answers_id_then_the_duplicate(client: Any, world: Any) -> None:
     job = client.get(f"/api/jobs/{made.json()['id']}", headers=A).json()
     assert (job["organization"], job["payload"], job["priority"]) == ("org-A", {"n": 1}, 1)
     assert (job["max_attempts"], job["timeout_seconds"], job["created_by"]) == (2, 30, "alice")
-    at = client.post("/api/jobs", json={"job_type": "a.type", "run_at": "2999-01-01T00:00:00Z",
-                                        "depends_on": [world["a"]["queued"]]}, headers=A)  # fmt: skip
+    at = client.post(
+        "/api/jobs",
+        json={
+            "job_type": "a.type",
+            "run_at": "2999-01-01T00:00:00Z",
+            "depends_on": [world["a"]["queued"]],
+        },
+        headers=A,
+    )
     assert at.status_code == 201, at.text
     assert client.get(f"/api/jobs/{at.json()['id']}", headers=A).json()["state"] == "waiting"
 
@@ -168,9 +199,7 @@ def test_enqueue_answers_id_then_the_duplicate(client: Any, world: Any) -> None:
         "not an object",
     ],
 )
-def test_enqueue_of_bad_input_is_400_and_writes_nothing(
-    client: Any, world: Any, body: Any
-) -> None:
+def test_enqueue_of_bad_input_is_400_and_writes_nothing(client: Any, world: Any, body: Any) -> None:
     before = count_jobs(world["dsn"])
     answer = client.post("/api/jobs", json=body, headers=A)
     assert answer.status_code == 400, answer.text
@@ -191,7 +220,9 @@ def test_depending_on_another_organizations_job_is_400(client: Any, world: Any) 
 def test_cancel_and_retry_answer_the_new_state_409_and_404(client: Any, world: Any) -> None:
     job = fresh_job(world["dsn"], "queued")
     assert client.post(f"/api/jobs/{job}/cancel", headers=A).json() == {
-        "id": job, "state": "canceled"}  # fmt: skip
+        "id": job,
+        "state": "canceled",
+    }
     again = client.post(f"/api/jobs/{job}/cancel", headers=A)
     assert again.status_code == 409 and again.json()["type"] == "wrong_state"
     assert client.post(f"/api/jobs/{job}/retry", headers=A).json()["state"] == "queued"
@@ -251,17 +282,28 @@ def test_forms_without_the_csrf_token_are_refused(client: Any, world: Any) -> No
     refused = [
         client.post(f"/jobs/{job}/cancel", data={}, headers=A),
         client.post(f"/jobs/{job}/cancel", data={"csrf_token": "x" * 43}, headers=A),
-        client.post(f"/jobs/{job}/cancel", data={"csrf_token": token.group(1)},
-                    headers={**A, "origin": "https://evil.example"}),  # fmt: skip
+        client.post(
+            f"/jobs/{job}/cancel",
+            data={"csrf_token": token.group(1)},
+            headers={**A, "origin": "https://evil.example"},
+        ),
     ]
     assert [r.status_code for r in refused] == [403, 403, 403]
     assert factories.state_of(psycopg.connect(world["dsn"]), job) == "queued"
     # A browser without the cookie (another site's form) fails even with a token.
     stranger = test_client(client.app)
-    assert stranger.post(f"/jobs/{job}/cancel", data={"csrf_token": token.group(1)},
-                         headers=A).status_code == 403  # fmt: skip
-    done = client.post(f"/jobs/{job}/cancel", data={"csrf_token": token.group(1)}, headers=A,
-                       follow_redirects=False)  # fmt: skip
+    assert (
+        stranger.post(
+            f"/jobs/{job}/cancel", data={"csrf_token": token.group(1)}, headers=A
+        ).status_code
+        == 403
+    )
+    done = client.post(
+        f"/jobs/{job}/cancel",
+        data={"csrf_token": token.group(1)},
+        headers=A,
+        follow_redirects=False,
+    )
     assert done.status_code == 303 and done.headers["location"] == f"/jobs/{job}"
     assert factories.state_of(psycopg.connect(world["dsn"]), job) == "canceled"
 
@@ -271,8 +313,12 @@ def test_retry_all_shown_requeues_exactly_the_dead_jobs_listed(client: Any, worl
     page = client.get("/dead", headers=A)
     assert all(f'name="id" value="{d}"' in page.text for d in dead)
     token = client.cookies.get("pgjobs_csrf")
-    done = client.post("/dead/retry", data={"csrf_token": token, "id": [str(d) for d in dead]},
-                       headers=A, follow_redirects=False)  # fmt: skip
+    done = client.post(
+        "/dead/retry",
+        data={"csrf_token": token, "id": [str(d) for d in dead]},
+        headers=A,
+        follow_redirects=False,
+    )
     assert done.status_code == 303
     with psycopg.connect(world["dsn"]) as conn:
         assert [factories.state_of(conn, d) for d in dead] == ["queued", "queued"]
@@ -318,7 +364,8 @@ def test_a_request_the_hook_gives_no_organization_sees_nothing(client: Any, worl
 
 
 def test_a_login_role_outside_pgjobs_app_is_told_what_to_grant(
-    world: Any, logins: Logins  # noqa: F811
+    world: Any,
+    logins: Logins,  # noqa: F811
 ) -> None:
     app = create_app(as_user(world["dsn"], logins.admin), **header_hooks())
     with test_client(app) as c:

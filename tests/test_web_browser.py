@@ -46,8 +46,14 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,860", "--force-device-scale-factor=1"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,860",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
@@ -84,13 +90,13 @@ def cookie_app(dsn: str) -> Any:
     )
 
 
-def test_a_job_page_follows_progress_to_completed_without_reload(
-    browser: Any, dsn: str
-) -> None:
+def test_a_job_page_follows_progress_to_completed_without_reload(browser: Any, dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute(GATE_TABLE)
-        conn.execute("insert into pgjobs.job_types (name, handler) values"
-                     " ('report.monthly', 'tests.handlers:noop')")  # fmt: skip
+        conn.execute(
+            "insert into pgjobs.job_types (name, handler) values"
+            " ('report.monthly', 'tests.handlers:noop')"
+        )
         for org in ("org-A", "org-B"):
             for _ in range(3):
                 factories.make_job(conn, "completed", job_type="report.monthly", organization=org)
@@ -141,8 +147,10 @@ def test_the_dead_letter_retry_button_brings_a_job_back(browser: Any, dsn: str) 
 
 def test_a_viewer_of_one_organization_never_sees_another(browser: Any, dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
-        conn.execute("insert into pgjobs.job_types (name, handler) values"
-                     " ('b.private', 'tests.handlers:noop')")  # fmt: skip
+        conn.execute(
+            "insert into pgjobs.job_types (name, handler) values"
+            " ('b.private', 'tests.handlers:noop')"
+        )
         mine = factories.make_job(conn, "queued", organization="org-A")
         theirs = factories.make_job(conn, "dead", job_type="b.private", organization="org-B")
     with serve(cookie_app(dsn)) as url:
@@ -160,5 +168,5 @@ def test_a_viewer_of_one_organization_never_sees_another(browser: Any, dsn: str)
         # The list updates itself with org-A's new job, and only that one.
         until(browser, lambda d: f"/jobs/{shown}" in d.page_source)
         assert browser.execute_script("return window.__sameDocument === true")
-        assert f"/jobs/{hidden}\"" not in browser.page_source
+        assert f'/jobs/{hidden}"' not in browser.page_source
         assert "org-B" not in browser.page_source and "b.private" not in browser.page_source

@@ -74,9 +74,7 @@ def test_job_stream_sends_what_the_viewer_reads_then_ends(
         events.close()
 
 
-def test_a_forged_notification_is_never_forwarded(
-    dsn: str, jobs: dict[str, int], url: str
-) -> None:
+def test_a_forged_notification_is_never_forwarded(dsn: str, jobs: dict[str, int], url: str) -> None:
     events = Events(f"{url}/api/jobs/{jobs['a']}/events", A_HEADERS)
     try:
         events.next()

@@ -164,9 +164,22 @@ class WorkerProcess:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             "w+", prefix="pgjobs-web-worker-", delete=False
         )
-        args = [sys.executable, "-m", "pgjobs.cli", "worker", "--dsn", dsn,
-                "--import", "tests.web_handlers", "--queues", "web", "--processes", "1",
-                "--poll", "0.5"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "pgjobs.cli",
+            "worker",
+            "--dsn",
+            dsn,
+            "--import",
+            "tests.web_handlers",
+            "--queues",
+            "web",
+            "--processes",
+            "1",
+            "--poll",
+            "0.5",
+        ]
         self.proc = subprocess.Popen(
             args,
             cwd=ROOT,
