@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgjobs import sql
+from pgjobs import _conn, sql
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import check_text
 
@@ -53,17 +53,18 @@ def tenant(
     """
     if not organization:
         raise InvalidJob("organization must be a non-empty string")
-    with conn.transaction():
-        set_organization(conn, organization)
+    raw = _conn.raw(conn)
+    with raw.transaction():
+        set_organization(raw, organization)
         if actor is not None:
-            set_actor(conn, actor)
+            set_actor(raw, actor)
         try:
             yield conn
         finally:
             if (
-                not conn.broken
-                and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+                not raw.broken
+                and raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
             ):
-                set_organization(conn, None)
+                set_organization(raw, None)
                 if actor is not None:
-                    set_actor(conn, None)
+                    set_actor(raw, None)

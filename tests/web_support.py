@@ -40,11 +40,14 @@ def logins(server_dsn: str, template_db: str) -> Iterator[Logins]:
     made = Logins(f"{RUN_PREFIX}_web_app", f"{RUN_PREFIX}_web_admin")
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         for name, group in ((made.app, "pgjobs_app"), (made.admin, "pgjobs_admin")):
-            conn.execute(
-                pgsql.SQL("create role {} login in role {}").format(
-                    pgsql.Identifier(name), pgsql.Identifier(group)
+            # Each test module that imports this fixture has its own instance
+            # of it: the second finds the roles made by the first.
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                conn.execute(
+                    pgsql.SQL("create role {} login in role {}").format(
+                        pgsql.Identifier(name), pgsql.Identifier(group)
+                    )
                 )
-            )
     yield made
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         for name in (made.app, made.admin):
