@@ -24,6 +24,16 @@ def set_organization(conn: psycopg.Connection[Any], organization: str | None) ->
     statements.tenant_set(conn, organization=organization)
 
 
+def set_actor(conn: psycopg.Connection[Any], actor: str | None) -> None:
+    """Names who acts in the current transaction (``pgjobs.actor``; None clears it).
+
+    Jobs record it in ``created_by``, history rows in ``actor``, and a job type
+    whose ``cancel_policy`` is 'creator' lets only that actor (or an admin) cancel.
+    """
+    check_text("actor", actor)
+    statements.actor_set(conn, actor=actor)
+
+
 def current_organization(conn: psycopg.Connection[Any]) -> str | None:
     """The organization the current transaction is scoped to, if any."""
     organization: str | None = statements.tenant_get(conn)
@@ -31,8 +41,9 @@ def current_organization(conn: psycopg.Connection[Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def tenant(conn: Any, organization: str) -> Iterator[Any]:
-    """Scopes the caller's transaction to one organization for the block.
+def tenant(conn: Any, organization: str, *, actor: str | None = None) -> Iterator[Any]:
+    """Scopes the caller's transaction to one organization for the block, acting
+    as ``actor`` when given (see :func:`set_actor`).
 
     Joins the transaction ``conn`` is in (or begins, as its first statement, the
     one psycopg or the ORM begins implicitly) and leaves its end to the caller:
@@ -45,6 +56,7 @@ def tenant(conn: Any, organization: str) -> Iterator[Any]:
     if not isinstance(organization, str) or not organization:
         raise InvalidJob("organization must be a non-empty string")
     check_text("organization", organization)
+    check_text("actor", actor)
     pg = _conn.raw(conn)
     # An autocommit connection inside conn.transaction() has a transaction to join.
     if pg.autocommit and pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
@@ -53,7 +65,7 @@ def tenant(conn: Any, organization: str) -> Iterator[Any]:
             "open one first (psycopg: `with conn.transaction():`, Django: "
             "`with transaction.atomic():`)"
         )
-    entered = statements.tenant_enter(pg, organization=organization)
+    entered = statements.tenant_enter(pg, organization=organization, actor=actor)
     try:
         yield conn
     finally:

@@ -14,30 +14,39 @@ def tenant_set(*, organization: str | None) -> Params:
     return {"organization": organization or ""}
 
 
+@statement("actor_set", nothing, fetch=False)
+def actor_set(*, actor: str | None) -> Params:
+    """Names who acts in the current transaction (None clears it)."""
+    return {"actor": actor or ""}
+
+
 @statement("tenant_get", scalar)
 def tenant_get() -> None:
     return None
 
 
 class Entered(NamedTuple):
-    """What ``tenant_enter`` found: the scope to restore and the transaction it was in."""
+    """What ``tenant_enter`` found: the scope and actor to restore, and the
+    transaction they were found in."""
 
     previous: str
+    previous_actor: str
     began: dt.datetime
 
 
 def _entered(found: list[Any]) -> Entered:
-    previous, began, _ = found[0]
-    return Entered(previous, began)
+    previous, previous_actor, began = found[0][:3]
+    return Entered(previous, previous_actor, began)
 
 
 @statement("tenant_enter", _entered)
-def tenant_enter(*, organization: str) -> Params:
-    """Scopes the current transaction; returns what to restore afterwards."""
-    return {"organization": organization}
+def tenant_enter(*, organization: str, actor: str | None = None) -> Params:
+    """Scopes the current transaction (acting as ``actor`` when given); returns
+    what to restore afterwards."""
+    return {"organization": organization, "actor": actor}
 
 
 @statement("tenant_restore", nothing)
 def tenant_restore(entered: Entered) -> Params:
-    """Puts back the scope ``tenant_enter`` found, in the same transaction only."""
+    """Puts back the scope and actor ``tenant_enter`` found, in the same transaction only."""
     return entered._asdict()

@@ -6,7 +6,7 @@
 select id, job_type, organization, queue, priority, payload, state, run_at, attempt,
        max_attempts, timeout_seconds, dedup_key, depends_on, progress, progress_message,
        checkpoint, result, last_error, created_at, started_at, finished_at, canceled_by,
-       worker, last_error_class
+       worker, last_error_class, created_by
   from pgjobs.jobs where id = %(id)s;
 
 -- name: job_cancel
@@ -21,7 +21,7 @@ select pgjobs.retry(%(id)s) as state;
 select id, job_type, organization, queue, priority, payload, state, run_at, attempt,
        max_attempts, timeout_seconds, dedup_key, depends_on, progress, progress_message,
        checkpoint, result, last_error, created_at, started_at, finished_at, canceled_by,
-       worker, last_error_class
+       worker, last_error_class, created_by
   from pgjobs.jobs
  where (%(organization)s::text is null or organization = %(organization)s)
    and (%(state)s::text is null or state = %(state)s)
@@ -36,7 +36,7 @@ select id, job_type, organization, queue, priority, payload, state, run_at, atte
 -- name: job_history
 -- Every state change and attempt of one job, oldest first.
 select id, job_id, organization, job_type, attempt, from_state, to_state, worker,
-       error_class, message, traceback, duration_ms, at
+       error_class, message, traceback, duration_ms, at, actor
   from pgjobs.job_events where job_id = %(id)s order by id;
 
 -- name: job_state_counts

@@ -7,10 +7,11 @@
 insert into pgjobs.job_types as t
        (name, handler, queue, priority, max_attempts, timeout_seconds, dedup_window_seconds,
         dedup_by_payload, rate_limit, rate_period_seconds, retry_base_seconds,
-        retry_cap_seconds, enabled)
+        retry_cap_seconds, enabled, cancel_policy)
 values (%(name)s, %(handler)s, %(queue)s, %(priority)s, %(max_attempts)s, %(timeout_seconds)s,
         %(dedup_window_seconds)s, %(dedup_by_payload)s, %(rate_limit)s,
-        %(rate_period_seconds)s, %(retry_base_seconds)s, %(retry_cap_seconds)s, %(enabled)s)
+        %(rate_period_seconds)s, %(retry_base_seconds)s, %(retry_cap_seconds)s, %(enabled)s,
+        %(cancel_policy)s)
 on conflict (name) do update
    set handler = excluded.handler, queue = excluded.queue, priority = excluded.priority,
        max_attempts = excluded.max_attempts, timeout_seconds = excluded.timeout_seconds,
@@ -19,7 +20,7 @@ on conflict (name) do update
        rate_period_seconds = excluded.rate_period_seconds,
        retry_base_seconds = excluded.retry_base_seconds,
        retry_cap_seconds = excluded.retry_cap_seconds, enabled = excluded.enabled,
-       updated_at = now()
+       cancel_policy = excluded.cancel_policy, updated_at = now()
 returning *;
 
 -- name: job_type_get
@@ -36,10 +37,11 @@ with written as (
     insert into pgjobs.job_types
            (name, handler, queue, priority, max_attempts, timeout_seconds, dedup_window_seconds,
             dedup_by_payload, rate_limit, rate_period_seconds, retry_base_seconds,
-            retry_cap_seconds, enabled)
+            retry_cap_seconds, enabled, cancel_policy)
     values (%(name)s, %(handler)s, %(queue)s, %(priority)s, %(max_attempts)s,
             %(timeout_seconds)s, %(dedup_window_seconds)s, %(dedup_by_payload)s, %(rate_limit)s,
-            %(rate_period_seconds)s, %(retry_base_seconds)s, %(retry_cap_seconds)s, %(enabled)s)
+            %(rate_period_seconds)s, %(retry_base_seconds)s, %(retry_cap_seconds)s, %(enabled)s,
+            %(cancel_policy)s)
     on conflict (name) do nothing
     returning 1
 )
