@@ -17,6 +17,14 @@ from pgjobs.jobs import cancel, get, history, list_jobs, retry
 from pgjobs.monitoring import metrics
 from pgjobs.notify import subscribe
 from pgjobs.registry import job
+from pgjobs.schedules import (
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    schedule,
+    trigger_schedule,
+    unschedule,
+)
 from pgjobs.states import State
 from pgjobs.tenancy import tenant
 
@@ -39,9 +47,15 @@ __all__ = [
     "history",
     "job",
     "list_jobs",
+    "list_schedules",
     "metrics",
+    "pause_schedule",
+    "resume_schedule",
     "retry",
+    "schedule",
     "subscribe",
     "tenant",
     "testing",
+    "trigger_schedule",
+    "unschedule",
 ]

@@ -23,6 +23,7 @@ from pgjobs.errors import (
     InvalidTransition,
     JobNotFound,
 )
+from pgjobs.schedules import cli as schedule_commands
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -407,6 +408,10 @@ def watch(dsn: str | None, job_id: int, organization: str | None) -> None:
 def prune(dsn: str | None, older_than: str, batch_size: int) -> None:
     """Delete finished jobs and their history, in short batches."""
     _run(lambda: commands.prune(dsn, click.echo, older_than=older_than, batch_size=batch_size))
+
+
+# Periodic jobs (pgjobs/schedules/cli.py).
+schedule_commands.register(main, _run, _dsn_option)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,9 @@ class JobType:
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 3600.0
     enabled: bool = True
+    # A system schedule declared with the handler (pgjobs/schedules/declare.py).
+    schedule: str | None = None
+    schedule_timezone: str = "UTC"
 
     def validate(self) -> None:
         check_text("job type", self.name, max_length=200)
@@ -56,6 +59,10 @@ class JobType:
             raise InvalidJob("rate_period must be > 0 seconds")
         if self.retry_base_seconds < 0 or self.retry_cap_seconds < 0:
             raise InvalidJob("retry_base and retry_cap must be >= 0")
+        if self.schedule is not None:
+            from pgjobs.schedules.cron import check
+
+            check(self.schedule, self.schedule_timezone)
 
 
 _lock = threading.Lock()
@@ -99,11 +106,15 @@ def job(
     retry_base: float = 1.0,
     retry_cap: float = 3600.0,
     enabled: bool = True,
+    schedule: str | None = None,
+    timezone: str = "UTC",
 ) -> Callable[[F], F]:
     """Registers ``fn`` as the handler of job type ``name``.
 
     The type reaches the database on the first enqueue of it from this process,
-    on worker start, or through :func:`sync`.
+    on worker start, or through :func:`sync`. ``schedule`` (a cron expression,
+    read in ``timezone``) declares a system schedule of the same name, written
+    whenever the type is.
     """
 
     def register(fn: F) -> F:
@@ -121,6 +132,8 @@ def job(
             retry_base_seconds=float(retry_base),
             retry_cap_seconds=float(retry_cap),
             enabled=enabled,
+            schedule=schedule,
+            schedule_timezone=timezone,
         )
         if "<" in fn.__qualname__:
             raise InvalidJob(f"handler {spec.handler!r} must be a module-level function")
@@ -150,6 +163,10 @@ def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
     resolve_handler(spec.handler)
     with translated():
         conn.execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
+    if spec.schedule is not None:
+        from pgjobs.schedules.declare import declare
+
+        declare(conn, spec.name, spec.schedule, spec.schedule_timezone)
 
 
 def sync(conn: psycopg.Connection[Any]) -> list[str]:

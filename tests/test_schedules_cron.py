@@ -40,8 +40,8 @@ ZONES = (
     "Pacific/Chatham",
 )
 RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
-DAYS = "SUN MON TUE WED THU FRI SAT".split()
+MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
 PLAIN = (
     ("0", "*", "*/20", "15,45"),
     ("*", "0", "30", "*/15", "5-10", "0,30"),
@@ -91,9 +91,11 @@ def term(field: int) -> st.SearchStrategy[str]:
     if field == 5:
         options += [
             st.builds(lambda d: f"{d}L", st.integers(0, 8)),
-            st.builds(lambda d, n: f"{d}#{n}", st.one_of(st.integers(0, 7).map(str),
-                                                       st.sampled_from(DAYS)),
-                      st.integers(0, 6)),
+            st.builds(
+                lambda d, n: f"{d}#{n}",
+                st.one_of(st.integers(0, 7).map(str), st.sampled_from(DAYS)),
+                st.integers(0, 6),
+            ),
         ]
     return st.one_of(options)
 
@@ -187,8 +189,20 @@ def test_known_fire_times_in_sql_and_python(
 
 
 @pytest.mark.parametrize(
-    "expr", ["", "* * * *", "60 * * * *", "* 24 * * *", "0 0 31 2 *", "0 0 * * 8", "a b c d e",
-             "*/0 * * * *", "0 0 * * MON#6", "1-0 * * * *", "* * * * * * *"]
+    "expr",
+    [
+        "",
+        "* * * *",
+        "60 * * * *",
+        "* 24 * * *",
+        "0 0 31 2 *",
+        "0 0 * * 8",
+        "a b c d e",
+        "*/0 * * * *",
+        "0 0 * * MON#6",
+        "1-0 * * * *",
+        "* * * * * * *",
+    ],
 )
 def test_invalid_expressions_are_refused_by_both(conn: psycopg.Connection[Any], expr: str) -> None:
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

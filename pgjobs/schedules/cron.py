@@ -78,14 +78,14 @@ def due_ticks(
     if first > until:
         return []
     for window in (*_WINDOWS, None):
-        from_first = window is None or until - window <= first
+        start = first if window is None else max(first, until - window)
         found: deque[dt.datetime] = deque(maxlen=limit)
-        if from_first:
+        if start == first:
             found.append(first)
-        for tick in ticks_after(cron, timezone, first if from_first else until - window):
+        for tick in ticks_after(cron, timezone, start):
             if tick > until:
                 break
             found.append(tick)
-        if from_first or len(found) >= limit:
+        if start == first or len(found) >= limit:
             return list(found)
     raise AssertionError("unreachable: the last window starts at first")
