@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgjobs import sql
+from pgjobs import _conn, sql
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import check_text
 
@@ -40,13 +40,14 @@ def tenant(conn: psycopg.Connection[Any], organization: str) -> Iterator[psycopg
     """
     if not organization:
         raise InvalidJob("organization must be a non-empty string")
-    with conn.transaction():
-        set_organization(conn, organization)
+    raw = _conn.raw(conn)
+    with raw.transaction():
+        set_organization(raw, organization)
         try:
             yield conn
         finally:
             if (
-                not conn.broken
-                and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+                not raw.broken
+                and raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
             ):
-                set_organization(conn, None)
+                set_organization(raw, None)

@@ -15,14 +15,14 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from pgjobs import sql
+from pgjobs import _conn, sql
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import check_text, encode
 from pgjobs.schedules import cron as cron_rules
 
 
 def _one(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> Any:
-    with conn.cursor(row_factory=dict_row) as cur, translated():
+    with _conn.raw(conn).cursor(row_factory=dict_row) as cur, translated():
         row = cur.execute(sql.query(name), params).fetchone()
     assert row is not None
     return next(iter(row.values()))
@@ -110,5 +110,5 @@ def list_schedules(
 ) -> list[dict[str, Any]]:
     """Every visible schedule with its next and last fire and its last job's state."""
     check_text("organization", organization)
-    with conn.cursor(row_factory=dict_row) as cur, translated():
+    with _conn.raw(conn).cursor(row_factory=dict_row) as cur, translated():
         return cur.execute(sql.query("schedule_list"), {"organization": organization}).fetchall()
