@@ -7,9 +7,10 @@ within two days of a daylight-saving change) and time zones with every usual
 kind of change (an hour, none, odd offsets), the same answer or the same
 refusal from both. Not covered, because cronsim's hour-by-hour stepping has
 quirks there that the SQL side does not copy: a DST shift of half an hour
-(Australia/Lord_Howe) and a change at midnight (America/Sao_Paulo until
-2019, America/Santiago), where on the day of the change an hourly or
-per-minute schedule's first fire can differ (README, Schedules).
+(Australia/Lord_Howe), a change at midnight (America/Sao_Paulo until 2019,
+America/Santiago) or at a quarter to the hour (Pacific/Chatham), where on the
+day of the change an hourly or per-minute schedule's first fire can differ
+(README, Dependencies).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ ZONES = (
     "Australia/Sydney",
     "Asia/Kolkata",
     "Asia/Kathmandu",
-    "Pacific/Chatham",
 )
 RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
