@@ -171,7 +171,10 @@ def test_a_tenant_cannot_see_change_or_trigger_another_tenants_schedule(
     app_dsn = psycopg.conninfo.make_conninfo(dsn, user=app_role)
     with connect(app_dsn) as conn:
         assert conn.execute("select current_user as u").fetchone()["u"] == app_role
-        with pgjobs.tenant(conn, "org-A"):
+        with pytest.raises(pgjobs.AccessDenied), conn.transaction():  # no scope at all
+            pgjobs.schedule(conn, "x", factories.JOB_TYPE, "* * * * *")
+        assert pgjobs.list_schedules(conn) == []
+        with conn.transaction(), pgjobs.tenant(conn, "org-A"):
             names = [(r["organization"], r["name"]) for r in pgjobs.list_schedules(conn)]
             assert names == [("org-A", "report")]
             for table in ("schedules", "schedule_fires", "schedule_status"):
@@ -198,7 +201,7 @@ def test_a_tenant_cannot_see_change_or_trigger_another_tenants_schedule(
             # Its own schedule works as usual.
             job_id = pgjobs.trigger_schedule(conn, "report")
             assert pgjobs.get(conn, job_id)["organization"] == "org-A"
-        with pgjobs.tenant(conn, "org-B"):
+        with conn.transaction(), pgjobs.tenant(conn, "org-B"):
             assert pgjobs.list_schedules(conn)[0]["cron"] == "0 6 * * *"  # untouched
     with connect(dsn) as conn:
         after = conn.execute("select * from pgjobs.schedules order by 1, 2").fetchall()

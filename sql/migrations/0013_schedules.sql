@@ -463,12 +463,19 @@ begin
     if tg_op = 'INSERT' then
         new.organization := coalesce(new.organization, scope);
     end if;
+    -- As for jobs (0011_client_contract.sql): no scope is PJ004, another
+    -- organization is insufficient_privilege.
+    if scope is null and not pgjobs.sees_all() then
+        raise exception 'pgjobs: this session is scoped to no organization'
+            using errcode = 'PJ004',
+                  hint = 'set it in the same transaction: select set_config('
+                         '''pgjobs.organization'', <organization>, true), or pgjobs.tenant() '
+                         'in Python';
+    end if;
     if (new.organization is distinct from scope or new.organization is null)
        and not pgjobs.sees_all() then
-        raise exception '%', case when scope is null
-            then 'pgjobs: this session is scoped to no organization (see pgjobs.tenant)'
-            else format('pgjobs: organization %L is outside this session''s scope',
-                        new.organization) end
+        raise exception 'pgjobs: organization % is outside this session''s scope',
+            coalesce(quote_literal(new.organization), 'NULL (system)')
             using errcode = 'insufficient_privilege';
     end if;
     if new.name is null or new.name = '' or length(new.name) > 200 then
