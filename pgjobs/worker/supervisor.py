@@ -21,6 +21,7 @@ import structlog
 
 from pgjobs import log as pgjobs_log
 from pgjobs.registry import Registry, current
+from pgjobs.schedules.fire import Firer
 from pgjobs.statements.sessions import cancel_listen
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
@@ -65,6 +66,7 @@ class Supervisor:
         self.rescuer = Rescuer(cfg, self.slots, self.log)
         self.exporter: Exporter | None = None
         self.pruner = Pruner(cfg, self.mp, worker_name(), log_json, log_level)
+        self.schedules = Firer()  # fires due periodic jobs (pgjobs/schedules/fire.py)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -114,6 +116,8 @@ class Supervisor:
             for overdue in self.enforcer.overdue(alive):
                 self._kill(overdue)
             self._reap()
+            if self.stop_deadline is None:
+                self.schedules.tick(self.rescuer.conn)
             self.rescuer.rescue_if_due()
         except psycopg.OperationalError as exc:
             self.log.warning("supervisor_connection_lost", error=str(exc))
