@@ -63,9 +63,14 @@ def browser() -> Iterator[Any]:
 
 
 def until(driver: Any, condition: Callable[[Any], Any], timeout: float = 30) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+    # htmx swaps elements (outerHTML) while the page follows a job: one found
+    # just before a swap is stale when read, and the next poll finds the new one.
+    ignored = (StaleElementReferenceException,)
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored)
+    return wait.until(condition)
 
 
 def text(driver: Any, css: str) -> str:
