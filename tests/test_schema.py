@@ -67,7 +67,8 @@ _CATALOG_QUERIES: dict[str, str] = {
           from pg_policies where schemaname = 'pgjobs'""",
     "views": """
         select c.relname, pg_get_viewdef(c.oid, true)
-          from pg_class c where c.relnamespace = 'pgjobs'::regnamespace and c.relkind in ('v', 'm')""",
+          from pg_class c
+         where c.relnamespace = 'pgjobs'::regnamespace and c.relkind in ('v', 'm')""",
     "rules": """
         select tablename, rulename, definition from pg_rules where schemaname = 'pgjobs'""",
     "functions": f"""
@@ -81,7 +82,7 @@ _CATALOG_QUERIES: dict[str, str] = {
     "sequences": """
         select s.seqrelid::regclass::text, format_type(s.seqtypid, null), s.seqstart,
                s.seqincrement, s.seqmax, s.seqmin, s.seqcache, s.seqcycle,
-               (select d.refobjid::regclass::text || '.' || a.attname::text || ' ' || d.deptype::text
+               (select concat(d.refobjid::regclass, '.', a.attname, ' ', d.deptype)
                   from pg_depend d
                   join pg_attribute a on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
                  where d.classid = 'pg_class'::regclass and d.objid = s.seqrelid
