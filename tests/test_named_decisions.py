@@ -154,3 +154,23 @@ def test_claim_on_a_backlog_walks_the_runnable_index(dsn: str) -> None:
     assert index_scans >= 1
     assert index_entries <= 4 * 10
     assert table_scans == 0
+
+
+@pytest.mark.parametrize("statement", ["job_fail_many", "lease_rescue"])
+def test_the_failure_decision_is_inlined_into_the_statement(conn: Conn, statement: str) -> None:
+    """No function call per failed row, and one backoff drawn per row."""
+    params: dict[str, Any] = {
+        "now": None,
+        "ids": [1],
+        "tokens": [1],
+        "error_classes": ["boom"],
+        "messages": ["m"],
+        "tracebacks": [None],
+        "permanent": [False],
+        "durations": [1.0],
+    }
+    rows = conn.execute(f"explain (verbose) {sql.query(statement)}", params).fetchall()  # type: ignore[arg-type]
+    plan = "\n".join(r["QUERY PLAN"] for r in rows)
+    assert "failed_attempt" not in plan
+    assert "failure_state" not in plan
+    assert plan.count("random()") == 1

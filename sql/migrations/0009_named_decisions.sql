@@ -5,8 +5,8 @@
 --   the insert trigger, cancel, queue_depth and the runtime statements use it
 --   instead of a list of states each. jobs_finished_idx keeps its predicate:
 --   the inlined call matches it, and rebuilding it would block writes.
--- * How a failed attempt ends is pgjobs.failure_state(), used by the
---   worker's failures and by the lease rescue.
+-- * How a failed attempt ends is pgjobs.failure_state(), applied to the job
+--   by pgjobs.failed_attempt(), for the worker's failures and the lease rescue.
 -- * The insert trigger reads as named steps, and its side channel to
 --   enqueue_jobs (the positions of skipped duplicates) is a pair of functions.
 --
@@ -23,13 +23,37 @@ $$;
 
 -- Where a failed attempt leaves its job: canceled when a cancel was requested,
 -- dead when the error is permanent or the attempts are spent, else retrying.
--- The worker's failures (job_fail_many) and the lease rescue both decide here.
+-- The worker's failures (job_fail_many) and the lease rescue both decide here,
+-- through failed_attempt below.
 create function pgjobs.failure_state(cancel_requested boolean, permanent boolean,
                                      attempt int, max_attempts int)
 returns text language sql immutable parallel safe as $$
     select case when cancel_requested then 'canceled'
                 when permanent or attempt >= max_attempts then 'dead'
                 else 'retrying' end
+$$;
+
+-- What a failed attempt changes on its job: the state failure_state decides,
+-- the time a retrying job runs again (after the backoff) and the time a
+-- finished one finished. One SQL expression the planner inlines into the
+-- statement calling it, field by field, so a row pays for no function call
+-- and draws its backoff once: job_fail_many and lease_rescue call it as
+-- SET (state, run_at, finished_at) = row((pgjobs.failed_attempt(...)).*).
+create type pgjobs.failure_outcome as (state text, run_at timestamptz, finished_at timestamptz);
+
+create function pgjobs.failed_attempt(cancel_requested boolean, permanent boolean, attempt int,
+                                      max_attempts int, run_at timestamptz,
+                                      retry_base_seconds double precision,
+                                      retry_cap_seconds double precision, now timestamptz)
+returns pgjobs.failure_outcome language sql volatile as $$
+    select row(pgjobs.failure_state(cancel_requested, permanent, attempt, max_attempts),
+               case when pgjobs.failure_state(cancel_requested, permanent, attempt,
+                                              max_attempts) = 'retrying'
+                    then now + pgjobs.retry_delay(attempt, retry_base_seconds, retry_cap_seconds)
+                    else run_at end,
+               case when pgjobs.failure_state(cancel_requested, permanent, attempt,
+                                              max_attempts) <> 'retrying'
+                    then now end)::pgjobs.failure_outcome
 $$;
 
 -- The side channel between the insert trigger and enqueue_jobs: a row the

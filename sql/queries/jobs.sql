@@ -114,22 +114,14 @@ returning j.id, j.state;
 
 -- name: job_fail_many
 -- Ends failed attempts: retrying after a backoff while attempts remain, dead
--- when they are spent or the error is permanent, canceled if cancel was asked.
--- pgjobs.failure_state decides; the sub-select names its answer once per row.
+-- when they are spent or the error is permanent, canceled if cancel was asked
+-- (pgjobs.failed_attempt).
 update pgjobs.jobs j
-   set (state, run_at, finished_at) = (
-           select d.state,
-                  case when d.state = 'retrying'
-                       then coalesce(%(now)s, now())
-                            + pgjobs.retry_delay(j.attempt, t.retry_base_seconds,
-                                                 t.retry_cap_seconds)
-                       else j.run_at end,
-                  case when pgjobs.is_finished(d.state) then coalesce(%(now)s, now()) end
-             from (select pgjobs.failure_state(
-                              cancel_requested => j.cancel_requested_at is not null
-                                                  or f.error_class = 'canceled',
-                              permanent => f.permanent,
-                              attempt => j.attempt, max_attempts => j.max_attempts) as state) d),
+   set (state, run_at, finished_at) = row((pgjobs.failed_attempt(
+           cancel_requested => j.cancel_requested_at is not null or f.error_class = 'canceled',
+           permanent => f.permanent, attempt => j.attempt, max_attempts => j.max_attempts,
+           run_at => j.run_at, retry_base_seconds => t.retry_base_seconds,
+           retry_cap_seconds => t.retry_cap_seconds, now => coalesce(%(now)s, now()))).*),
        last_error = f.message, last_error_class = f.error_class, last_traceback = f.traceback,
        last_duration_ms = f.duration_ms, lease_expires_at = null
   from unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(error_classes)s::text[],
@@ -193,21 +185,14 @@ update pgjobs.jobs
 
 -- name: lease_rescue
 -- Jobs whose worker stopped renewing the lease: the attempt counts, retry
--- policy applies. One rescuer at a time, by a transaction advisory lock.
--- pgjobs.failure_state decides, as for a failure the worker reports.
+-- policy applies (pgjobs.failed_attempt). One rescuer at a time, by a
+-- transaction advisory lock.
 update pgjobs.jobs j
-   set (state, run_at, finished_at) = (
-           select d.state,
-                  case when d.state = 'retrying'
-                       then coalesce(%(now)s, now())
-                            + pgjobs.retry_delay(j.attempt, t.retry_base_seconds,
-                                                 t.retry_cap_seconds)
-                       else j.run_at end,
-                  case when pgjobs.is_finished(d.state) then coalesce(%(now)s, now()) end
-             from (select pgjobs.failure_state(
-                              cancel_requested => j.cancel_requested_at is not null,
-                              permanent => false,
-                              attempt => j.attempt, max_attempts => j.max_attempts) as state) d),
+   set (state, run_at, finished_at) = row((pgjobs.failed_attempt(
+           cancel_requested => j.cancel_requested_at is not null, permanent => false,
+           attempt => j.attempt, max_attempts => j.max_attempts,
+           run_at => j.run_at, retry_base_seconds => t.retry_base_seconds,
+           retry_cap_seconds => t.retry_cap_seconds, now => coalesce(%(now)s, now()))).*),
        last_error = 'lease expired: worker ' || coalesce(j.worker, '?') || ' stopped renewing it',
        last_error_class = 'lease_expired', last_traceback = null, last_duration_ms = null,
        lease_expires_at = null

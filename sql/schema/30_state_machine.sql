@@ -34,7 +34,8 @@ $$;
 
 -- Where a failed attempt leaves its job: canceled when a cancel was requested,
 -- dead when the error is permanent or the attempts are spent, else retrying.
--- The worker's failures (job_fail_many) and the lease rescue both decide here.
+-- The worker's failures (job_fail_many) and the lease rescue both decide here,
+-- through failed_attempt below.
 create function pgjobs.failure_state(cancel_requested boolean, permanent boolean,
                                      attempt int, max_attempts int)
 returns text language sql immutable parallel safe as $$
@@ -49,6 +50,29 @@ create function pgjobs.retry_delay(attempt int, base_seconds double precision,
 returns interval language sql volatile as $$
     select make_interval(secs => random() * least(cap_seconds,
                                                   base_seconds * power(2, greatest(attempt - 1, 0))))
+$$;
+
+-- What a failed attempt changes on its job: the state failure_state decides,
+-- the time a retrying job runs again (after the backoff) and the time a
+-- finished one finished. One SQL expression the planner inlines into the
+-- statement calling it, field by field, so a row pays for no function call
+-- and draws its backoff once: job_fail_many and lease_rescue call it as
+-- SET (state, run_at, finished_at) = row((pgjobs.failed_attempt(...)).*).
+create type pgjobs.failure_outcome as (state text, run_at timestamptz, finished_at timestamptz);
+
+create function pgjobs.failed_attempt(cancel_requested boolean, permanent boolean, attempt int,
+                                      max_attempts int, run_at timestamptz,
+                                      retry_base_seconds double precision,
+                                      retry_cap_seconds double precision, now timestamptz)
+returns pgjobs.failure_outcome language sql volatile as $$
+    select row(pgjobs.failure_state(cancel_requested, permanent, attempt, max_attempts),
+               case when pgjobs.failure_state(cancel_requested, permanent, attempt,
+                                              max_attempts) = 'retrying'
+                    then now + pgjobs.retry_delay(attempt, retry_base_seconds, retry_cap_seconds)
+                    else run_at end,
+               case when pgjobs.failure_state(cancel_requested, permanent, attempt,
+                                              max_attempts) <> 'retrying'
+                    then now end)::pgjobs.failure_outcome
 $$;
 
 -- A NOTIFY payload as JSON text: ids and numbers only. Built by concatenation,
