@@ -74,16 +74,32 @@ def test_migrate_refuses_a_connection_inside_a_transaction(empty_dsn: str) -> No
         migrate(conn)
 
 
-def _migrate_at_once(dsn: str, n: int, wait_for: Callable[..., object]) -> list[str]:
+def _waiting_on_locks(dsn: str, n: int) -> bool:
+    # Its own session: within a transaction pg_stat_activity keeps its first reading.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "select count(*) from pg_stat_activity"
+            " where datname = current_database() and wait_event_type = 'Lock'"
+        ).fetchone()
+    return row == (n,)
+
+
+# What holds every migrate process at its first step until all have connected.
+# An uncommitted CREATE SCHEMA pgjobs, rolled back, leaves the database bare,
+# so they race from the very beginning.
+_HOLD_A_BARE_DATABASE = "create schema pgjobs"
+_HOLD_THE_LEDGER = "lock table pgjobs.schema_migrations in exclusive mode"
+
+
+def _migrate_at_once(
+    dsn: str, n: int, wait_for: Callable[..., object], hold: str = _HOLD_A_BARE_DATABASE
+) -> list[str]:
     """Runs ``pgjobs migrate`` in n processes that really overlap; returns the
-    last line each printed, after checking each exited 0."""
+    last line each printed, sorted, after checking each exited 0."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pgjobs.cli", "migrate", "--dsn", dsn]
-    # An uncommitted CREATE SCHEMA pgjobs holds every process at its first
-    # step until all have connected; rolled back, it leaves the database bare,
-    # so they race from the very beginning.
     with psycopg.connect(dsn) as holder:
-        holder.execute("create schema pgjobs")
+        holder.execute(hold)  # type: ignore[arg-type]
         procs = [
             subprocess.Popen(
                 cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -140,43 +156,12 @@ def _migrated_by_the_previous_release(dsn: str) -> sql.Migration:
     return last
 
 
-def _waiting_on_locks(dsn: str, n: int) -> bool:
-    # Its own session: within a transaction pg_stat_activity keeps its first reading.
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "select count(*) from pg_stat_activity"
-            " where datname = current_database() and wait_event_type = 'Lock'"
-        ).fetchone()
-    return row == (n,)
-
-
 @pytest.mark.slow
 def test_five_migrate_processes_apply_a_missing_migration_once(
     empty_dsn: str, wait_for: Callable[..., object]
 ) -> None:
     last = _migrated_by_the_previous_release(empty_dsn)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "pgjobs.cli", "migrate", "--dsn", empty_dsn]
-    with psycopg.connect(empty_dsn) as holder:
-        # Holding the ledger's lock keeps all five at the missing step.
-        holder.execute("lock table pgjobs.schema_migrations in exclusive mode")
-        procs = [
-            subprocess.Popen(
-                cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            for _ in range(5)
-        ]
-        try:
-            wait_for(
-                lambda: _waiting_on_locks(empty_dsn, 5),
-                timeout=60,
-                message="all 5 migrate processes waiting on the ledger",
-            )
-        finally:
-            holder.rollback()
-        outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 5, outputs
-    reports = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
+    reports = _migrate_at_once(empty_dsn, 5, wait_for, hold=_HOLD_THE_LEDGER)
     assert reports == [f"applied: {last.version:04d}_{last.name}"] + ["up to date"] * 4
     assert _ledger(empty_dsn) == sorted(EXPECTED)
 
