@@ -44,6 +44,34 @@ begin
 end
 $$;
 
+-- "No organization set" is its own SQLSTATE, PJ004: a caller's setup bug
+-- (scope the transaction, see pgjobs.tenant), told apart from a refusal
+-- (42501) by programs in any language. Triggers of one event fire in name
+-- order, so this one runs before jobs_before_insert and an unscoped session
+-- gets PJ004 before anything else is looked at; its WHEN clause keeps scoped
+-- sessions (every tenant's enqueue) from entering PL/pgSQL at all. Workers and
+-- admins, who may enqueue system jobs and any organization's jobs without a
+-- scope, pass.
+create function pgjobs.jobs_authorize_insert() returns trigger
+language plpgsql as $$
+begin
+    if not pgjobs.sees_all() then
+        raise exception 'pgjobs: this session is scoped to no organization'
+            using errcode = 'PJ004',
+                  hint = 'set it in the same transaction: select set_config('
+                         '''pgjobs.organization'', <organization>, true), or pgjobs.tenant() '
+                         'in Python';
+    end if;
+    return new;
+end
+$$;
+
+create trigger jobs_authorize_insert
+    before insert on pgjobs.jobs
+    for each row
+    when (pgjobs.current_organization() is null)
+    execute function pgjobs.jobs_authorize_insert();
+
 -- Every new row of jobs comes through here, whoever inserts it
 -- (pgjobs.enqueue, enqueue_jobs or a plain INSERT), in named steps: the job
 -- type, the scope, the type's defaults, validation, dependencies, the id,
@@ -214,12 +242,15 @@ create trigger jobs_before_insert
     for each row execute function pgjobs.jobs_before_insert();
 
 -- Enqueue with the outcome spelled out: the new id, or the live duplicate's.
+-- priority is an int, range-checked inside: Postgres casts int to smallint
+-- only on assignment, never in a function call, so an int4 parameter from a
+-- driver, or `priority => 1` from psql, would find no smallint function.
 create function pgjobs.enqueue_job(
     job_type        text,
     payload         jsonb       default '{}',
     organization    text        default null,
     queue           text        default null,
-    priority        smallint    default null,
+    priority        int         default null,
     run_at          timestamptz default null,
     dedup_key       text        default null,
     depends_on      bigint[]    default null,
@@ -231,6 +262,11 @@ declare
     org text := coalesce(enqueue_job.organization, pgjobs.current_organization());
     key text := enqueue_job.dedup_key;
 begin
+    -- Checked before the smallint column's assignment cast could fail with a
+    -- bare "smallint out of range".
+    if enqueue_job.priority not between 0 and 3 then
+        perform pgjobs.invalid_job(format('priority must be 0-3, got %s', enqueue_job.priority));
+    end if;
     insert into pgjobs.jobs as j (job_type, payload, organization, queue, priority, run_at,
                                   dedup_key, depends_on, max_attempts, timeout_seconds)
     values (enqueue_job.job_type, coalesce(enqueue_job.payload, '{}'), org, enqueue_job.queue,
@@ -257,7 +293,7 @@ create function pgjobs.enqueue(
     payload         jsonb       default '{}',
     organization    text        default null,
     queue           text        default null,
-    priority        smallint    default null,
+    priority        int         default null,
     run_at          timestamptz default null,
     dedup_key       text        default null,
     depends_on      bigint[]    default null,
