@@ -70,8 +70,8 @@ returns pgjobs.failure_outcome language sql volatile as $$
                                               max_attempts) = 'retrying'
                     then now + pgjobs.retry_delay(attempt, retry_base_seconds, retry_cap_seconds)
                     else run_at end,
-               case when pgjobs.failure_state(cancel_requested, permanent, attempt,
-                                              max_attempts) <> 'retrying'
+               case when pgjobs.is_finished(pgjobs.failure_state(cancel_requested, permanent,
+                                                                 attempt, max_attempts))
                     then now end)::pgjobs.failure_outcome
 $$;
 
