@@ -2,8 +2,9 @@
 --
 -- * "Finished" (completed, dead or canceled) is pgjobs.is_finished(state),
 --   an IMMUTABLE SQL function the planner inlines: the state-change trigger,
---   the insert trigger, cancel, queue_depth and the runtime statements use it
---   instead of a list of states each. jobs_finished_idx keeps its predicate:
+--   the insert trigger, queue_depth and the runtime statements use it instead
+--   of a list of states each. (cancel keeps its list: 0012 restates it, and a
+--   database that has 0012 applies this file after it.) jobs_finished_idx keeps its predicate:
 --   the inlined call matches it, and rebuilding it would block writes.
 -- * How a failed attempt ends is pgjobs.failure_state(), applied to the job
 --   by pgjobs.failed_attempt(), for the worker's failures and the lease rescue.
@@ -418,39 +419,6 @@ begin
          where c.state = 'waiting' and c.depends_on && failed_ids;
     end if;
     return null;
-end
-$$;
-
--- Cancel: one conditional UPDATE. A running job is marked and its worker told;
--- anything else unfinished ends canceled at once.
-create or replace function pgjobs.cancel(id bigint) returns text
-language plpgsql as $$
-declare
-    new_state text;
-    old_state text;
-begin
-    update pgjobs.jobs j
-       set state = case when j.state = 'running' then 'running' else 'canceled' end,
-           cancel_requested_at = case when j.state = 'running' then now() end,
-           finished_at = case when j.state = 'running' then null else now() end,
-           canceled_by = pgjobs.current_actor()
-     where j.id = cancel.id
-       and not pgjobs.is_finished(j.state)
-       and j.cancel_requested_at is null
-    returning j.state into new_state;
-    if new_state = 'running' then
-        perform pg_notify('pgjobs_cancel', cancel.id::text);
-    elsif new_state is null then
-        select j.state into old_state from pgjobs.jobs j where j.id = cancel.id;
-        if old_state is null then
-            raise exception 'pgjobs: no job %', cancel.id using errcode = 'PJ002';
-        elsif old_state = 'running' then
-            return 'running';  -- already being canceled
-        end if;
-        raise exception 'pgjobs: job % is already %', cancel.id, old_state
-            using errcode = 'PJ003';
-    end if;
-    return new_state;
 end
 $$;
 

@@ -62,3 +62,23 @@ language sql stable as $$
        and (pg_has_role(current_user, 'pgjobs_worker', 'USAGE')
             or pg_has_role(current_user, 'pgjobs_admin', 'USAGE'))
 $$;
+
+-- Who asked: what the session put in pgjobs.actor (transaction-locally, as
+-- pgjobs.tenant does for the organization), else the login role. pgjobs
+-- authenticates no one: an application that sets pgjobs.actor vouches for it,
+-- as it vouches for the organization it scopes to. Jobs record it as
+-- created_by, history rows as actor, cancel as canceled_by.
+create function pgjobs.current_actor() returns text
+language sql stable as $$
+    select coalesce(nullif(current_setting('pgjobs.actor', true), ''), session_user::text)
+$$;
+
+-- Does the current session act as an admin for ownership checks? Members of
+-- pgjobs_admin, and superusers (whom row-level security never binds either).
+create function pgjobs.acts_as_admin() returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select pg_has_role(current_user, 'pgjobs_admin', 'USAGE')
+        or coalesce((select r.rolsuper from pg_roles r where r.rolname = current_user), false)
+$$;

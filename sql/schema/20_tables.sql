@@ -17,7 +17,11 @@ create table pgjobs.job_types (
     retry_cap_seconds    double precision not null default 3600 check (retry_cap_seconds >= 0),
     enabled              boolean not null default true,
     created_at           timestamptz not null default now(),
-    updated_at           timestamptz not null default now()
+    updated_at           timestamptz not null default now(),
+    -- Who may cancel a job of this type: any member of its organization, or
+    -- only the actor who created it (and pgjobs_admin).
+    cancel_policy        text not null default 'organization'
+        constraint job_types_cancel_policy_check check (cancel_policy in ('organization', 'creator'))
 );
 
 create table pgjobs.jobs (
@@ -54,6 +58,7 @@ create table pgjobs.jobs (
     last_error_class    text,
     last_traceback      text,
     last_duration_ms    double precision,
+    created_by          text default pgjobs.current_actor(),  -- NULL: made before it was recorded
     constraint jobs_state_check check (state in
         ('waiting', 'queued', 'running', 'retrying', 'completed', 'dead', 'canceled')),
     -- Every other rule on a row's values in one constraint: Postgres reads and
@@ -113,7 +118,10 @@ create table pgjobs.job_events (
     message       text,
     traceback     text,
     duration_ms   double precision,
-    at            timestamptz not null default now()
+    at            timestamptz not null default now(),
+    -- Who made the change: a column default, so every writer of history
+    -- records the actor of the transaction that moved the job.
+    actor         text default pgjobs.current_actor()
 );
 create index job_events_job_idx on pgjobs.job_events (job_id, id);
 -- Time windows (views, retention): rows arrive in time order, so a BRIN index

@@ -69,3 +69,12 @@ select w.name, w.host, w.pid, w.queues, w.started_at, w.heartbeat_at,
   left join pgjobs.jobs j on j.state = 'running' and j.worker = w.name
  where w.heartbeat_at > now() - interval '1 minute'
  group by w.name, w.host, w.pid, w.queues, w.started_at, w.heartbeat_at;
+
+-- Each schedule's next and last fire and how its last job fares
+-- (pgjobs.schedules is the table, so the view has its own name).
+create view pgjobs.schedule_status with (security_invoker = true) as
+select s.organization, s.name, s.job_type, s.cron, s.timezone, s.enabled, s.catch_up,
+       s.next_fire_at, s.last_fired_at, s.last_job_id, j.state as last_job_state,
+       j.finished_at as last_job_finished_at, s.last_error, s.created_at
+  from pgjobs.schedules s
+  left join pgjobs.jobs j on j.id = s.last_job_id;

@@ -16,7 +16,8 @@ do $$
 declare
     t text;
 begin
-    foreach t in array array['jobs', 'job_events', 'dedup_keys', 'rate_windows'] loop
+    foreach t in array array['jobs', 'job_events', 'dedup_keys', 'rate_windows', 'schedules',
+                             'schedule_fires'] loop
         execute format('alter table pgjobs.%I enable row level security', t);
         execute format('alter table pgjobs.%I force row level security', t);
         execute format($p$
@@ -110,3 +111,18 @@ grant execute on function pgjobs.claim(text, text[], int, double precision, time
                           pgjobs.take(text, bigint[], double precision, timestamptz),
                           pgjobs.rate_take(bigint[], timestamptz)
     to pgjobs_worker;
+
+-- Schedules: applications manage their own organization's (row-level security
+-- confines them); firing is the workers' (and operators') job.
+revoke all on pgjobs.schedules, pgjobs.schedule_fires, pgjobs.schedule_status from public;
+
+grant select, insert, update, delete on pgjobs.schedules to pgjobs_app;
+grant select, insert, update, delete on pgjobs.schedule_fires to pgjobs_app;
+grant select on pgjobs.schedule_status to pgjobs_app;
+
+grant select, insert, update, delete on pgjobs.schedules, pgjobs.schedule_fires
+    to pgjobs_worker, pgjobs_admin;
+grant select on pgjobs.schedule_status to pgjobs_worker, pgjobs_admin;
+
+revoke execute on function pgjobs.schedule_fire(jsonb, timestamptz) from public;
+grant execute on function pgjobs.schedule_fire(jsonb, timestamptz) to pgjobs_worker, pgjobs_admin;
