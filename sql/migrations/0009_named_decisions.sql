@@ -3,9 +3,10 @@
 -- * "Finished" (completed, dead or canceled) is pgjobs.is_finished(state),
 --   an IMMUTABLE SQL function the planner inlines: the state-change trigger,
 --   the insert trigger, queue_depth and the runtime statements use it instead
---   of a list of states each. (cancel keeps its list: 0012 restates it, and a
---   database that has 0012 applies this file after it.) jobs_finished_idx keeps its predicate:
---   the inlined call matches it, and rebuilding it would block writes.
+--   of a list of states each. cancel keeps its list: 0012 restates cancel,
+--   and a database that has 0012 applies this file after it. jobs_finished_idx
+--   keeps its predicate: the inlined call matches it, and rebuilding the index
+--   would block writes.
 -- * How a failed attempt ends is pgjobs.failure_state(), applied to the job
 --   by pgjobs.failed_attempt(), for the worker's failures and the lease rescue.
 -- * The insert trigger reads as named steps, and its side channel to
