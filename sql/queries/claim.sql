@@ -36,4 +36,4 @@ select extract(epoch from min(x.run_at) - now()) as seconds
 -- name: job_active_count
 -- Unfinished jobs in these queues (waiting jobs included).
 select count(*) from pgjobs.jobs
- where state in ('waiting', 'queued', 'running', 'retrying') and queue = any(%(queues)s);
+ where not pgjobs.is_finished(state) and queue = any(%(queues)s);

@@ -48,3 +48,4 @@ select job_type, state, count(*) as n from pgjobs.jobs group by 1, 2 order by 1,
 -- name: job_log_keys
 -- What the supervisor's events about one job carry besides its id.
 select job_type, organization, attempt from pgjobs.jobs where id = %(id)s;
+-- Statements behind subscribe, metrics and retention.

@@ -14,17 +14,14 @@ update pgjobs.jobs
 
 -- name: lease_rescue
 -- Jobs whose worker stopped renewing the lease: the attempt counts, retry
--- policy applies. One rescuer at a time, by a transaction advisory lock.
+-- policy applies (pgjobs.failed_attempt). One rescuer at a time, by a
+-- transaction advisory lock.
 update pgjobs.jobs j
-   set state = case when j.cancel_requested_at is not null then 'canceled'
-                    when j.attempt >= j.max_attempts then 'dead'
-                    else 'retrying' end,
-       run_at = case when j.cancel_requested_at is null and j.attempt < j.max_attempts
-                     then coalesce(%(now)s, now())
-                          + pgjobs.retry_delay(j.attempt, t.retry_base_seconds, t.retry_cap_seconds)
-                     else j.run_at end,
-       finished_at = case when j.cancel_requested_at is not null or j.attempt >= j.max_attempts
-                          then coalesce(%(now)s, now()) end,
+   set (state, run_at, finished_at) = row((pgjobs.failed_attempt(
+           cancel_requested => j.cancel_requested_at is not null, permanent => false,
+           attempt => j.attempt, max_attempts => j.max_attempts,
+           run_at => j.run_at, retry_base_seconds => t.retry_base_seconds,
+           retry_cap_seconds => t.retry_cap_seconds, now => coalesce(%(now)s, now()))).*),
        last_error = 'lease expired: worker ' || coalesce(j.worker, '?') || ' stopped renewing it',
        last_error_class = 'lease_expired', last_traceback = null, last_duration_ms = null,
        lease_expires_at = null

@@ -27,7 +27,7 @@ select pg_advisory_unlock(%(key)s);
 -- and their history.
 with doomed as (
     select id from pgjobs.jobs
-     where state in ('completed', 'dead', 'canceled')
+     where pgjobs.is_finished(state)  -- inlined: matches jobs_finished_idx
        and finished_at < now() - make_interval(secs => %(older_than_seconds)s)
      order by finished_at
      limit %(batch_size)s
