@@ -380,6 +380,8 @@ def dashboard(dsn: str | None, host: str, port: int, allow_actions: bool) -> Non
             dsn, click.echo, host=host, port=port, allow_actions=allow_actions
         )
     )
+
+
 # Periodic jobs (pgjobs/schedules/cli.py).
 schedule_commands.register(main, _run, _dsn_option)
 

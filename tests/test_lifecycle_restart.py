@@ -204,7 +204,7 @@ def test_a_postgres_restart_mid_run_loses_no_job_and_completes_none_twice(
         assert worker.proc.poll() is None
         assert len(worker.children()) == 2
         output = worker.output()
-    assert "worker_reconnect" in output and "supervisor_connection_lost" in output
+    assert "worker_database_fault" in output and "supervisor_connection_lost" in output
 
     assert_each_completed_once(dsn, ids)
     assert_outages_cost_few_attempts(dsn, outages=1, processes=2)

@@ -73,6 +73,7 @@ class Completer:
 
     def flush(self) -> None:
         if not self.done:
+            self.slots.written(self.index)
             return
         assert self.control is not None
         done, self.done = self.done, []
@@ -86,10 +87,11 @@ class Completer:
             writes.append(fail_many.bind(failed))
         try:
             run_writes(self.control, writes)
-        except psycopg.OperationalError:
+        except psycopg.Error:
             self.done = done + self.done  # written after the reconnect, lease permitting
             raise
         self.leases.release(job for job, _ in done)
+        self.slots.written(self.index)
 
     def give_back(self, jobs: Sequence[ClaimedJob]) -> None:
         """Returns claimed jobs to the queue without counting the attempt."""
@@ -102,13 +104,13 @@ class Completer:
         """Writes what the lost connection could not: the outcomes of finished
         jobs and the return of unstarted ones. Both are fenced by the lease, so
         a job rescued meanwhile is left alone."""
-        with contextlib.suppress(psycopg.OperationalError):
+        with contextlib.suppress(psycopg.Error):
             self.flush()
             if self.unstarted:
                 unstarted, self.unstarted = self.unstarted, []
                 try:
                     self.give_back(unstarted)
-                except psycopg.OperationalError:
+                except psycopg.Error:
                     self.unstarted = unstarted + self.unstarted
                     raise
 
@@ -127,9 +129,10 @@ class Completer:
             try:
                 run(self.job_conn, begin)
                 return self.job_conn
-            except psycopg.OperationalError:
-                # Lost while idle (a restart, a killed backend): nothing of this
-                # job has run on it yet, so a fresh connection loses nothing.
+            except psycopg.Error:
+                # Lost while idle (a restart, a killed backend, a session left
+                # read-only): nothing of this job has run on it yet, so a fresh
+                # connection loses nothing.
                 self.job_conn.close()
         self.job_conn = connect(self.cfg, "job", autocommit=False, bookkeeping=False)
         self.slots.put(self.index, slot_fields.PID_JOB, self.job_conn.info.backend_pid)

@@ -182,6 +182,11 @@ class Executor:
     def run_batch(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
         started = time.monotonic()
         completer = self.completer
+        try:
+            self._know_handlers(control, jobs)
+        except psycopg.Error:
+            completer.unstarted.extend(jobs)  # a fault before any started: none is spent
+            raise
         for position, job in enumerate(jobs):
             if self.stopping():
                 completer.give_back(jobs[position:])
@@ -193,7 +198,7 @@ class Executor:
                 raise psycopg.OperationalError("the connection is lost")
             try:
                 self._run_one(control, job)  # raises only once the outcome is kept
-            except psycopg.OperationalError:
+            except psycopg.Error:
                 completer.unstarted.extend(jobs[position + 1 :])
                 raise
         completer.flush()
@@ -210,7 +215,7 @@ class Executor:
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds)
         started = time.monotonic()
         try:
-            fn = handler_for(job.job_type, self._handler_path(control, job.job_type), self.types)
+            fn = handler_for(job.job_type, self.handlers.get(job.job_type), self.types)
             outcome = execute(fn, ctx)
         except Exception as exc:  # no handler: retry policy, another worker may have it
             outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
@@ -220,10 +225,11 @@ class Executor:
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
 
-    def _handler_path(self, control: psycopg.Connection[Any], job_type: str) -> str | None:
-        if job_type not in self.handlers:
+    def _know_handlers(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
+        """Reads the stored handler paths if a job type is new to this process:
+        before the batch starts, so that a fault here spends no attempt."""
+        if any(job.job_type not in self.handlers for job in jobs):
             self.handlers = handler_paths(control)
-        return self.handlers.get(job_type)
 
     def _log_outcome(self, job: ClaimedJob, outcome: Outcome) -> None:
         if isinstance(outcome, Completed) and not pgjobs_log.enabled(logging.DEBUG):
@@ -237,7 +243,7 @@ class Executor:
         if isinstance(outcome, Completed):
             self.log.debug("job_completed", duration_ms=round(outcome.duration_ms, 3), **keys)
         else:
-            self.log.info(
+            self.log.warning(
                 "job_failed",
                 error_class=outcome.error_class,
                 error=outcome.message,

@@ -5,8 +5,10 @@ killed, its host lost) is ended by the lease rescue, one rescuer at a time
 across every supervisor, with the retry policy applied. A worker process that
 died or was killed under this supervisor is settled at once: its server
 sessions are terminated (so a long query stops too), the attempt it was
-running ends with the reason, and the jobs it held but had not started go
-back to the queue without counting an attempt.
+running ends with the reason, jobs whose handler had returned but whose
+outcome was not written yet count as run (the slot's started list says which),
+and the jobs it held but had not started go back to the queue without counting
+an attempt.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pgjobs.statements.leases import (
 )
 from pgjobs.statements.outcomes import fail_many
 from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.session import worker_name
+from pgjobs.worker.session import direct, worker_name
 from pgjobs.worker.slots import Running, Slots
 
 _MIN_RESCUE_SECONDS = 0.2
@@ -69,12 +71,18 @@ class Rescuer:
         forced shutdown), and the jobs it held unstarted go back."""
         assert self.conn is not None
         pids = self.slots.backend_pids(index)
-        if pids:
+        if pids and direct(self.cfg):
             backend_terminate(self.conn, pids=pids)
-        settled = []
+        failures = [
+            (Lease(job_id, token), _OUTCOME_LOST)
+            for job_id, token in self.slots.started(index)
+            if running is None or job_id != running.job_id
+        ]
         if running is not None and reason is not None:
-            fail_many(self.conn, [(Lease(running.job_id, running.lease_token), reason)])
-            settled.append(running.job_id)
+            failures.append((Lease(running.job_id, running.lease_token), reason))
+        if failures:
+            fail_many(self.conn, failures)  # fenced: outcomes already written stay
+        settled = [lease.id for lease, _ in failures]
         if pid is not None:
             return_worker(self.conn, worker=worker_name(pid), except_ids=settled)
             worker_unregister(self.conn, worker=worker_name(pid))
@@ -92,3 +100,9 @@ class Rescuer:
 def ended(error_class: str, message: str) -> Failed:
     """The outcome of an attempt the supervisor ended (or saw end) from outside."""
     return Failed(error_class, message, None, False, None)
+
+
+# A job whose handler ran in a process that died before its outcome was written.
+_OUTCOME_LOST = ended(
+    "crash", "the worker process died after the job ran, before its outcome was written"
+)

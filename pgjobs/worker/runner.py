@@ -5,6 +5,12 @@ it: the claim here, :mod:`executor` runs its handler, :mod:`completer` writes
 its outcome. Beside the loop, :mod:`beacon` renews the leases of the jobs this
 process holds, :mod:`wakeups` sleeps until work comes, and :mod:`maintenance`
 vacuums the jobs table when it needs it.
+
+A database fault (see :mod:`pgjobs.faults`) drops the sessions, waits with a
+backoff that only work done resets, and connects again; the loop goes on as
+soon as the fault clears. A fault that waiting does not clear ends the process
+with :data:`EXIT_FATAL`, on which the supervisor stops the whole worker. The
+process stops, as on SIGTERM, once its supervisor is gone.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 import psycopg
 import structlog
 
+from pgjobs.faults import Fatal, Retry
 from pgjobs.registry import Registry, current
 from pgjobs.statements import ClaimedJob
 from pgjobs.statements.claim import claim, none_active
@@ -37,6 +45,9 @@ from pgjobs.worker.wakeups import Wakeups
 
 logger = structlog.get_logger("pgjobs.worker")
 
+EXIT_FATAL = 3  # a database error that waiting does not clear: stop the whole worker
+_PAUSE_STEP_SECONDS = 0.1
+
 
 class Runner:
     def __init__(
@@ -48,6 +59,8 @@ class Runner:
         self.name = worker_name()
         self.log = logger.bind(worker=self.name)
         self.stopping = False
+        self.parent = os.getppid()
+        self.retry = Retry()  # the fault under way, if any: its backoff outlives reconnects
         wake = threading.Event()
         self.leases = Leases()
         self.beacon = Beacon(cfg, self.name, self.leases, slots, index, wake)
@@ -59,7 +72,7 @@ class Runner:
             slots,
             index,
             self.name,
-            lambda: self.stopping,
+            self._stopping,
             self.log,
             cfg.batch_size,
         )
@@ -69,7 +82,12 @@ class Runner:
     def serve(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
-        self._connect()
+        try:
+            self._connect()
+        except psycopg.Error:
+            if not self._stopping():
+                raise
+            return  # stopped before the database came back: nothing was claimed
         self.beacon.start()
         try:
             self._loop()
@@ -82,29 +100,71 @@ class Runner:
         self.stopping = True
         self.wakeups.wake.set()
 
+    def _stopping(self) -> bool:
+        """SIGTERM came, or the supervisor is gone (the parent-death signal's
+        fallback: a process adopted by init has another parent)."""
+        if not self.stopping and os.getppid() != self.parent:
+            self.log.warning("supervisor_gone", supervisor_pid=self.parent)
+            self.stopping = True
+        return self.stopping
+
     def _loop(self) -> None:
-        while not self.stopping:
+        while not self._stopping():
             try:
-                self.wakeups.wake.clear()
-                jobs = self._claim()
-                if jobs:
-                    assert self.control is not None
-                    self.executor.run_batch(self.control, jobs)  # first: nothing waits on it
-                    self.wakeups.after_batch(busy=len(jobs) >= self.cfg.batch_size)
-                    self.vacuum.if_due(self.control)
-                    continue
-                if self.wakeups.listen(True):
-                    continue  # once more, for what came before the LISTEN
-                self.completer.flush()
-                if self.cfg.exit_when_idle and self._idle_everywhere():
+                if self._step():
                     return
-                self.wakeups.sleep_until_due(lambda: self.stopping)
-            except psycopg.OperationalError as exc:
-                self.log.warning("worker_connection_lost", error=str(exc))
-                self._reconnect()
+            except psycopg.Error as exc:
+                self._recover(exc)
+
+    def _step(self) -> bool:
+        """One claim and what follows it; True once idle with --exit-when-idle."""
+        assert self.control is not None
+        if self.beacon.failed is not None:
+            raise self.beacon.failed
+        self.wakeups.wake.clear()
+        jobs = self._claim()
+        if jobs:
+            self.executor.run_batch(self.control, jobs)  # first: nothing waits on it
+            self.wakeups.after_batch(busy=len(jobs) >= self.cfg.batch_size)
+            self.vacuum.if_due(self.control)
+            return False
+        if self.wakeups.listen(True):
+            return False  # once more, for what came before the LISTEN
+        self.completer.flush()
+        if self.cfg.exit_when_idle and self._idle_everywhere():
+            return True
+        self.wakeups.sleep_until_due(self._stopping)
+        return False
+
+    def _recover(self, exc: psycopg.Error) -> None:
+        """A fault: drop the sessions, wait out the backoff, connect again and
+        write what the lost session could not. Raises :class:`Fatal` for an
+        error that waiting does not clear; returns early on SIGTERM."""
+        fault, delay = self.retry.delay(exc)
+        self.log.warning(
+            "worker_database_fault", error=fault.message, sqlstate=fault.sqlstate, retry_in=delay
+        )
+        self._drop_sessions()
+        self._pause(delay)
+        if self._stopping():
+            return
+        try:
+            self._connect()
+        except psycopg.Error:
+            if self._stopping():
+                return  # SIGTERM while the database is away: leave, the leases remain
+            raise
+        self.completer.after_reconnect()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleeps, in steps that see SIGTERM and the supervisor's end."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, _PAUSE_STEP_SECONDS))
 
     def _claim(self) -> list[ClaimedJob]:
         assert self.control is not None
+        self.completer.flush()  # outcomes a fault held back go first
         jobs = claim(
             self.control,
             worker=self.name,
@@ -113,6 +173,7 @@ class Runner:
             lease_seconds=self.cfg.lease_seconds,
         )
         self.leases.hold(jobs)
+        self.retry.ok()
         return jobs
 
     def _idle_everywhere(self) -> bool:
@@ -127,8 +188,10 @@ class Runner:
             "worker",
             log=self.log,
             event="worker_reconnect",
-            stop=lambda: self.stopping,
+            stop=self._stopping,
             setup=self._register,
+            wait=self._pause,
+            retry=self.retry,
         )
         self.wakeups.attach(self.control)
         self.completer.control = self.control
@@ -143,14 +206,11 @@ class Runner:
             queues=self.cfg.queues,
         )
 
-    def _reconnect(self) -> None:
-        """After a lost connection (Postgres restarted, a backend killed): connect
-        again with backoff, then write what the lost connection could not."""
+    def _drop_sessions(self) -> None:
         if self.control is not None:
-            self.control.close()
+            with contextlib.suppress(psycopg.Error):
+                self.control.close()
         self.completer.close()
-        self._connect()
-        self.completer.after_reconnect()
 
     def _close(self) -> None:
         self.completer.close()
@@ -172,10 +232,13 @@ def child_main(
     nothing inherited from the supervisor (its connection above all) is finalized."""
     code = 0
     try:
-        become_child(log_json, log_level)
+        become_child(log_json, log_level, on_parent_death=signal.SIGTERM)
         for module in cfg.imports:
             importlib.import_module(module)
         Runner(cfg, index, Slots(cfg.processes, array), registry).serve()
+    except Fatal as exc:
+        logger.error("worker_stopped_on_fault", error=str(exc), sqlstate=exc.fault.sqlstate)
+        code = EXIT_FATAL
     except BaseException:
         logger.exception("worker_process_failed")
         code = 1

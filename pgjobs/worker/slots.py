@@ -4,6 +4,12 @@ Each worker process owns one slot of int64 fields. The worker writes what it is
 running; the supervisor reads it to enforce timeouts and cancels and writes the
 cancel request back. No locks: the worker clears JOB before changing the other
 fields and sets it last, and the supervisor re-reads JOB to confirm a snapshot.
+
+After the fields, each slot lists the jobs whose handler started since the
+worker last wrote every outcome it had (id and lease token). The supervisor
+reads that list only once the process is dead, to tell the jobs that ran (their
+attempt counts, even when the outcome was never written) from the ones it held
+unstarted (they go back uncounted).
 """
 
 from __future__ import annotations
@@ -14,6 +20,17 @@ from typing import Any, NamedTuple
 
 JOB, TOKEN, DEADLINE_MS, CANCEL_JOB, CANCEL_DEADLINE_MS, PID_CONTROL, PID_JOB, PID_BEACON = range(8)
 FIELDS = 8
+DEFAULT_STARTED = 100  # the default batch size
+
+
+def size(count: int, batch_size: int = DEFAULT_STARTED) -> int:
+    """The array a supervisor of ``count`` processes claiming ``batch_size``
+    at a time shares with them: the fields, then a started list per slot."""
+    return count * (FIELDS + _list_size(batch_size))
+
+
+def _list_size(capacity: int) -> int:
+    return 1 + 2 * (capacity + 1)  # a length, then (id, token) pairs
 
 
 def now_ms() -> int:
@@ -29,7 +46,12 @@ class Running(NamedTuple):
 class Slots:
     def __init__(self, count: int, array: Any = None) -> None:
         self.count = count
-        self.array = array if array is not None else RawArray("q", count * FIELDS)
+        self.array = array if array is not None else RawArray("q", size(count))
+        self.list_size = len(self.array) // count - FIELDS
+        self.capacity = (self.list_size - 1) // 2
+
+    def _list(self, index: int) -> int:
+        return self.count * FIELDS + index * self.list_size
 
     def _base(self, index: int) -> int:
         return index * FIELDS
@@ -41,6 +63,7 @@ class Slots:
         self.array[self._base(index) + field] = value
 
     def start(self, index: int, job_id: int, lease_token: int, timeout_seconds: int) -> None:
+        self._note_started(index, job_id, lease_token)
         base = self._base(index)
         self.array[base + JOB] = 0
         self.array[base + TOKEN] = lease_token
@@ -76,3 +99,29 @@ class Slots:
         base = self._base(index)
         for field in range(FIELDS):
             self.array[base + field] = 0
+        self.written(index)
+
+    # -- the started list ----------------------------------------------------
+
+    def _note_started(self, index: int, job_id: int, lease_token: int) -> None:
+        at = self._list(index)
+        n = self.array[at]
+        if n >= self.capacity:
+            # Only if outcomes could not be written for more than a batch: the
+            # oldest entries go (the rescue by lease still counts their attempt).
+            n = self.capacity - 1
+            self.array[at + 1 : at + 1 + 2 * n] = self.array[at + 3 : at + 3 + 2 * n]
+        self.array[at + 1 + 2 * n] = job_id
+        self.array[at + 2 + 2 * n] = lease_token
+        self.array[at] = n + 1
+
+    def written(self, index: int) -> None:
+        """Every outcome of the jobs started so far is in the database."""
+        self.array[self._list(index)] = 0
+
+    def started(self, index: int) -> list[tuple[int, int]]:
+        """(job id, lease token) of the jobs that started since the outcomes
+        were last all written; read once the process is gone."""
+        at = self._list(index)
+        n = self.array[at]
+        return [(self.array[at + 1 + 2 * i], self.array[at + 2 + 2 * i]) for i in range(n)]

@@ -5,10 +5,18 @@ ran past its timeout or cancel grace (:mod:`timeouts`), replaces processes that
 died, has the rescuer settle what they left and rescue expired leases
 (:mod:`rescuer`), and keeps the metrics exporter and the pruner going. On
 SIGTERM it drives a graceful shutdown; a second signal forces it.
+
+It never outlives its own failure: an unexpected error stops its processes and
+ends it with a non-zero status, for a process manager to start a whole worker
+again; a worker process stopped by a database error that waiting does not
+clear stops it the same way (:data:`EXIT_FATAL`). A database fault that clears
+never blocks the tick: while the database is away the loop keeps watching
+signals and processes, and tries a session again when its backoff says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import multiprocessing.context
@@ -20,23 +28,26 @@ import psycopg
 import structlog
 
 from pgjobs import log as pgjobs_log
+from pgjobs.faults import Fatal, Retry
 from pgjobs.registry import Registry, current
 from pgjobs.schedules.fire import Firer
+from pgjobs.statements import Failed
 from pgjobs.statements.sessions import cancel_listen
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.exporter import Exporter
 from pgjobs.worker.maintenance import Pruner
 from pgjobs.worker.rescuer import Rescuer, ended
-from pgjobs.worker.runner import child_main
-from pgjobs.worker.session import connect_until_up, worker_name
-from pgjobs.worker.slots import Slots
+from pgjobs.worker.runner import EXIT_FATAL, child_main
+from pgjobs.worker.session import connect, connect_until_up, worker_name
+from pgjobs.worker.slots import Running, Slots
 from pgjobs.worker.timeouts import Enforcer, Overdue
 
 logger = structlog.get_logger("pgjobs.supervisor")
 
 _TICK_SECONDS = 0.05
 _CRASH_BACKOFF_SECONDS = 1.0
+EXIT_FAILED = 1
 Process = multiprocessing.context.ForkProcess
 
 
@@ -56,11 +67,16 @@ class Supervisor:
         # The supervisor holds no threads, and a child never touches (or closes)
         # the connection it inherits: it leaves by os._exit.
         self.mp = multiprocessing.get_context("fork")
-        self.slots = Slots(cfg.processes, self.mp.RawArray("q", cfg.processes * slot_fields.FIELDS))
+        self.slots = Slots(
+            cfg.processes, self.mp.RawArray("q", slot_fields.size(cfg.processes, cfg.batch_size))
+        )
         self.children: list[Process | None] = [None] * cfg.processes
         self.started_at: list[float] = [0.0] * cfg.processes
         self.signals = 0
         self.stop_deadline: float | None = None
+        self.exit_code = 0  # what a graceful shutdown ends with
+        self.retry = Retry()  # the database fault under way, if any
+        self.reconnect_at = 0.0
         self.log = logger.bind(worker=worker_name())
         self.enforcer = Enforcer(cfg, self.slots, self.log)
         self.rescuer = Rescuer(cfg, self.slots, self.log)
@@ -73,10 +89,9 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for module in self.cfg.imports:
             importlib.import_module(module)  # before the fork: workers inherit handlers
-        self._connect()
-        assert self.rescuer.conn is not None
-        self.registry.sync(self.rescuer.conn)
         try:
+            if not self._start_session():
+                return 0  # stopped before the database came
             if self.cfg.metrics_port is not None:
                 self.exporter = Exporter(self.cfg, self.mp, self.log, self.log_json, self.log_level)
             for index in range(self.cfg.processes):
@@ -85,10 +100,48 @@ class Supervisor:
                 "worker_started", processes=self.cfg.processes, queues=list(self.cfg.queues)
             )
             return self._loop()
+        except Fatal as exc:
+            self.log.error("worker_stopped_on_fault", error=str(exc), sqlstate=exc.fault.sqlstate)
+            self._stop_children()
+            return EXIT_FATAL
+        except BaseException:
+            self.log.exception("worker_failed")
+            self._stop_children()
+            return EXIT_FAILED
         finally:
             self._stop_services()
             if self.rescuer.conn is not None:
-                self.rescuer.conn.close()
+                with contextlib.suppress(psycopg.Error):
+                    self.rescuer.conn.close()
+
+    def _start_session(self) -> bool:
+        """The supervisor's session and the job types written, with backoff
+        while the database is away or read-only; False if a signal came first."""
+
+        def setup(conn: psycopg.Connection[Any]) -> None:
+            cancel_listen(conn)
+            self.registry.sync(conn)
+
+        try:
+            self.rescuer.conn = connect_until_up(
+                self.cfg,
+                "supervisor",
+                log=self.log,
+                event="supervisor_reconnect",
+                stop=lambda: bool(self.signals),
+                setup=setup,
+                wait=self._pause,
+            )
+        except psycopg.Error:
+            if self.signals:
+                return False
+            raise
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.signals and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, _TICK_SECONDS))
 
     def _loop(self) -> int:
         while True:
@@ -99,7 +152,7 @@ class Supervisor:
             if self.signals == 1 and self.stop_deadline is None:
                 self._begin_shutdown()
             if self.stop_deadline is not None and self._shutdown_step():
-                return 0
+                return self.exit_code
             if self.cfg.exit_when_idle and self._all_exited() and not self.pruner.running:
                 return 0
             if self.stop_deadline is None:
@@ -109,6 +162,11 @@ class Supervisor:
             self._tick()
 
     def _tick(self) -> None:
+        """One round of the database work; a fault ends the round, drops the
+        session and sets when to try again (:class:`Fatal` propagates)."""
+        if self.rescuer.conn is None and not self._reconnect():
+            time.sleep(_TICK_SECONDS)
+            return
         assert self.rescuer.conn is not None
         try:
             self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
@@ -119,22 +177,37 @@ class Supervisor:
             if self.stop_deadline is None:
                 self.schedules.tick(self.rescuer.conn)
             self.rescuer.rescue_if_due()
-        except psycopg.OperationalError as exc:
-            self.log.warning("supervisor_connection_lost", error=str(exc))
+        except psycopg.Error as exc:
+            self._fault(exc, "supervisor_connection_lost")
+            with contextlib.suppress(psycopg.Error):
+                self.rescuer.conn.close()
+            self.rescuer.conn = None
             time.sleep(_TICK_SECONDS)
-            self._connect()
+        else:
+            self.retry.ok()
 
-    def _connect(self) -> None:
-        if self.rescuer.conn is not None:
-            self.rescuer.conn.close()
-        self.rescuer.conn = connect_until_up(
-            self.cfg,
-            "supervisor",
-            log=self.log,
-            event="supervisor_reconnect",
-            stop=lambda: bool(self.signals),
-            setup=cancel_listen,
-        )
+    def _fault(self, exc: psycopg.Error, event: str) -> None:
+        fault, delay = self.retry.delay(exc)
+        self.reconnect_at = time.monotonic() + delay
+        self.log.warning(event, error=fault.message, sqlstate=fault.sqlstate, retry_in=delay)
+
+    def _reconnect(self) -> bool:
+        """One attempt at a new session, when the backoff allows."""
+        if time.monotonic() < self.reconnect_at:
+            return False
+        try:
+            conn = connect(self.cfg, "supervisor")
+        except psycopg.Error as exc:
+            self._fault(exc, "supervisor_reconnect")
+            return False
+        try:
+            cancel_listen(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            self._fault(exc, "supervisor_reconnect")
+            return False
+        self.rescuer.conn = conn
+        return True
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
@@ -197,6 +270,12 @@ class Supervisor:
                 exitcode=code,
                 **(self.rescuer.job_keys(running.job_id) if running else {"job_id": None}),
             )
+            if code == EXIT_FATAL:
+                # Its database said no in a way waiting does not mend (its log
+                # says why): the other processes would meet the same answer.
+                self.exit_code = EXIT_FATAL
+                self.signals = max(self.signals, 1)
+                continue
             if self.stop_deadline is None:
                 if time.monotonic() - self.started_at[index] < _CRASH_BACKOFF_SECONDS:
                     time.sleep(_CRASH_BACKOFF_SECONDS)  # a crash loop must not spin
@@ -248,10 +327,44 @@ class Supervisor:
                     continue
                 proc.kill()
                 proc.join(5)
-                self.rescuer.settle(index, proc.pid, None, None)  # the attempt is not counted
                 self.children[index] = None
-                self.log.warning("job_returned_at_shutdown", pid=proc.pid)
+                if self._settle_quietly(index, proc.pid, None, None):  # not counted
+                    self.log.warning("job_returned_at_shutdown", pid=proc.pid)
         return self._all_exited()
+
+    def _stop_children(self) -> None:
+        """After the supervisor's own failure: every process stops as on
+        SIGTERM (its job in hand may finish within the grace), then by force;
+        their jobs are settled if the database answers, else by lease."""
+        self.signals = max(self.signals, 1)
+        if self.stop_deadline is None:
+            self._begin_shutdown()
+        while not self._all_exited() and time.monotonic() < (self.stop_deadline or 0):
+            time.sleep(_TICK_SECONDS)
+        for index, proc in enumerate(self.children):
+            if proc is None:
+                continue
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+            reason = ended("crash", "its supervisor failed")
+            self._settle_quietly(index, proc.pid, self.slots.running(index), reason)
+            self.children[index] = None
+
+    def _settle_quietly(
+        self, index: int, pid: int | None, running: Running | None, reason: Failed | None
+    ) -> bool:
+        """Settles a stopped process if the database answers; otherwise its
+        jobs wait for the lease rescue (which counts their attempt)."""
+        if self.rescuer.conn is not None and not self.rescuer.conn.closed:
+            try:
+                self.rescuer.settle(index, pid, running, reason)
+                return True
+            except psycopg.Error as exc:
+                self.log.warning("jobs_left_to_lease_rescue", pid=pid, error=str(exc).strip())
+                return False
+        self.log.warning("jobs_left_to_lease_rescue", pid=pid, error="no database session")
+        return False
 
 
 def run(
