@@ -13,7 +13,7 @@ expect to :func:`classify` and to a :class:`Retry`, and does what they say:
   one is what reaches a promoted primary, and a read-only setting applies to
   new sessions only.
 - **retry, briefly**: a pgjobs table, function or schema that does not exist
-  (42P01, 42883, 3F000). A migration running meanwhile explains it for a few
+  (42P01, 42703, 42883, 3F000). A migration running meanwhile explains it for a few
   seconds; past :data:`MISSING_OBJECTS_SECONDS` it is an unmigrated database.
 - **stop with a clear message**: everything else (permissions, a query pgjobs
   sent that the server refuses, data errors): retrying would fail the same way.
@@ -46,7 +46,7 @@ _TRANSIENT_STATES = frozenset(
         "25P03",  # idle_in_transaction_session_timeout
     }
 )
-_MISSING_STATES = frozenset({"42P01", "42883", "3F000"})
+_MISSING_STATES = frozenset({"42P01", "42703", "42883", "3F000"})
 
 
 FIRST_SECONDS = 0.1

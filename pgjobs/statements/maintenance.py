@@ -3,15 +3,27 @@ table, and retention's batches and lock."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pgjobs.statements.base import Params, flag, nothing, statement
 
 
-@statement("jobs_vacuum_lock", flag)
-def vacuum_lock(*, key: int, threshold: int, scale: float) -> Params:
-    """Whether this session took the vacuum lock because a vacuum is due."""
-    return {"key": key, "threshold": threshold, "scale": scale}
+class VacuumDue(NamedTuple):
+    locked: bool  # this session took the vacuum lock: vacuum, then unlock
+    horizon: str | None  # the xmin horizon now, for the next call's last_horizon
+
+
+def _due(found: list[Any]) -> VacuumDue:
+    return VacuumDue(bool(found[0][0]), found[0][1]) if found else VacuumDue(False, None)
+
+
+@statement("jobs_vacuum_lock", _due)
+def vacuum_lock(
+    *, key: int, threshold: int, scale: float, last_horizon: str | None = None
+) -> Params:
+    """Whether this session took the vacuum lock because a vacuum is due and
+    can remove more than the one at ``last_horizon`` did."""
+    return {"key": key, "threshold": threshold, "scale": scale, "last_horizon": last_horizon}
 
 
 @statement("jobs_vacuum", nothing, fetch=False)

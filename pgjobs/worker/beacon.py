@@ -27,12 +27,12 @@ import structlog
 from pgjobs.faults import Fatal, Retry
 from pgjobs.reconnect import with_backoff
 from pgjobs.statements import Failed, Lease, Leased
-from pgjobs.statements.leases import lease_renew
+from pgjobs.statements.leases import lease_renew, worker_session_add
 from pgjobs.statements.outcomes import fail_many, return_many
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.child import leave
 from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.session import connect
+from pgjobs.worker.session import connect, direct
 from pgjobs.worker.slots import Slots
 
 logger = structlog.get_logger("pgjobs.worker")
@@ -118,6 +118,8 @@ class Beacon(threading.Thread):
     def _serve(self, retry: Retry) -> None:
         with connect(self.cfg, "beacon") as conn:
             self.slots.put(self.index, slot_fields.PID_BEACON, conn.info.backend_pid)
+            if direct(self.cfg):
+                worker_session_add(conn, worker=self.worker)
             while not self.stopped.is_set():
                 self.renew(conn)
                 retry.ok()  # a later fault starts its backoff afresh

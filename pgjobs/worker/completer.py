@@ -19,12 +19,13 @@ from typing import Any
 import psycopg
 
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome, run, run_writes
+from pgjobs.statements.leases import worker_session_add
 from pgjobs.statements.outcomes import complete_many, fail_many, return_many
 from pgjobs.statements.sessions import job_transaction_begin
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.beacon import Leases
 from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.session import connect
+from pgjobs.worker.session import connect, direct, worker_name
 from pgjobs.worker.slots import Slots
 
 # A job's statements may outlive its timeout by this much: the supervisor's kill
@@ -136,6 +137,9 @@ class Completer:
                 self.job_conn.close()
         self.job_conn = connect(self.cfg, "job", autocommit=False, bookkeeping=False)
         self.slots.put(self.index, slot_fields.PID_JOB, self.job_conn.info.backend_pid)
+        if direct(self.cfg):
+            worker_session_add(self.job_conn, worker=worker_name())
+            self.job_conn.commit()
         run(self.job_conn, begin)
         return self.job_conn
 

@@ -5,7 +5,9 @@ Vacuum: claimed jobs leave dead entries at the head of the claim's index,
 which every claim steps over until VACUUM removes them, so a busy queue
 decays without it. Workers that may vacuum (the table's owner, a superuser)
 do so when enough dead tuples have piled up, checked about once a second, one
-worker at a time (an advisory lock).
+worker at a time (an advisory lock), and only once the xmin horizon has moved
+since their last vacuum: a long transaction elsewhere keeps every dead tuple
+since its start, and vacuuming again meanwhile would remove nothing.
 
 Prune: the supervisor forks a short-lived pruner process at start and then
 once per ``prune_every_seconds``: a long delete never delays the supervisor's
@@ -44,26 +46,36 @@ EXIT_FAILED = 1
 class Vacuum:
     """The worker's vacuum duty, checked after each batch it ran."""
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, threshold: int = _VACUUM_DEAD_TUPLES) -> None:
         self.log = log
+        self.threshold = threshold
         self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
+        self.horizon: str | None = None  # the xmin horizon when this worker last vacuumed
 
-    def if_due(self, conn: psycopg.Connection[Any]) -> None:
+    def if_due(self, conn: psycopg.Connection[Any]) -> bool:
+        """Vacuums if it is time to look and a vacuum can help; whether it did."""
         now = time.monotonic()
         if now < self.next_check:
-            return
+            return False
         self.next_check = now + _VACUUM_CHECK_SECONDS
         due = statements.vacuum_lock(
-            conn, key=_VACUUM_LOCK_KEY, threshold=_VACUUM_DEAD_TUPLES, scale=_VACUUM_DEAD_SHARE
+            conn,
+            key=_VACUUM_LOCK_KEY,
+            threshold=self.threshold,
+            scale=_VACUUM_DEAD_SHARE,
+            last_horizon=self.horizon,
         )
-        if not due:
-            return
+        if not due.locked:
+            return False
         try:
             started = time.monotonic()
             statements.vacuum(conn)
+            self.horizon = due.horizon
             self.log.info("jobs_vacuumed", seconds=round(time.monotonic() - started, 3))
+            return True
         except psycopg.errors.QueryCanceled as exc:  # statement_timeout: the next one goes on
             self.log.warning("jobs_vacuum_canceled", error=str(exc))
+            return False
         finally:
             statements.vacuum_unlock(conn, key=_VACUUM_LOCK_KEY)
 

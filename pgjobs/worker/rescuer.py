@@ -2,7 +2,8 @@
 
 Two cases. A job whose lease expired (its process stopped renewing it: frozen,
 killed, its host lost) is ended by the lease rescue, one rescuer at a time
-across every supervisor, with the retry policy applied. A worker process that
+across every supervisor, with the retry policy applied; the sessions that
+process recorded are terminated first, so its last query and locks go too. A worker process that
 died or was killed under this supervisor is settled at once: its server
 sessions are terminated (so a long query stops too), the attempt it was
 running ends with the reason, jobs whose handler had returned but whose
@@ -26,6 +27,7 @@ from pgjobs.statements.leases import (
     lease_rescue,
     return_worker,
     worker_forget_stale,
+    worker_sessions_end,
     worker_unregister,
 )
 from pgjobs.statements.outcomes import fail_many
@@ -50,8 +52,11 @@ class Rescuer:
             return
         assert self.conn is not None
         with self.conn.transaction():
+            ended_sessions = worker_sessions_end(self.conn) if direct(self.cfg) else 0
             rescued = lease_rescue(self.conn)
             worker_forget_stale(self.conn, stale_seconds=self.cfg.lease_seconds * 4)
+        if ended_sessions:
+            self.log.warning("dead_worker_sessions_ended", sessions=ended_sessions)
         for job in rescued:
             self.log.warning(
                 "job_rescued",

@@ -32,9 +32,41 @@ update pgjobs.jobs j
 returning j.id, j.state, j.job_type, j.organization, j.attempt;
 
 -- name: worker_register
-insert into pgjobs.worker_processes (name, host, pid, queues)
-values (%(worker)s, %(host)s, %(pid)s, %(queues)s)
-on conflict (name) do update set heartbeat_at = now();
+-- The process's row, with this session among its backend pids (see
+-- worker_session_add).
+insert into pgjobs.worker_processes as w (name, host, pid, queues, backend_pids)
+values (%(worker)s, %(host)s, %(pid)s, %(queues)s, array[pg_backend_pid()])
+on conflict (name) do update
+   set heartbeat_at = now(),
+       backend_pids = array(select distinct p from unnest(w.backend_pids || pg_backend_pid()) p
+                             where p in (select a.pid from pg_stat_activity a));
+
+-- name: worker_session_add
+-- Records this session as one of the worker process's (pids of sessions that
+-- ended are dropped), for worker_sessions_end to find.
+update pgjobs.worker_processes w
+   set backend_pids = array(select distinct p from unnest(w.backend_pids || pg_backend_pid()) p
+                             where p in (select a.pid from pg_stat_activity a))
+ where w.name = %(worker)s;
+
+-- name: worker_sessions_end
+-- Terminates the sessions of worker processes whose leases expired, before
+-- lease_rescue ends their attempts (same transaction and lock): a dead
+-- attempt's query, and the locks its transaction holds, must not hold up the
+-- retry. A recorded pid counts only while its application_name still names
+-- the worker's OS pid ('pgjobs <purpose> <pid>'), and only sessions this role
+-- may signal are asked.
+select count(pg_terminate_backend(a.pid))
+  from pgjobs.worker_processes w
+  join pg_stat_activity a
+    on a.pid = any(w.backend_pids)
+   and a.application_name like ('pgjobs % ' || w.pid::text)
+ where w.name in (select j.worker from pgjobs.jobs j
+                   where j.state = 'running' and j.lease_expires_at < coalesce(%(now)s, now()))
+   and a.pid <> pg_backend_pid()
+   and (a.usesysid = (select r.oid from pg_roles r where r.rolname = current_user)
+        or (select r.rolsuper from pg_roles r where r.rolname = current_user))
+   and pg_try_advisory_xact_lock(hashtext('pgjobs.lease_rescue'));
 
 -- name: worker_unregister
 delete from pgjobs.worker_processes where name = %(worker)s;

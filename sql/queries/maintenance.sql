@@ -4,17 +4,38 @@
 
 -- name: jobs_vacuum_lock
 -- Takes the vacuum lock when the jobs table has dead tuples to clear, this
--- role may vacuum it, and nobody is vacuuming it already (autovacuum included).
+-- role may vacuum it, nobody is vacuuming it already (autovacuum included),
+-- and a vacuum can remove more than the last one did: the oldest snapshot or
+-- transaction id any session holds (the xmin horizon, which no vacuum removes
+-- a row version past) has moved since %(last_horizon)s, the horizon taken
+-- when this worker last vacuumed (NULL: never). While a long transaction
+-- holds the horizon still, the dead tuples stay however often one vacuums.
 -- A vacuum reads every index whole, so a bigger table waits for more dead
 -- tuples (a share of its live ones): its cost per job stays flat as it grows.
-select pg_try_advisory_lock(%(key)s)
+-- Answers whether it took the lock, and the horizon now (NULL: none held).
+with horizon as (
+    select x
+      from (select a.backend_xmin as x from pg_stat_activity a where a.pid <> pg_backend_pid()
+            union all
+            select a.backend_xid from pg_stat_activity a where a.pid <> pg_backend_pid()
+            union all
+            select p.transaction from pg_prepared_xacts p
+            union all
+            select r.xmin from pg_replication_slots r) held
+     where x is not null
+     order by age(x) desc
+     limit 1
+)
+select pg_try_advisory_lock(%(key)s), (select h.x::text from horizon h)
   from pg_stat_user_tables s
   join pg_class c on c.oid = s.relid
  where s.relid = 'pgjobs.jobs'::regclass
    and s.n_dead_tup >= greatest(%(threshold)s, %(scale)s * s.n_live_tup)
    and (pg_has_role(c.relowner, 'USAGE')
         or (select r.rolsuper from pg_roles r where r.rolname = current_user))
-   and not exists (select from pg_stat_progress_vacuum v where v.relid = s.relid);
+   and not exists (select from pg_stat_progress_vacuum v where v.relid = s.relid)
+   and (%(last_horizon)s::text is null
+        or coalesce(age(%(last_horizon)s::text::xid) > (select age(h.x) from horizon h), true));
 
 -- name: jobs_vacuum
 vacuum pgjobs.jobs;

@@ -157,5 +157,8 @@ create table pgjobs.worker_processes (
     pid          int not null,
     queues       text[] not null,
     started_at   timestamptz not null default now(),
-    heartbeat_at timestamptz not null default now()
+    heartbeat_at timestamptz not null default now(),
+    -- Its server sessions (each adds its pg_backend_pid() as it connects): the
+    -- rescuer terminates them once the process's lease expires.
+    backend_pids int[] not null default '{}'
 );
