@@ -78,10 +78,13 @@ class Rescuer:
         pids = self.slots.backend_pids(index)
         if pids and direct(self.cfg):
             backend_terminate(self.conn, pids=pids)
+        # The job it was running ends with ``reason`` (or goes back, at a
+        # forced shutdown); the others it started had returned.
+        current = running or self.slots.running(index)
         failures = [
             (Lease(job_id, token), _OUTCOME_LOST)
             for job_id, token in self.slots.started(index)
-            if running is None or job_id != running.job_id
+            if current is None or job_id != current.job_id
         ]
         if running is not None and reason is not None:
             failures.append((Lease(running.job_id, running.lease_token), reason))

@@ -60,7 +60,7 @@ select count(pg_terminate_backend(a.pid))
   from pgjobs.worker_processes w
   join pg_stat_activity a
     on a.pid = any(w.backend_pids)
-   and a.application_name like ('pgjobs % ' || w.pid::text)
+   and a.application_name like ('pgjobs %% ' || w.pid::text)
  where w.name in (select j.worker from pgjobs.jobs j
                    where j.state = 'running' and j.lease_expires_at < coalesce(%(now)s, now()))
    and a.pid <> pg_backend_pid()

@@ -7,7 +7,8 @@
 -- role may vacuum it, nobody is vacuuming it already (autovacuum included),
 -- and a vacuum can remove more than the last one did: the oldest snapshot or
 -- transaction id any session holds (the xmin horizon, which no vacuum removes
--- a row version past) has moved since %(last_horizon)s, the horizon taken
+-- a row version past; sessions of other databases do not hold this table's)
+-- has moved since %(last_horizon)s, the horizon taken
 -- when this worker last vacuumed (NULL: never). While a long transaction
 -- holds the horizon still, the dead tuples stay however often one vacuums.
 -- A vacuum reads every index whole, so a bigger table waits for more dead
@@ -15,9 +16,11 @@
 -- Answers whether it took the lock, and the horizon now (NULL: none held).
 with horizon as (
     select x
-      from (select a.backend_xmin as x from pg_stat_activity a where a.pid <> pg_backend_pid()
+      from (select a.backend_xmin as x from pg_stat_activity a
+             where a.pid <> pg_backend_pid() and a.datname = current_database()
             union all
-            select a.backend_xid from pg_stat_activity a where a.pid <> pg_backend_pid()
+            select a.backend_xid from pg_stat_activity a
+             where a.pid <> pg_backend_pid() and a.datname = current_database()
             union all
             select p.transaction from pg_prepared_xacts p
             union all
