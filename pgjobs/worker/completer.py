@@ -97,7 +97,11 @@ class Completer:
     def give_back(self, jobs: Sequence[ClaimedJob]) -> None:
         """Returns claimed jobs to the queue without counting the attempt."""
         assert self.control is not None
-        return_many(self.control, jobs)
+        try:
+            return_many(self.control, jobs)
+        except psycopg.Error:
+            self.unstarted.extend(jobs)  # given back after the reconnect, if there is one
+            raise
         self.leases.release(jobs)
         self.log.info("jobs_returned", count=len(jobs))
 

@@ -39,7 +39,7 @@ from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
 from pgjobs.worker.maintenance import Vacuum
-from pgjobs.worker.session import connect_until_up, worker_name
+from pgjobs.worker.session import connect, connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.wakeups import Wakeups
 
@@ -47,6 +47,7 @@ logger = structlog.get_logger("pgjobs.worker")
 
 EXIT_FATAL = 3  # a database error that waiting does not clear: stop the whole worker
 _PAUSE_STEP_SECONDS = 0.1
+_LAST_CHANCE_SECONDS = 2.0
 
 
 class Runner:
@@ -213,11 +214,23 @@ class Runner:
         self.completer.close()
 
     def _close(self) -> None:
+        if self.completer.done or self.completer.unstarted:
+            self._last_chance()
         self.completer.close()
         if self.control is not None and not self.control.closed:
             with contextlib.suppress(psycopg.Error):
                 worker_unregister(self.control, worker=self.name)
                 self.control.close()
+
+
+    def _last_chance(self) -> None:
+        """Stopping with outcomes or returns a fault held back: one short try
+        on a fresh session, so that the lease rescue need not count them."""
+        with contextlib.suppress(psycopg.Error):
+            if self.control is None or self.control.closed:
+                self.control = connect(self.cfg, "worker", timeout_seconds=_LAST_CHANCE_SECONDS)
+                self.completer.control = self.control
+            self.completer.after_reconnect()
 
 
 def child_main(
