@@ -5,6 +5,7 @@ twice (lc.once commits its evidence with its completion)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -29,11 +30,15 @@ _KILL_SESSIONS = """
 
 
 def _faults(worker: workers.Worker, sqlstate: str) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in worker.events()
-        if e.get("sqlstate") == sqlstate and e.get("event", "").endswith(("fault", "lost"))
-    ]
+    """The fault events of ``sqlstate`` in the worker's log (psycopg may add a
+    plain line of its own when a connection breaks mid-pipeline)."""
+    found = []
+    for line in worker.output().splitlines():
+        if line.startswith("{") and f'"sqlstate": "{sqlstate}"' in line:
+            event = json.loads(line)
+            if event.get("event", "").endswith(("fault", "lost")):
+                found.append(event)
+    return found
 
 
 def _execute(dsn: str, statement: str) -> None:

@@ -130,14 +130,16 @@ def test_a_process_killed_after_jobs_returned_counts_their_attempts(
     _prepare(dsn)
     quick = {"job_type": "lc.quick_once", "organization": "acme"}
     kill = {"job_type": "lc.kill_own_process", "organization": "acme"}
-    # A new process claims 1, then up to 4 jobs: each killer comes after a
-    # few quick jobs of its claim (a loaded machine may shrink a claim, so
-    # there are several), and before quick jobs claimed with it.
+    # A new process claims 1 job, then a few more at a time (how many depends
+    # on how long the first took). A killer that is not first in its claim
+    # follows a quick job whose outcome waits in the buffer: runs of 1 to 5
+    # quick jobs before each killer make that so for any claim size but 1.
+    specs: list[dict[str, Any]] = []
+    for run in range(1, 6):
+        specs += [quick] * run + [kill]
     with psycopg.connect(dsn) as conn:
-        ids = [
-            r.id for r in pgjobs.enqueue_many(conn, [quick, quick, quick, kill] * 4 + [quick] * 4)
-        ]
-    killers = set(ids[3:16:4])
+        ids = [r.id for r in pgjobs.enqueue_many(conn, [*specs, *[quick] * 4])]
+    killers = {job_id for job_id, spec in zip(ids, specs, strict=False) if spec is kill}
     with workers.workers(dsn) as pool:
         _start(pool, processes=1, lease=30)
         wait_for(

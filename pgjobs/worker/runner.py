@@ -222,7 +222,6 @@ class Runner:
                 worker_unregister(self.control, worker=self.name)
                 self.control.close()
 
-
     def _last_chance(self) -> None:
         """Stopping with outcomes or returns a fault held back: one short try
         on a fresh session, so that the lease rescue need not count them."""

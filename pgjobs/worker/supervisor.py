@@ -105,6 +105,8 @@ class Supervisor:
             self._stop_children()
             return EXIT_FATAL
         except BaseException:
+            if all(proc is None for proc in self.children):
+                raise  # a setup error (a metrics port in use...): nothing runs yet
             self.log.exception("worker_failed")
             self._stop_children()
             return EXIT_FAILED
