@@ -49,7 +49,8 @@ def to_url(dsn: str) -> str:
     if user:
         auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
         netloc = f"{auth}@{netloc}"
-    query = f"?{urlencode(params)}" if params else ""
+    # libpq decodes %XX but not "+", so spaces must be %20.
+    query = f"?{urlencode(params, quote_via=quote)}" if params else ""
     return f"postgresql://{netloc}/{quote(dbname, safe='')}{query}"
 
 
