@@ -25,6 +25,7 @@ def _fetch(
     conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
 ) -> list[dict[str, Any]]:
     with _conn.raw(conn).cursor(row_factory=dict_row) as cur, translated():
+        _conn.own_types(cur)
         return cur.execute(sql.query(name), params).fetchall()
 
 
