@@ -5,8 +5,10 @@ directory they ran in, and nothing showed, stopped or connected to them."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,11 +21,19 @@ VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    """A PGJOBS_HOME of the test's own; its server is stopped whatever happens."""
-    path = tmp_path / "home"
-    yield path
-    db.stop_embedded(path / "pgdata")
+def home() -> Iterator[Path]:
+    """A PGJOBS_HOME of the test's own; its server is stopped whatever happens.
+
+    Not under pytest's tmp_path: run as root, the server runs as another account
+    that must traverse every parent directory, and each pytest run (another
+    checkout's, say) makes /tmp/pytest-of-root private again.
+    """
+    path = Path(tempfile.mkdtemp(prefix="pgjobs-server-test-")) / "home"
+    try:
+        yield path
+    finally:
+        db.stop_embedded(path / "pgdata")
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def pgjobs(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
