@@ -93,6 +93,14 @@ def test_one_embedded_server_shown_reached_and_stopped_by_the_server_commands(
     other = pgjobs(home, second, "server", "url", "--database", "template1").stdout.strip()
     assert psql(other, "select current_database()") == "template1"
 
+    # The demo names the database it used, and where, and how to look inside.
+    demo = pgjobs(home, first, "demo", "--jobs", "20", "--processes", "1")
+    assert demo.returncode == 0, demo.stderr
+    assert f"database pgjobs_demo: on the embedded server ({home / 'pgdata'})" in demo.stdout
+    assert 'psql "$(pgjobs server url --database pgjobs_demo)"' in demo.stdout
+    demo_url = pgjobs(home, second, "server", "url", "--database", "pgjobs_demo").stdout.strip()
+    assert psql(demo_url, "select count(*) from pgjobs.jobs") == "20"
+
     stopped = pgjobs(home, first, "server", "stop")
     assert stopped.returncode == 0, stopped
     assert "stopped" in stopped.stdout
