@@ -100,6 +100,7 @@ def migrate(dsn: str | None) -> None:
     "--max-attempts", type=int, default=None, help="Attempts before dead (default: the type's)."
 )
 @click.option("--timeout", type=int, default=None, help="Seconds per attempt; 0 = none.")
+@click.option("--actor", default=None, help="Who creates the job (recorded as created_by).")
 def enqueue(
     dsn: str | None,
     job_type: str,
@@ -112,6 +113,7 @@ def enqueue(
     depends_on: tuple[int, ...],
     max_attempts: int | None,
     timeout: int | None,
+    actor: str | None,
 ) -> None:
     """Add a job; print its id as JSON.
 
@@ -132,6 +134,7 @@ def enqueue(
             depends_on=depends_on,
             max_attempts=max_attempts,
             timeout=timeout,
+            actor=actor,
         )
     )
 
@@ -206,9 +209,17 @@ def history(dsn: str | None, job_id: int, organization: str | None, as_json: boo
 @_dsn_option
 @click.argument("job_id", type=int)
 @click.option("--org", "organization", default=None, help="Act as this organization.")
-def cancel(dsn: str | None, job_id: int, organization: str | None) -> None:
-    """Cancel a job (exit 1 if it already finished)."""
-    _run(lambda: commands.cancel(dsn, job_id, click.echo, organization=organization))
+@click.option(
+    "--actor", default=None, help="Who cancels (a 'creator' cancel policy checks it)."
+)
+def cancel(dsn: str | None, job_id: int, organization: str | None, actor: str | None) -> None:
+    """Cancel a job (exit 1 if it already finished).
+
+    Also exit 1 when the job is not yours to cancel (a 'creator' cancel policy).
+    """
+    _run(
+        lambda: commands.cancel(dsn, job_id, click.echo, organization=organization, actor=actor)
+    )
 
 
 @main.command()
@@ -350,6 +361,35 @@ def watch(dsn: str | None, job_id: int, organization: str | None) -> None:
 def prune(dsn: str | None, older_than: str, batch_size: int) -> None:
     """Delete finished jobs and their history, in short batches."""
     _run(lambda: commands.prune(dsn, click.echo, older_than=older_than, batch_size=batch_size))
+
+
+@main.command()
+@_dsn_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8465,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
+@click.option(
+    "--allow-actions", is_flag=True, help="Allow enqueue, cancel and retry (default: read-only)."
+)
+def dashboard(dsn: str | None, host: str, port: int, allow_actions: bool) -> None:
+    """Serve the web dashboard and JSON API for operators.
+
+    It shows every organization with pgjobs_admin's rights; to show each user
+    only their organization, mount pgjobs.web.create_app(dsn,
+    organization_for=...) in your own application instead.
+
+    Example: pgjobs dashboard --port 8465 --allow-actions
+    """
+    _run(
+        lambda: commands.dashboard(
+            dsn, click.echo, host=host, port=port, allow_actions=allow_actions
+        )
+    )
 
 
 cli_worker.attach(main, _run, _dsn_option)

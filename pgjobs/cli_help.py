@@ -41,6 +41,10 @@ EXAMPLES: dict[str, list[str]] = {
     "listen": ["pgjobs listen --org acme", "pgjobs listen --job 42 --timeout 60"],
     "watch": ["pgjobs watch 42"],
     "prune": ["pgjobs prune --older-than 30d"],
+    "dashboard": [
+        "pgjobs dashboard",
+        "pgjobs dashboard --port 8465 --allow-actions",
+    ],
     "server": [
         "pgjobs server status",
         'psql "$(pgjobs server url)"',

@@ -26,6 +26,10 @@ from pgjobs.payload import check_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Who may cancel a job: any member of its organization, or only its creator
+# (and pgjobs_admin). Enforced by pgjobs.cancel in the database.
+CANCEL_POLICIES = ("organization", "creator")
+
 
 @dataclasses.dataclass(frozen=True)
 class JobType:
@@ -44,6 +48,7 @@ class JobType:
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 3600.0
     enabled: bool = True
+    cancel_policy: str = "organization"  # or "creator": only who created a job cancels it
 
     def validate(self) -> None:
         check_text("job type", self.name, max_length=200)
@@ -64,6 +69,8 @@ class JobType:
             raise InvalidJob("rate_period must be > 0 seconds")
         if self.retry_base_seconds < 0 or self.retry_cap_seconds < 0:
             raise InvalidJob("retry_base and retry_cap must be >= 0")
+        if self.cancel_policy not in CANCEL_POLICIES:
+            raise InvalidJob(f"cancel_policy must be one of {', '.join(CANCEL_POLICIES)}")
 
 
 def handler_path(fn: Callable[..., Any]) -> str:
@@ -127,6 +134,7 @@ class Registry:
         retry_base: float = 1.0,
         retry_cap: float = 3600.0,
         enabled: bool = True,
+        cancel_policy: str = "organization",
     ) -> Callable[[F], F]:
         """Registers ``fn`` as the handler of job type ``name``.
 
@@ -149,6 +157,7 @@ class Registry:
                 retry_base_seconds=float(retry_base),
                 retry_cap_seconds=float(retry_cap),
                 enabled=enabled,
+                cancel_policy=cancel_policy,
             )
             if "<" in fn.__qualname__:
                 raise InvalidJob(f"handler {spec.handler!r} must be a module-level function")
