@@ -213,10 +213,7 @@ def history(dsn: str | None, job_id: int, organization: str | None, as_json: boo
     "--actor", default=None, help="Who cancels (a 'creator' cancel policy checks it)."
 )
 def cancel(dsn: str | None, job_id: int, organization: str | None, actor: str | None) -> None:
-    """Cancel a job (exit 1 if it already finished).
-
-    Also exit 1 when the job is not yours to cancel (a 'creator' cancel policy).
-    """
+    """Cancel a job (exit 1 if finished or not yours to cancel)."""
     _run(
         lambda: commands.cancel(dsn, job_id, click.echo, organization=organization, actor=actor)
     )
