@@ -24,6 +24,7 @@ from pgjobs.errors import (
     InvalidTransition,
     JobNotFound,
 )
+from pgjobs.schedules import cli as schedule_commands
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -387,6 +388,8 @@ def dashboard(dsn: str | None, host: str, port: int, allow_actions: bool) -> Non
             dsn, click.echo, host=host, port=port, allow_actions=allow_actions
         )
     )
+# Periodic jobs (pgjobs/schedules/cli.py).
+schedule_commands.register(main, _run, _dsn_option)
 
 
 cli_worker.attach(main, _run, _dsn_option)

@@ -49,6 +49,9 @@ class JobType:
     retry_cap_seconds: float = 3600.0
     enabled: bool = True
     cancel_policy: str = "organization"  # or "creator": only who created a job cancels it
+    # A system schedule declared with the handler (pgjobs/schedules/declare.py).
+    schedule: str | None = None
+    schedule_timezone: str = "UTC"
 
     def validate(self) -> None:
         check_text("job type", self.name, max_length=200)
@@ -71,6 +74,10 @@ class JobType:
             raise InvalidJob("retry_base and retry_cap must be >= 0")
         if self.cancel_policy not in CANCEL_POLICIES:
             raise InvalidJob(f"cancel_policy must be one of {', '.join(CANCEL_POLICIES)}")
+        if self.schedule is not None:
+            from pgjobs.schedules.cron import check
+
+            check(self.schedule, self.schedule_timezone)
 
 
 def handler_path(fn: Callable[..., Any]) -> str:
@@ -101,6 +108,10 @@ def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
     resolve_handler(spec.handler)
     with translated():
         _conn.raw(conn).execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
+    if spec.schedule is not None:
+        from pgjobs.schedules.declare import declare
+
+        declare(_conn.raw(conn), spec.name, spec.schedule, spec.schedule_timezone)
 
 
 def _database_key(conn: psycopg.Connection[Any]) -> str:
@@ -135,11 +146,15 @@ class Registry:
         retry_cap: float = 3600.0,
         enabled: bool = True,
         cancel_policy: str = "organization",
+        schedule: str | None = None,
+        timezone: str = "UTC",
     ) -> Callable[[F], F]:
         """Registers ``fn`` as the handler of job type ``name``.
 
         The type reaches the database on the first enqueue of it from this process
         (while this registry is current), on worker start, or through :meth:`sync`.
+        ``schedule`` (a cron expression, read in ``timezone``) declares a system
+        schedule of the same name, written whenever the type is.
         """
 
         def register(fn: F) -> F:
@@ -158,6 +173,8 @@ class Registry:
                 retry_cap_seconds=float(retry_cap),
                 enabled=enabled,
                 cancel_policy=cancel_policy,
+                schedule=schedule,
+                schedule_timezone=timezone,
             )
             if "<" in fn.__qualname__:
                 raise InvalidJob(f"handler {spec.handler!r} must be a module-level function")
