@@ -286,8 +286,7 @@ def demo(count: int, processes: int, dsn: str | None) -> None:
 def metrics(dsn: str | None, fmt: str, organization: str | None) -> None:
     """Show queue depth, timings, failures and workers.
 
-    Also the Postgres health a queue operator watches: dead tuples of the jobs
-    table, the oldest open transaction, NOTIFY queue usage.
+    And Postgres health: jobs' dead tuples, oldest transaction, NOTIFY queue use.
     """
     _run(lambda: commands.metrics(dsn, click.echo, fmt=fmt, organization=organization))
 
