@@ -55,8 +55,7 @@ def _run(fn: Callable[[], int | None]) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except psycopg.Error as exc:
-        # A DSN that does not parse or connect, a database never migrated: an
-        # input error, said in one line with what to do, rather than a traceback.
+        # A bad DSN, a database never migrated: one line saying what to do.
         message = diagnose.explain(exc)
         if message is None:
             raise
