@@ -18,11 +18,11 @@ import psycopg
 import pytest
 
 import pgjobs
-import tests.web_handlers  # noqa: F401 - registers the web.* job types
+import tests.support.web_handlers  # noqa: F401 - registers the web.* job types
 from pgjobs.web import create_app
-from tests import factories
-from tests.web_handlers import GATE_TABLE
-from tests.web_support import ROOT, serve, worker
+from tests.support import factories
+from tests.support.web import ROOT, serve, worker
+from tests.support.web_handlers import GATE_TABLE
 
 pytestmark = pytest.mark.slow
 
@@ -63,9 +63,14 @@ def browser() -> Iterator[Any]:
 
 
 def until(driver: Any, condition: Callable[[Any], Any], timeout: float = 30) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+    # htmx swaps elements (outerHTML) while the page follows a job: one found
+    # just before a swap is stale when read, and the next poll finds the new one.
+    ignored = (StaleElementReferenceException,)
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored)
+    return wait.until(condition)
 
 
 def text(driver: Any, css: str) -> str:
@@ -95,7 +100,7 @@ def test_a_job_page_follows_progress_to_completed_without_reload(browser: Any, d
         conn.execute(GATE_TABLE)
         conn.execute(
             "insert into pgjobs.job_types (name, handler) values"
-            " ('report.monthly', 'tests.handlers:noop')"
+            " ('report.monthly', 'tests.support.handlers:noop')"
         )
         for org in ("org-A", "org-B"):
             for _ in range(3):
@@ -149,7 +154,7 @@ def test_a_viewer_of_one_organization_never_sees_another(browser: Any, dsn: str)
     with psycopg.connect(dsn) as conn:
         conn.execute(
             "insert into pgjobs.job_types (name, handler) values"
-            " ('b.private', 'tests.handlers:noop')"
+            " ('b.private', 'tests.support.handlers:noop')"
         )
         mine = factories.make_job(conn, "queued", organization="org-A")
         theirs = factories.make_job(conn, "dead", job_type="b.private", organization="org-B")
