@@ -117,12 +117,16 @@ def migrate(dsn: str | None) -> None:
 @click.option(
     "--poll",
     "poll_seconds",
-    default=5.0,
-    show_default=True,
+    default=None,
     type=float,
-    help="Seconds between polls when no NOTIFY arrives (the safety net).",
+    help="Seconds between polls when no NOTIFY arrives (default 5; 1 behind a pooler).",
 )
-@click.option("--no-listen", is_flag=True, help="Poll only (e.g. behind PgBouncer).")
+@click.option("--no-listen", is_flag=True, help="Poll only, no LISTEN for wake-ups.")
+@click.option(
+    "--pooler/--direct",
+    default=None,
+    help="Through PgBouncer in transaction mode, or not (default: $PGJOBS_POOLER, else detected).",
+)
 @click.option("--exit-when-idle", is_flag=True, help="Stop once no job is left to run.")
 @click.option(
     "--metrics-port",
@@ -153,8 +157,9 @@ def worker(
     lease_seconds: float,
     grace_seconds: float,
     cancel_grace_seconds: float,
-    poll_seconds: float,
+    poll_seconds: float | None,
     no_listen: bool,
+    pooler: bool | None,
     exit_when_idle: bool,
     metrics_port: int | None,
     metrics_host: str,
@@ -174,6 +179,7 @@ def worker(
             cancel_grace_seconds=cancel_grace_seconds,
             poll_seconds=poll_seconds,
             listen=not no_listen,
+            pooler=pooler,
             exit_when_idle=exit_when_idle,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
@@ -380,6 +386,8 @@ def dashboard(dsn: str | None, host: str, port: int, allow_actions: bool) -> Non
             dsn, click.echo, host=host, port=port, allow_actions=allow_actions
         )
     )
+
+
 # Periodic jobs (pgjobs/schedules/cli.py).
 schedule_commands.register(main, _run, _dsn_option)
 
