@@ -68,9 +68,20 @@ class PgJobs(System):
         exe = Path(sys.executable).with_name("pgjobs")
         return [
             [
-                str(exe), "worker", "--dsn", dsn, "--processes", str(processes),
-                "--queues", "default", "--import", "bench.apps.pgjobs",
-                "--batch-size", str(BATCH_SIZE), "--log-level", "warning",
+                str(exe),
+                "worker",
+                "--dsn",
+                dsn,
+                "--processes",
+                str(processes),
+                "--queues",
+                "default",
+                "--import",
+                "bench.apps.pgjobs",
+                "--batch-size",
+                str(BATCH_SIZE),
+                "--log-level",
+                "warning",
             ]
         ]
 
@@ -99,7 +110,4 @@ class PgJobs(System):
             conn.execute("vacuum analyze pgjobs.jobs")
 
     def claim_statement(self, batch: int) -> str:
-        return (
-            "select id from pgjobs.claim('bench', array['default'], "
-            f"{int(batch)}, 30)"
-        )
+        return f"select id from pgjobs.claim('bench', array['default'], {int(batch)}, 30)"
