@@ -13,22 +13,16 @@ from bench.systems import ALL
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument(
-        "--quick", action="store_true", help="smaller sizes and a 1-minute sustained run"
-    )
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes and a 1-minute sustained run")
     parser.add_argument("--tiny", action="store_true", help="the smoke test's sizes")
-    parser.add_argument(
-        "--systems", default=",".join(ALL), help=f"comma-separated, of: {', '.join(ALL)}"
-    )
+    parser.add_argument("--systems", default=",".join(ALL),
+                        help=f"comma-separated, of: {', '.join(ALL)}")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--no-floor", action="store_true", help="skip the pgbench floor")
     parser.add_argument("--no-sustained", action="store_true", help="skip the sustained run")
-    parser.add_argument(
-        "--sustained-seconds",
-        type=float,
-        default=None,
-        help="length of the sustained run (full: 600, --quick: 60)",
-    )
+    parser.add_argument("--sustained-seconds", type=float, default=None,
+                        help="length of the sustained run (full: 600, --quick: 60)")
     parser.add_argument("--out", default=None, help="results directory (default bench/results)")
     args = parser.parse_args(argv)
 
@@ -47,12 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         mode += f", sustained {args.sustained_seconds:g}s"
 
     result = runner.run(
-        sizes,
-        names,
-        runs=args.runs,
-        with_floor=not args.no_floor,
-        with_sustained=not args.no_sustained,
-        progress=lambda s: print(s, flush=True),
+        sizes, names, runs=args.runs, with_floor=not args.no_floor,
+        with_sustained=not args.no_sustained, progress=lambda s: print(s, flush=True),
     )
     result["meta"]["mode"] = mode
     paths = report.write(result, args.out)

@@ -62,30 +62,13 @@ class Floor:
         assert self.pgbench is not None
         params = conninfo_to_dict(dsn)
         env = dict(os.environ)
-        for key, var in (
-            ("host", "PGHOST"),
-            ("port", "PGPORT"),
-            ("user", "PGUSER"),
-            ("password", "PGPASSWORD"),
-            ("dbname", "PGDATABASE"),
-        ):
+        for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"),
+                         ("password", "PGPASSWORD"), ("dbname", "PGDATABASE")):
             if params.get(key):
                 env[var] = str(params[key])
         cmd = [
-            self.pgbench,
-            "-n",
-            "-M",
-            "prepared",
-            "-c",
-            str(clients),
-            "-j",
-            str(clients),
-            "-t",
-            str(transactions),
-            "-D",
-            f"n={rows}",
-            "-f",
-            str(SCRIPTS / script),
+            self.pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients),
+            "-t", str(transactions), "-D", f"n={rows}", "-f", str(SCRIPTS / script),
         ]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if out.returncode != 0:

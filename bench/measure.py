@@ -123,10 +123,7 @@ class Workers:
             log = open(self.logdir / f"worker{i}.log", "wb")  # noqa: SIM115 (closed by the child)
             self.procs.append(
                 subprocess.Popen(
-                    cmd,
-                    env=worker_env(env),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+                    cmd, env=worker_env(env), stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )

@@ -140,10 +140,8 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
     ]
     sizes = meta.get("sizes", {})
     for key, label, unit, higher in FIGURES:
-        label = label.format(
-            finished=f"{sizes.get('claim_finished', 0):,}",
-            queued=f"{sizes.get('claim_queued', 0):,}",
-        )
+        label = label.format(finished=f"{sizes.get('claim_finished', 0):,}",
+                             queued=f"{sizes.get('claim_queued', 0):,}")
         cells = [cell(systems[n]["figures"].get(key)) for n in names]
         if all(c == "-" for c in cells):
             continue
@@ -158,14 +156,12 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
         lines.append("| statement | " + " | ".join(f"jobs/s @{c} clients" for c in clients) + " |")
         lines.append("|---|" + "---|" * len(clients))
         for key, label in FLOOR_FIGURES:
-            lines.append(
-                f"| {label} | " + " | ".join(cell(floor.get(f"{key}@{c}")) for c in clients) + " |"
-            )
+            lines.append(f"| {label} | " + " | ".join(
+                cell(floor.get(f"{key}@{c}")) for c in clients) + " |")
         for key in ("claim_empty_p50_ms", "claim_loaded_p50_ms", "claim_loaded_p99_ms"):
             if floor.get(key):
-                lines.append(
-                    f"| {key} (ms, 1 client) | {cell(floor[key])} |" + " |" * (len(clients) - 1)
-                )
+                lines.append(f"| {key} (ms, 1 client) | {cell(floor[key])} |" +
+                             " |" * (len(clients) - 1))
     for err in result["floor"].get("errors", []):
         lines.append(f"\n- floor error: {err}")
 
@@ -228,14 +224,8 @@ def _chart(result: dict[str, Any], path: Path) -> bool:
     panels = 3 if has_sustained else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.3 * panels, 4.8))
     names = list(systems)
-    procs = sorted(
-        {
-            int(k.split("_")[1])
-            for e in systems.values()
-            for k in e["figures"]
-            if k.startswith("drain_") and k.endswith("_steady")
-        }
-    )
+    procs = sorted({int(k.split("_")[1]) for e in systems.values()
+                    for k in e["figures"] if k.startswith("drain_") and k.endswith("_steady")})
     width = 0.8 / max(1, len(procs))
     ax = axes[0]
     for i, p in enumerate(procs):
@@ -250,13 +240,8 @@ def _chart(result: dict[str, Any], path: Path) -> bool:
         ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, label=f"{p} process(es)")
     floor = result["floor"]["figures"].get("claim_100_delete@2")
     if floor:
-        ax.axhline(
-            summary(floor)["median"],
-            color="k",
-            ls="--",
-            lw=1,
-            label="floor: claim 100 + delete, 2 clients",
-        )
+        ax.axhline(summary(floor)["median"], color="k", ls="--", lw=1,
+                   label="floor: claim 100 + delete, 2 clients")
     ax.set_xticks([j + width * (len(procs) - 1) / 2 for j in range(len(names))], names)
     ax.set_ylabel("jobs/s (drain, without start-up)")
     ax.set_title("Throughput per system and worker processes")

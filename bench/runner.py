@@ -69,11 +69,8 @@ def run(
     for name in systems:
         system = ALL[name]()
         entry: dict[str, Any] = {
-            "version": system.version(),
-            "config": system.config,
-            "figures": {},
-            "errors": [],
-            "skipped": None,
+            "version": system.version(), "config": system.config,
+            "figures": {}, "errors": [], "skipped": None,
         }
         result["systems"][name] = entry
         if system.available():
@@ -120,15 +117,12 @@ def _floor_run(floor: Floor, sizes: Sizes, entry: dict[str, Any], progress: Prog
     floor.prepare_template()
     try:
         for clients in sizes.floor_clients:
-
             def once(clients: int = clients) -> None:
                 figures = floor.run(clients, sizes.floor_transactions)
                 for key, value in figures.items():
                     _add(entry["figures"], f"{key}@{clients}", value)
-                progress(
-                    f"  floor @{clients}: " + ", ".join(f"{k}={v:,.0f}" for k, v in figures.items())
-                )
-
+                progress(f"  floor @{clients}: " + ", ".join(
+                    f"{k}={v:,.0f}" for k, v in figures.items()))
             _guarded(entry, f"pgbench @{clients}", progress, once)
 
         def claims() -> None:
@@ -139,14 +133,8 @@ def _floor_run(floor: Floor, sizes: Sizes, entry: dict[str, Any], progress: Prog
         floor.drop_template()
 
 
-def _claim_pair(
-    target: Any,
-    fresh: Callable[[str], Any],
-    sizes: Sizes,
-    figures: dict[str, list[float]],
-    progress: Progress,
-    label: str,
-) -> None:
+def _claim_pair(target: Any, fresh: Callable[[str], Any], sizes: Sizes,
+                figures: dict[str, list[float]], progress: Progress, label: str) -> None:
     """Claim latency on a table holding only what is claimed vs a loaded one."""
     need = sizes.claim_samples * sizes.claim_batch + sizes.claim_batch
     statement = target.claim_statement(sizes.claim_batch)
@@ -162,9 +150,8 @@ def _claim_pair(
         progress(f"  {label} claim {case}: p50 {measure.percentile(times, 50):.2f} ms")
 
 
-def _system_run(
-    system: System, admin: str, sizes: Sizes, r: int, entry: dict[str, Any], progress: Progress
-) -> None:
+def _system_run(system: System, admin: str, sizes: Sizes, r: int, entry: dict[str, Any],
+                progress: Progress) -> None:
     figures = entry["figures"]
     progress(f"  {system.name}")
     try:
@@ -175,18 +162,16 @@ def _system_run(
         return
     try:
         for label, batch in (("enqueue_single", 1), ("enqueue_bulk", sizes.bulk_batch)):
-
             def enqueue(label: str = label, batch: int = batch) -> None:
                 jobs = sizes.enqueue_jobs * (10 if batch > 1 else 1)
                 with system.fresh(label) as dsn:
-                    rate = measure.enqueue_rate(system, dsn, jobs, sizes.enqueue_clients, batch)
+                    rate = measure.enqueue_rate(
+                        system, dsn, jobs, sizes.enqueue_clients, batch)
                 _add(figures, label, rate)
                 progress(f"    {label}: {rate:,.0f} jobs/s")
-
             _guarded(entry, label, progress, enqueue)
 
         for procs in sizes.drain_processes:
-
             def drain(procs: int = procs) -> None:
                 jobs = min(sizes.drain_jobs, system.drain_jobs_max or sizes.drain_jobs)
                 with system.fresh(f"drain{procs}") as dsn:
@@ -194,11 +179,8 @@ def _system_run(
                 _add(figures, f"drain_{procs}_total", d["total"])
                 _add(figures, f"drain_{procs}_steady", d["steady"])
                 _add(figures, f"rss_mb_{procs}", d["rss_mb"])
-                progress(
-                    f"    drain x{procs}: {d['total']:,.0f} jobs/s with start-up, "
-                    f"{d['steady']:,.0f} without; rss {d['rss_mb']:.0f} MB"
-                )
-
+                progress(f"    drain x{procs}: {d['total']:,.0f} jobs/s with start-up, "
+                         f"{d['steady']:,.0f} without; rss {d['rss_mb']:.0f} MB")
             _guarded(entry, f"drain x{procs}", progress, drain)
 
         def latency() -> None:
@@ -207,28 +189,19 @@ def _system_run(
             entry.setdefault("latency_samples", []).extend(samples)
             for p in (50, 95, 99):
                 _add(figures, f"latency_p{p}_ms", measure.percentile(samples, p))
-            progress(
-                "    latency p50/p95/p99: "
-                + " / ".join(f"{measure.percentile(samples, p):.1f}" for p in (50, 95, 99))
-                + " ms"
-            )
-
+            progress("    latency p50/p95/p99: " + " / ".join(
+                f"{measure.percentile(samples, p):.1f}" for p in (50, 95, 99)) + " ms")
         _guarded(entry, "latency", progress, latency)
 
         if hasattr(system, "seed"):
-            _guarded(
-                entry,
-                "claim latency",
-                progress,
-                lambda: _claim_pair(system, system.fresh, sizes, figures, progress, system.name),
-            )
+            _guarded(entry, "claim latency", progress, lambda: _claim_pair(
+                system, system.fresh, sizes, figures, progress, system.name))
     finally:
         system.drop_template()
 
 
-def _sustained(
-    system: System, admin: str, sizes: Sizes, result: dict[str, Any], progress: Progress
-) -> dict[str, Any] | None:
+def _sustained(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
+               progress: Progress) -> dict[str, Any] | None:
     figures = result["systems"][system.name]["figures"]
     peaks = figures.get("drain_2_steady")
     if not peaks:
@@ -239,16 +212,11 @@ def _sustained(
     try:
         with system.fresh("sustained") as dsn:
             series = measure.sustained(
-                system,
-                dsn,
-                rate,
-                sizes.sustained_seconds,
-                sizes.sustained_window,
+                system, dsn, rate, sizes.sustained_seconds, sizes.sustained_window,
                 on_window=lambda p: progress(
                     f"  t={p['t']:.0f}s done {p['completed_per_s']:,.0f}/s backlog "
                     f"{p['backlog']:.0f} dead {p.get('dead', 0):.0f} "
-                    f"size {p.get('size_mb', 0):.1f} MB"
-                ),
+                    f"size {p.get('size_mb', 0):.1f} MB"),
             )
     except Exception as exc:
         result["systems"][system.name]["errors"].append(f"sustained: {exc}")

@@ -68,20 +68,9 @@ class PgJobs(System):
         exe = Path(sys.executable).with_name("pgjobs")
         return [
             [
-                str(exe),
-                "worker",
-                "--dsn",
-                dsn,
-                "--processes",
-                str(processes),
-                "--queues",
-                "default",
-                "--import",
-                "bench.apps.pgjobs",
-                "--batch-size",
-                str(BATCH_SIZE),
-                "--log-level",
-                "warning",
+                str(exe), "worker", "--dsn", dsn, "--processes", str(processes),
+                "--queues", "default", "--import", "bench.apps.pgjobs",
+                "--batch-size", str(BATCH_SIZE), "--log-level", "warning",
             ]
         ]
 
@@ -110,4 +99,7 @@ class PgJobs(System):
             conn.execute("vacuum analyze pgjobs.jobs")
 
     def claim_statement(self, batch: int) -> str:
-        return f"select id from pgjobs.claim('bench', array['default'], {int(batch)}, 30)"
+        return (
+            "select id from pgjobs.claim('bench', array['default'], "
+            f"{int(batch)}, 30)"
+        )
