@@ -292,6 +292,7 @@ def test_pgjobs_listen_through_a_pooler_says_it_needs_a_direct_connection(pooled
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_the_cli_works_through_a_pooler(dsn: str, pooled: str) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
