@@ -157,5 +157,8 @@ create table pgjobs.worker_processes (
     pid          int not null,
     queues       text[] not null,
     started_at   timestamptz not null default now(),
-    heartbeat_at timestamptz not null default now()
+    heartbeat_at timestamptz not null default now(),
+    -- The job types the process has handlers for (NULL: a worker from before
+    -- this column, which may run any type).
+    job_types    text[]
 );
