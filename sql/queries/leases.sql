@@ -61,10 +61,10 @@ select pg_terminate_backend(pid) from unnest(%(pids)s::int[]) as pid where pid >
 -- name: job_return_crashed
 -- Settles the jobs a process that died on its own (a crash, not our kill) held
 -- but had not started. Any of them may be what killed it (a claim it could not
--- read, say): each goes back uncounted once, marked 'crash_unstarted'; a
--- marked job that a dying process held again has its attempt counted
--- (pgjobs.failed_attempt, retry policy), so a job that kills every process
--- taking it ends dead instead of looping forever.
+-- read, say): each goes back uncounted once, marked 'crash_unstarted'; a job
+-- whose last attempt already ended with a dying process ('crash_unstarted' or
+-- 'crash') has its attempt counted (pgjobs.failed_attempt, retry policy), so a
+-- job that kills every process taking it ends dead instead of looping forever.
 with held as (
     select j.id from pgjobs.jobs j
      where j.state = 'running' and j.worker = %(worker)s
@@ -83,7 +83,7 @@ counted as (
            lease_expires_at = null
       from pgjobs.job_types t
      where j.id in (select id from held) and j.state = 'running'
-       and j.last_error_class = 'crash_unstarted' and t.name = j.job_type
+       and j.last_error_class in ('crash_unstarted', 'crash') and t.name = j.job_type
     returning j.id, j.state
 ),
 returned as (
@@ -95,6 +95,7 @@ returned as (
            last_error_class = 'crash_unstarted'
      where j.id in (select id from held) and j.state = 'running'
        and j.last_error_class is distinct from 'crash_unstarted'
+       and j.last_error_class is distinct from 'crash'
     returning j.id, j.state
 )
 select id, state from counted union all select id, state from returned;
