@@ -88,7 +88,8 @@ def test_a_handler_path_written_into_job_types_is_never_imported(
         )
         assert unserved == [("wt.hostile", 1), ("wt.shell", 1)]
         shown = _metrics(as_user(dsn, roles.admin))["unserved_job_types"]
-        assert [(t["job_type"], t["runnable_jobs"]) for t in shown if t["runnable_jobs"]] == unserved
+        waiting = [(t["job_type"], t["runnable_jobs"]) for t in shown if t["runnable_jobs"]]
+        assert waiting == unserved
     assert not marker.exists(), f"the handler path written by {writer} was run"
     attempts = queries.rows(
         dsn, "select attempt from pgjobs.jobs where id in (%s, %s)", (hostile, shell)
