@@ -218,3 +218,13 @@ def _listeners(dsn: str) -> int:
             " and query ilike 'listen pgjobs_progress%%'",
         )
     )
+
+
+@pytest.mark.parametrize("payload", _MALFORMED)
+def test_the_dashboards_listener_survives_every_malformed_payload(payload: str) -> None:
+    """The web app's LISTEN thread reads each payload as a hint of whom to
+    ring; a payload nested past the parser's recursion limit used to raise
+    out of that thread and end the dashboard's live updates."""
+    from pgjobs.web.sse import Listener
+
+    Listener("postgresql://unused")._note(payload)
