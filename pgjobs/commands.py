@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import db, jobs
+from pgjobs import db, diagnose, jobs, startup
 from pgjobs import migrate as migrate_mod
 from pgjobs.enqueue import enqueue as add_job
 from pgjobs.errors import InvalidJob
@@ -39,7 +39,7 @@ def connection(
 ) -> Iterator[psycopg.Connection]:
     """One transaction on the resolved server, scoped to ``organization`` and
     acting as ``actor`` (pgjobs.actor) if given."""
-    with psycopg.connect(db.resolve_dsn(dsn)) as conn, conn.transaction():
+    with _connect(dsn) as conn, conn.transaction():
         if organization is not None:
             set_organization(conn, organization)
         if actor is not None:
@@ -47,28 +47,55 @@ def connection(
         yield conn
 
 
+def _connect(dsn: str | None, **kwargs: Any) -> psycopg.Connection[Any]:
+    # A command runs a few statements and exits: preparing them gains nothing,
+    # and nothing prepared is what a transaction-mode pooler (PgBouncer) needs.
+    return psycopg.connect(db.resolve_dsn(dsn), prepare_threshold=None, **kwargs)
+
+
 def migrate(dsn: str | None, echo: Echo) -> int:
-    with psycopg.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+    with _connect(dsn, autocommit=True) as conn:
         applied = migrate_mod.migrate(conn)
     echo(f"applied: {', '.join(applied)}" if applied else "up to date")
     return 0
 
 
-def worker(dsn: str | None, *, queues: str, imports: Sequence[str], **settings: Any) -> int:
+def worker(
+    dsn: str | None,
+    *,
+    queues: str,
+    imports: Sequence[str],
+    wait_for_database: float | None = None,
+    **settings: Any,
+) -> int:
     from pgjobs.worker.config import WorkerConfig
     from pgjobs.worker.supervisor import run
 
     log_level = settings.pop("log_level", "info")
+    poll_seconds = settings.pop("poll_seconds", None)
+    if poll_seconds is not None:  # --poll applies whether pooled or not
+        settings.update(poll_seconds=poll_seconds, pooler_poll_seconds=poll_seconds)
     prune_after = settings.pop("prune_after", None)
     if prune_after is not None:
         settings["prune_after_seconds"] = parse_duration(prune_after)
-    cfg = WorkerConfig(
-        dsn=db.resolve_dsn(dsn),
-        queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
-        imports=tuple(imports),
-        **settings,
-    )
+    resolved = db.resolve_dsn(dsn)
+    served = tuple(q.strip() for q in queues.split(",") if q.strip())
+    startup.import_modules(imports)
+    if wait_for_database is None and settings.get("exit_when_idle"):
+        wait_for_database = WAIT_WHEN_EXITING_IDLE
+    diagnose.wait_for_database(resolved, timeout=wait_for_database)
+    startup.check_worker(resolved, served, imports)
+    cfg = WorkerConfig(dsn=resolved, queues=served, imports=tuple(imports), **settings)
     return run(cfg, log_level=log_level)
+
+
+# How long `worker --exit-when-idle` waits for an unreachable database before
+# giving up: a batch run or a test must end, not retry for ever.
+WAIT_WHEN_EXITING_IDLE = 30.0
+
+
+def register(dsn: str | None, imports: Sequence[str], echo: Echo) -> int:
+    return startup.register(db.resolve_dsn(dsn), imports, echo)
 
 
 def enqueue(
@@ -256,6 +283,10 @@ def metrics(dsn: str | None, echo: Echo, *, fmt: str, organization: str | None) 
             False,
         )
         echo("")
+        if data["unserved_job_types"]:  # their jobs wait for a worker with the handler
+            echo("job types no live worker can run:")
+            _print_rows(echo, data["unserved_job_types"], ["job_type", "runnable_jobs"], False)
+            echo("")
         health = {**(data["workers"] or {}), **(data["postgres"] or {})}
         echo("  ".join(f"{k}={v}" for k, v in health.items()))
     return 0
@@ -320,9 +351,12 @@ def listen(
 ) -> int:
     from pgjobs.notify import subscribe
 
-    for event in subscribe(
-        db.resolve_dsn(dsn), organization=organization, job_id=job_id, timeout=timeout
-    ):
+    resolved = db.resolve_dsn(dsn)
+    # LISTEN works on any database, so without this check an unmigrated one
+    # would print nothing, for ever, and exit 0.
+    with psycopg.connect(resolved) as conn:
+        diagnose.require_schema(conn, resolved)
+    for event in subscribe(resolved, organization=organization, job_id=job_id, timeout=timeout):
         echo(json.dumps(event, ensure_ascii=False))
     return 0
 
@@ -362,7 +396,7 @@ def prune(dsn: str | None, echo: Echo, *, older_than: str, batch_size: int) -> i
     from pgjobs.retention import prune as prune_jobs
 
     seconds = parse_duration(older_than)
-    with psycopg.connect(db.resolve_dsn(dsn)) as conn:
+    with _connect(dsn) as conn:
         total = prune_jobs(
             conn, seconds, batch_size=batch_size, progress=lambda n: echo(f"pruned {n} jobs")
         )

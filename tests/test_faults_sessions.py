@@ -96,7 +96,7 @@ def test_a_long_transaction_does_not_make_the_worker_vacuum_over_and_over(
             conn.execute("update pgjobs.jobs set priority = priority")
         wait_for(lambda: _dead_tuples(dsn) >= 800, timeout=15, message="no dead tuples counted")
 
-        vacuum = Vacuum(structlog.get_logger("test"), threshold=100)
+        vacuum = Vacuum(structlog.get_logger("test"), "test/vacuum", threshold=100)
         with psycopg.connect(dsn, autocommit=True) as worker:
 
             def check() -> bool:

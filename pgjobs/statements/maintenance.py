@@ -1,15 +1,17 @@
 """Maintenance (``sql/queries/maintenance.sql``): the workers' vacuum of the jobs
-table, and retention's batches and lock."""
+table, retention's batches, and the turns (leases) both take."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from pgjobs.statements.base import Params, flag, nothing, statement
 
 
 class VacuumDue(NamedTuple):
-    locked: bool  # this session took the vacuum lock: vacuum, then unlock
+    taken: bool  # the taker has the vacuum turn: vacuum, then release it
     horizon: str | None  # the xmin horizon now, for the next call's last_horizon
 
 
@@ -17,23 +19,31 @@ def _due(found: list[Any]) -> VacuumDue:
     return VacuumDue(bool(found[0][0]), found[0][1]) if found else VacuumDue(False, None)
 
 
-@statement("jobs_vacuum_lock", _due)
-def vacuum_lock(
-    *, key: int, threshold: int, scale: float, last_horizon: str | None = None
+@statement("jobs_vacuum_turn", _due)
+def vacuum_turn(
+    *,
+    holder: str,
+    seconds: float,
+    threshold: int,
+    scale: float,
+    last_horizon: str | None = None,
+    now: dt.datetime | None = None,
 ) -> Params:
-    """Whether this session took the vacuum lock because a vacuum is due and
-    can remove more than the one at ``last_horizon`` did."""
-    return {"key": key, "threshold": threshold, "scale": scale, "last_horizon": last_horizon}
+    """Whether ``holder`` took the vacuum turn because a vacuum is due and
+    can remove more than the one at ``last_horizon`` did; the horizon now."""
+    return {
+        "holder": holder,
+        "seconds": seconds,
+        "threshold": threshold,
+        "scale": scale,
+        "last_horizon": last_horizon,
+        "now": now,
+    }
 
 
 @statement("jobs_vacuum", nothing, fetch=False)
 def vacuum() -> None:
     return None
-
-
-@statement("jobs_vacuum_unlock", nothing, fetch=False)
-def vacuum_unlock(*, key: int) -> Params:
-    return {"key": key}
 
 
 def _count(found: list[Any]) -> int:
@@ -46,11 +56,13 @@ def prune_batch(*, older_than_seconds: float, batch_size: int) -> Params:
     return {"older_than_seconds": older_than_seconds, "batch_size": batch_size}
 
 
-@statement("prune_lock_try", flag)
-def prune_lock_try() -> None:
-    return None
+@statement("maintenance_lease_take", flag)
+def lease_take(*, duty: str, holder: str, seconds: float, now: dt.datetime | None = None) -> Params:
+    """Whether ``holder`` has the turn at ``duty`` for the next ``seconds`` (taken or renewed)."""
+    return {"duty": duty, "holder": holder, "seconds": seconds, "now": now}
 
 
-@statement("prune_unlock", nothing, fetch=False)
-def prune_unlock() -> None:
-    return None
+@statement("maintenance_lease_release", nothing, fetch=False)
+def lease_release(*, duties: Sequence[str], holder: str) -> Params:
+    """Gives back the turns ``holder`` has at ``duties``."""
+    return {"duties": list(duties), "holder": holder}

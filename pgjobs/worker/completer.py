@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from pgjobs.faults import classify
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome, run, run_writes
 from pgjobs.statements.leases import worker_session_add
 from pgjobs.statements.outcomes import complete_many, fail_many, return_many
@@ -27,6 +28,7 @@ from pgjobs.worker.beacon import Leases
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.session import connect, direct, worker_name
 from pgjobs.worker.slots import Slots
+from pgjobs.worker.starting import JobSetupFailed
 
 # A job's statements may outlive its timeout by this much: the supervisor's kill
 # is what enforces the timeout (and records it as one); the statement timeout is
@@ -144,8 +146,21 @@ class Completer:
         if direct(self.cfg):
             worker_session_add(self.job_conn, worker=worker_name())
             self.job_conn.commit()
-        run(self.job_conn, begin)
+        try:
+            run(self.job_conn, begin)
+        except psycopg.Error as exc:
+            if classify(exc).retry:
+                raise  # a database fault, not this job's settings
+            raise self._setup_failed(job, exc) from exc
         return self.job_conn
+
+    def _setup_failed(self, job: ClaimedJob, exc: psycopg.Error) -> JobSetupFailed:
+        """A setting Postgres refused left the session in an aborted
+        transaction: it is closed, so the next job gets a fresh one."""
+        self.close()
+        message = f"the job's transaction could not be set up: {type(exc).__name__}: {exc}"
+        self.log.warning("job_setup_failed", job_id=job.id, error=message)
+        return JobSetupFailed(message.strip())
 
     def _finish_in_job_transaction(self, job: ClaimedJob, outcome: Outcome) -> None:
         """The handler wrote through ctx.conn: its writes commit with the completion,
@@ -169,8 +184,11 @@ class Completer:
                 outcome = Failed(type(exc).__name__, str(exc), None, False, outcome.duration_ms)
         # The attempt's writes are undone with it; a broken connection has
         # undone them already, and the outcome must be recorded all the same.
+        # The session goes too: whatever the failed attempt left on it (a
+        # session setting, a temporary table) must not meet the next job.
         with contextlib.suppress(psycopg.Error):
             conn.rollback()
+        self.close()
         self._keep(job, outcome)
         self.flush()
 
@@ -179,3 +197,4 @@ class Completer:
             with contextlib.suppress(psycopg.Error):
                 self.job_conn.close()
         self.job_conn = None
+        self.slots.put(self.index, slot_fields.PID_JOB, 0)  # nothing for a kill to stop

@@ -5,15 +5,19 @@ Vacuum: claimed jobs leave dead entries at the head of the claim's index,
 which every claim steps over until VACUUM removes them, so a busy queue
 decays without it. Workers that may vacuum (the table's owner, a superuser)
 do so when enough dead tuples have piled up, checked about once a second, one
-worker at a time (an advisory lock), and only once the xmin horizon has moved
-since their last vacuum: a long transaction elsewhere keeps every dead tuple
-since its start, and vacuuming again meanwhile would remove nothing.
+worker at a time: the one that took the vacuum turn (a row of
+pgjobs.maintenance_leases, which no role without pgjobs grants can take or
+block, released when done and expiring if its holder dies), and only once the
+xmin horizon has moved since that worker's last vacuum: a long transaction
+elsewhere keeps every dead tuple since its start, and vacuuming again
+meanwhile would remove nothing.
 
 Prune: the supervisor forks a short-lived pruner process at start and then
 once per ``prune_every_seconds``: a long delete never delays the supervisor's
 tick, and a failed run costs nothing but a log line (the next run picks up
 the rest). Across every worker on the database one pruner runs at a time: the
-run holds a session advisory lock, and a pruner that cannot take it leaves.
+run holds the prune turn (the same table), and a pruner that cannot take it
+leaves.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from pgjobs import retention
+from pgjobs import pooler, retention
 from pgjobs.statements import maintenance as statements
 from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.config import WorkerConfig
@@ -36,7 +40,7 @@ logger = structlog.get_logger("pgjobs.pruner")
 _VACUUM_CHECK_SECONDS = 1.0
 _VACUUM_DEAD_TUPLES = 10_000
 _VACUUM_DEAD_SHARE = 0.05  # of the live tuples, when that is more
-_VACUUM_LOCK_KEY = 0x70676A6F6276  # "pgjobv"
+_VACUUM_TURN_SECONDS = 600.0  # a vacuuming worker that dies gives its turn back this soon
 _PRUNE_RETRY_SECONDS = 300.0  # a failed prune run (Postgres away, say) is retried this soon
 
 EXIT_OK = 0
@@ -46,8 +50,9 @@ EXIT_FAILED = 1
 class Vacuum:
     """The worker's vacuum duty, checked after each batch it ran."""
 
-    def __init__(self, log: Any, threshold: int = _VACUUM_DEAD_TUPLES) -> None:
+    def __init__(self, log: Any, holder: str, threshold: int = _VACUUM_DEAD_TUPLES) -> None:
         self.log = log
+        self.holder = holder
         self.threshold = threshold
         self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
         self.horizon: str | None = None  # the xmin horizon when this worker last vacuumed
@@ -58,18 +63,22 @@ class Vacuum:
         if now < self.next_check:
             return False
         self.next_check = now + _VACUUM_CHECK_SECONDS
-        due = statements.vacuum_lock(
+        due = statements.vacuum_turn(
             conn,
-            key=_VACUUM_LOCK_KEY,
+            holder=self.holder,
+            seconds=_VACUUM_TURN_SECONDS,
             threshold=self.threshold,
             scale=_VACUUM_DEAD_SHARE,
             last_horizon=self.horizon,
         )
-        if not due.locked:
+        if not due.taken:
             return False
         try:
             started = time.monotonic()
-            statements.vacuum(conn)
+            # VACUUM cannot run in a transaction block, so behind a pooler it
+            # runs without the per-transaction settings (the server's timeouts).
+            with pooler.bare(conn):
+                statements.vacuum(conn)
             self.horizon = due.horizon
             self.log.info("jobs_vacuumed", seconds=round(time.monotonic() - started, 3))
             return True
@@ -77,7 +86,7 @@ class Vacuum:
             self.log.warning("jobs_vacuum_canceled", error=str(exc))
             return False
         finally:
-            statements.vacuum_unlock(conn, key=_VACUUM_LOCK_KEY)
+            statements.lease_release(conn, duties=["vacuum"], holder=self.holder)
 
 
 class Pruner:

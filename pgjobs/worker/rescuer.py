@@ -1,15 +1,21 @@
 """The rescuer: settles what workers leave behind.
 
 Two cases. A job whose lease expired (its process stopped renewing it: frozen,
-killed, its host lost) is ended by the lease rescue, one rescuer at a time
-across every supervisor, with the retry policy applied; the sessions that
-process recorded are terminated first, so its last query and locks go too. A worker process that
-died or was killed under this supervisor is settled at once: its server
-sessions are terminated (so a long query stops too), the attempt it was
-running ends with the reason, jobs whose handler had returned but whose
-outcome was not written yet count as run (the slot's started list says which),
-and the jobs it held but had not started go back to the queue without counting
-an attempt.
+killed, its host lost) is ended by the lease rescue, with the retry policy
+applied, by one supervisor at a time: the one holding the rescue turn (a row
+of pgjobs.maintenance_leases, renewed at each rescue, lost a lease after its
+holder dies). Under that turn, the sessions such a process recorded are
+terminated first, so its last query and locks go too (not behind a pooler).
+
+A worker process that died or was killed under this supervisor is settled at
+once, by one rule: its server sessions are terminated (so a long query stops
+too; not behind a pooler, whose process ids are made up, where the job's
+statement_timeout bounds it); every job it started counts an attempt (the one
+it was running ends with the reason; those whose handler had returned but
+whose outcome was not written yet, as the slot's started list says, count as
+run); the jobs it held but never started go back to the queue uncounted,
+except, when it crashed, one that a crashing process held before (then its
+attempt counts, so a job that kills every process taking it ends).
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from pgjobs.statements.control import log_keys
 from pgjobs.statements.leases import (
     backend_terminate,
     lease_rescue,
+    return_crashed,
     return_worker,
     worker_forget_stale,
     worker_sessions_end,
     worker_unregister,
 )
+from pgjobs.statements.maintenance import lease_release, lease_take
 from pgjobs.statements.outcomes import fail_many
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.session import direct, worker_name
@@ -52,8 +60,12 @@ class Rescuer:
             return
         assert self.conn is not None
         with self.conn.transaction():
-            ended_sessions = worker_sessions_end(self.conn) if direct(self.cfg) else 0
-            rescued = lease_rescue(self.conn)
+            turn = lease_take(
+                self.conn, duty="rescue", holder=worker_name(), seconds=self.cfg.lease_seconds
+            )
+            # The rescuer alone ends dead workers' sessions, before their attempts.
+            ended_sessions = worker_sessions_end(self.conn) if turn and direct(self.cfg) else 0
+            rescued = lease_rescue(self.conn) if turn else []
             worker_forget_stale(self.conn, stale_seconds=self.cfg.lease_seconds * 4)
         if ended_sessions:
             self.log.warning("dead_worker_sessions_ended", sessions=ended_sessions)
@@ -69,11 +81,19 @@ class Rescuer:
         self.next_rescue = time.monotonic() + max(self.cfg.lease_seconds / 4, _MIN_RESCUE_SECONDS)
 
     def settle(
-        self, index: int, pid: int | None, running: Running | None, reason: Failed | None
+        self,
+        index: int,
+        pid: int | None,
+        running: Running | None,
+        reason: Failed | None,
+        *,
+        crashed: bool = False,
     ) -> None:
         """Settles a worker process that is gone: its sessions stop, the job it
         was running ends with ``reason`` (None: given back uncounted, as at a
-        forced shutdown), and the jobs it held unstarted go back."""
+        forced shutdown), and the jobs it held unstarted go back. ``crashed``:
+        it died on its own, so one of those may be the cause; a job a crashed
+        process held unstarted before has its attempt counted this time."""
         assert self.conn is not None
         pids = self.slots.backend_pids(index)
         if pids and direct(self.cfg):
@@ -92,8 +112,24 @@ class Rescuer:
             fail_many(self.conn, failures)  # fenced: outcomes already written stay
         settled = [lease.id for lease, _ in failures]
         if pid is not None:
-            return_worker(self.conn, worker=worker_name(pid), except_ids=settled)
-            worker_unregister(self.conn, worker=worker_name(pid))
+            name = worker_name(pid)
+            if crashed:
+                why = reason.message if reason is not None else "it crashed"
+                for job_id, state in return_crashed(
+                    self.conn, worker=name, except_ids=settled, reason=why
+                ):
+                    if state != "queued":
+                        self.log.warning("job_crash_counted", state=state, **self.job_keys(job_id))
+            else:
+                return_worker(self.conn, worker=name, except_ids=settled)
+            worker_unregister(self.conn, worker=name)
+
+    def release(self) -> None:
+        """Gives the rescue turn back (a clean stop), so another supervisor
+        need not wait for it to expire."""
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                lease_release(self.conn, duties=["rescue"], holder=worker_name())
 
     def job_keys(self, job_id: int) -> dict[str, Any]:
         """The keys every job event carries (job_id, job_type, organization,

@@ -1,10 +1,11 @@
 """The supervisor: starts N worker processes and keeps them honest.
 
-Its loop ticks every 50 ms: it reads cancel requests, kills processes whose job
-ran past its timeout or cancel grace (:mod:`timeouts`), replaces processes that
-died, has the rescuer settle what they left and rescue expired leases
-(:mod:`rescuer`), and keeps the metrics exporter and the pruner going. On
-SIGTERM it drives a graceful shutdown; a second signal forces it.
+Its loop ticks every 50 ms: it reads cancel requests (by LISTEN, or behind a
+pooler by polling the running jobs' rows), kills processes whose job ran past
+its timeout or cancel grace (:mod:`timeouts`), replaces processes that died,
+has the rescuer settle what they left and rescue expired leases (:mod:`rescuer`),
+and keeps the metrics exporter and the pruner going. On SIGTERM it drives a
+graceful shutdown; a second signal forces it.
 
 It never outlives its own failure: an unexpected error stops its processes and
 ends it with a non-zero status, for a process manager to start a whole worker
@@ -39,7 +40,7 @@ from pgjobs.worker.exporter import Exporter
 from pgjobs.worker.maintenance import Pruner
 from pgjobs.worker.rescuer import Rescuer, ended
 from pgjobs.worker.runner import EXIT_FATAL, child_main
-from pgjobs.worker.session import connect, connect_until_up, worker_name
+from pgjobs.worker.session import connect, connect_until_up, resolve, worker_name
 from pgjobs.worker.slots import Running, Slots
 from pgjobs.worker.timeouts import Enforcer, Overdue
 
@@ -59,7 +60,7 @@ class Supervisor:
         log_level: str = "info",
         registry: Registry | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = resolve(cfg)  # pooler mode decided once, for every process
         self.registry = registry or current()
         self.log_json = log_json
         self.log_level = log_level
@@ -96,9 +97,16 @@ class Supervisor:
                 self.exporter = Exporter(self.cfg, self.mp, self.log, self.log_json, self.log_level)
             for index in range(self.cfg.processes):
                 self._spawn(index)
+            job_types = sorted(self.registry.registered())
             self.log.info(
-                "worker_started", processes=self.cfg.processes, queues=list(self.cfg.queues)
+                "worker_started",
+                processes=self.cfg.processes,
+                queues=list(self.cfg.queues),
+                pooler=self.cfg.pooler,
+                job_types=job_types,
             )
+            if not job_types:
+                self.log.warning("worker_has_no_job_types", hint="--import the handlers' module")
             return self._loop()
         except Fatal as exc:
             self.log.error("worker_stopped_on_fault", error=str(exc), sqlstate=exc.fault.sqlstate)
@@ -112,6 +120,7 @@ class Supervisor:
             return EXIT_FAILED
         finally:
             self._stop_services()
+            self.rescuer.release()
             if self.rescuer.conn is not None:
                 with contextlib.suppress(psycopg.Error):
                     self.rescuer.conn.close()
@@ -121,7 +130,7 @@ class Supervisor:
         while the database is away or read-only; False if a signal came first."""
 
         def setup(conn: psycopg.Connection[Any]) -> None:
-            cancel_listen(conn)
+            self._listen(conn)
             self.registry.sync(conn)
 
         try:
@@ -171,7 +180,11 @@ class Supervisor:
             return
         assert self.rescuer.conn is not None
         try:
-            self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
+            if self.cfg.pooler:  # no LISTEN through a pooler
+                self.enforcer.poll_cancels(self.rescuer.conn, self.rescuer.job_keys)
+                time.sleep(_TICK_SECONDS)
+            else:
+                self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
             alive = [p is not None and p.is_alive() for p in self.children]
             for overdue in self.enforcer.overdue(alive):
                 self._kill(overdue)
@@ -197,19 +210,21 @@ class Supervisor:
         """One attempt at a new session, when the backoff allows."""
         if time.monotonic() < self.reconnect_at:
             return False
+        conn: psycopg.Connection[Any] | None = None
         try:
             conn = connect(self.cfg, "supervisor")
+            self._listen(conn)
         except psycopg.Error as exc:
-            self._fault(exc, "supervisor_reconnect")
-            return False
-        try:
-            cancel_listen(conn)
-        except psycopg.Error as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             self._fault(exc, "supervisor_reconnect")
             return False
         self.rescuer.conn = conn
         return True
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        if not self.cfg.pooler:  # behind a pooler, cancel requests are polled
+            cancel_listen(conn)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
@@ -264,7 +279,8 @@ class Supervisor:
             # The process stays listed until its jobs are settled: if Postgres is
             # away, the next tick (after the reconnect) settles them and respawns.
             reason = ended("crash", f"worker process exited with code {code}")
-            self.rescuer.settle(index, proc.pid, running, reason)
+            # A fatal fault is its database's answer, not a job that killed it.
+            self.rescuer.settle(index, proc.pid, running, reason, crashed=code != EXIT_FATAL)
             self.children[index] = None
             self.log.warning(
                 "worker_process_died",
@@ -376,7 +392,8 @@ def run(
     log_level: str = "info",
     registry: Registry | None = None,
 ) -> int:
-    """Runs a worker until it stops; its handlers come from ``registry`` (default:
-    the current one), else from the paths stored with the job types."""
+    """Runs a worker until it stops. It runs the job types whose handlers are
+    registered in ``registry`` (default: the current one) and claims no other:
+    the handler path stored with a type is never imported."""
     pgjobs_log.configure(level=log_level, json_lines=log_json)
     return Supervisor(cfg, log_json=log_json, log_level=log_level, registry=registry).run()

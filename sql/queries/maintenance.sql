@@ -2,18 +2,19 @@
 -- Parameters are psycopg named placeholders; nothing is ever formatted in.
 -- %(now)s, where taken, is an optional clock: NULL means the database's now().
 
--- name: jobs_vacuum_lock
--- Takes the vacuum lock when the jobs table has dead tuples to clear, this
--- role may vacuum it, nobody is vacuuming it already (autovacuum included),
--- and a vacuum can remove more than the last one did: the oldest snapshot or
--- transaction id any session holds (the xmin horizon, which no vacuum removes
--- a row version past; sessions of other databases do not hold this table's)
--- has moved since %(last_horizon)s, the horizon taken
--- when this worker last vacuumed (NULL: never). While a long transaction
--- holds the horizon still, the dead tuples stay however often one vacuums.
--- A vacuum reads every index whole, so a bigger table waits for more dead
--- tuples (a share of its live ones): its cost per job stays flat as it grows.
--- Answers whether it took the lock, and the horizon now (NULL: none held).
+-- name: jobs_vacuum_turn
+-- Takes the vacuum turn (see maintenance_lease_take) when the jobs table has
+-- dead tuples to clear, this role may vacuum it, nobody is vacuuming it
+-- already (autovacuum included), and a vacuum can remove more than the
+-- taker's last one did: the oldest snapshot or transaction id any session
+-- holds (the xmin horizon, which no vacuum removes a row version past;
+-- sessions of other databases do not hold this table's) has moved since
+-- %(last_horizon)s, the horizon taken when this worker last vacuumed (NULL:
+-- never). While a long transaction holds the horizon still, the dead tuples
+-- stay however often one vacuums. A vacuum reads every index whole, so a
+-- bigger table waits for more dead tuples (a share of its live ones): its
+-- cost per job stays flat as it grows. Answers a row when the turn is the
+-- taker's, with the horizon now (NULL: none held); no row otherwise.
 with horizon as (
     select x
       from (select a.backend_xmin as x from pg_stat_activity a
@@ -29,7 +30,8 @@ with horizon as (
      order by age(x) desc
      limit 1
 )
-select pg_try_advisory_lock(%(key)s), (select h.x::text from horizon h)
+insert into pgjobs.maintenance_leases as l (duty, holder, expires_at)
+select 'vacuum', %(holder)s, coalesce(%(now)s, now()) + make_interval(secs => %(seconds)s)
   from pg_stat_user_tables s
   join pg_class c on c.oid = s.relid
  where s.relid = 'pgjobs.jobs'::regclass
@@ -38,13 +40,15 @@ select pg_try_advisory_lock(%(key)s), (select h.x::text from horizon h)
         or (select r.rolsuper from pg_roles r where r.rolname = current_user))
    and not exists (select from pg_stat_progress_vacuum v where v.relid = s.relid)
    and (%(last_horizon)s::text is null
-        or coalesce(age(%(last_horizon)s::text::xid) > (select age(h.x) from horizon h), true));
+        or coalesce(age(%(last_horizon)s::text::xid) > (select age(h.x) from horizon h), true))
+on conflict (duty) do update
+   set holder = excluded.holder, expires_at = excluded.expires_at
+ where l.holder is null or l.holder = excluded.holder
+       or l.expires_at < coalesce(%(now)s, now())
+returning true, (select h.x::text from horizon h);
 
 -- name: jobs_vacuum
 vacuum pgjobs.jobs;
-
--- name: jobs_vacuum_unlock
-select pg_advisory_unlock(%(key)s);
 
 -- name: job_prune_batch
 -- One short transaction: up to batch_size finished jobs older than the cutoff,
@@ -62,11 +66,22 @@ with doomed as (
 delete from pgjobs.jobs j using doomed d where j.id = d.id
 returning j.id;
 
--- name: prune_lock_try
--- One pruner at a time across every worker: a session lock held for the whole
--- run (its batches are separate transactions), released by prune_unlock or
--- by the session's end.
-select pg_try_advisory_lock(hashtext('pgjobs.prune'));
+-- name: maintenance_lease_take
+-- Takes the turn at a duty for `seconds`, or renews it: the duty is free, its
+-- holder's lease expired (a holder that dies releases its turn so), or the
+-- taker holds it already. A row only pgjobs_worker may write, not an advisory
+-- lock (any role may hold any key), and no session state: it works the same
+-- through a transaction-mode pooler. True when the turn is the taker's.
+insert into pgjobs.maintenance_leases as l (duty, holder, expires_at)
+values (%(duty)s, %(holder)s, coalesce(%(now)s, now()) + make_interval(secs => %(seconds)s))
+on conflict (duty) do update
+   set holder = excluded.holder, expires_at = excluded.expires_at
+ where l.holder is null or l.holder = excluded.holder
+       or l.expires_at < coalesce(%(now)s, now())
+returning true;
 
--- name: prune_unlock
-select pg_advisory_unlock(hashtext('pgjobs.prune'));
+-- name: maintenance_lease_release
+-- Gives the turn back at once (a clean exit); only its holder can.
+update pgjobs.maintenance_leases
+   set holder = null, expires_at = null
+ where duty = any(%(duties)s::text[]) and holder = %(holder)s;
