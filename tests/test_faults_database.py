@@ -5,7 +5,6 @@ twice (lc.once commits its evidence with its completion)."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +34,11 @@ def _faults(worker: workers.Worker, sqlstate: str) -> list[dict[str, Any]]:
     found = []
     for line in worker.output().splitlines():
         if line.startswith("{") and f'"sqlstate": "{sqlstate}"' in line:
-            event = json.loads(line)
-            if event.get("event", "").endswith(("fault", "lost")):
-                found.append(event)
+            for event in workers.json_objects(line):  # two processes may share a line
+                if event.get("sqlstate") == sqlstate and event.get("event", "").endswith(
+                    ("fault", "lost")
+                ):
+                    found.append(event)
     return found
 
 

@@ -95,7 +95,7 @@ class Worker:
         """Every complete log line, each of which must hold JSON objects: two
         processes writing at the same instant can leave two on one line."""
         lines = self.output().splitlines(keepends=True)
-        return [e for line in lines if line.endswith("\n") for e in _objects(line.strip())]
+        return [e for line in lines if line.endswith("\n") for e in json_objects(line.strip())]
 
     def event(self, name: str) -> dict[str, Any] | None:
         return next((e for e in self.events() if e.get("event") == name), None)
@@ -188,7 +188,7 @@ def signal_pid(pid: int, signum: int) -> None:
     os.kill(pid, signum)
 
 
-def _objects(line: str) -> list[dict[str, Any]]:
+def json_objects(line: str) -> list[dict[str, Any]]:
     """The JSON objects written back to back on ``line`` (one, almost always)."""
     found, at, decoder = [], 0, json.JSONDecoder()
     while at < len(line):
