@@ -42,6 +42,13 @@ def _states(dsn: str) -> dict[str, int]:
     return dict(queries.rows(dsn, "select state, count(*) from pgjobs.jobs group by state"))
 
 
+def _settled(dsn: str) -> bool:
+    """Nothing queued or running, read at one instant (two reads could see the
+    jobs running, then back in the queue)."""
+    states = _states(dsn)
+    return not states.get("queued") and not states.get("running")
+
+
 def _start(pool: workers.Workers, processes: int, **options: Any) -> workers.Worker:
     return pool.start(processes=processes, extra=("--import", fault_handlers.MODULE), **options)
 
@@ -143,7 +150,7 @@ def test_a_process_killed_after_jobs_returned_counts_their_attempts(
     with workers.workers(dsn) as pool:
         _start(pool, processes=1, lease=30)
         wait_for(
-            lambda: not _states(dsn).get("queued") and not _states(dsn).get("running"),
+            lambda: _settled(dsn),
             timeout=60,
         )
     rows = queries.rows(
