@@ -19,11 +19,13 @@ import argparse
 import collections
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import psycopg
 
 from bench import measure, pg
@@ -44,6 +46,11 @@ select left(regexp_replace(h.query, '\\s+', ' ', 'g'), 60), count(*)
  where w.datname = current_database() and w.wait_event_type = 'Lock'
  group by 1
 """
+
+
+# How often the feeder counts and tops up: a count reads the whole queue, so
+# polling faster takes CPU from the system measured.
+_POLL_SECONDS = 0.05
 
 
 class Sampler(threading.Thread):
@@ -88,6 +95,30 @@ def sampling(dsn: str) -> Iterator[Sampler]:
         s.join()
 
 
+def _cpu_seconds(w: measure.Workers, dsn: str) -> tuple[float, float]:
+    """CPU seconds used so far by the worker processes and by the server
+    sessions of this database (both on this machine): a cost per job that
+    holds whatever share of the machine others take."""
+    def used(procs: list[psutil.Process]) -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    workers = [psutil.Process(p.pid) for p in w.procs] + w.job_processes()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute(
+            "select pid from pg_stat_activity where datname = current_database()"
+            " and pid <> pg_backend_pid()").fetchall()]
+    backends = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            backends.append(psutil.Process(pid))
+    return used(workers), used(backends)
+
+
 def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
          warmup: float = 5.0) -> dict[str, Any]:
     """Completions/s over ``seconds`` after ``warmup``, the queue kept near ``depth``."""
@@ -111,16 +142,20 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
             while time.monotonic() < stop:
                 top_up()
                 w.check()
-                time.sleep(0.01)
+                time.sleep(_POLL_SECONDS)
             with sampling(dsn) as sampler:
+                cpu0 = _cpu_seconds(w, dsn)
                 t0, sent0, left0 = time.monotonic(), sent, top_up()
                 while time.monotonic() - t0 < seconds:
-                    time.sleep(0.01)
+                    time.sleep(_POLL_SECONDS)
                     left = top_up()
                 w.check()
                 span = time.monotonic() - t0
+                cpu1 = _cpu_seconds(w, dsn)
             done = (sent - sent0) - (left - left0)
             return {"processes": processes, "completed_per_s": done / span,
+                    "worker_cpu_us_per_job": (cpu1[0] - cpu0[0]) / max(done, 1) * 1e6,
+                    "server_cpu_us_per_job": (cpu1[1] - cpu0[1]) / max(done, 1) * 1e6,
                     **sampler.report()}
     finally:
         client.close()
@@ -134,16 +169,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repeats")
     parser.add_argument("--system", default="pgjobs")
+    parser.add_argument("--variants", default="",
+                        help="label=checkout,... : workers from each checkout in turn (A/B)")
     args = parser.parse_args(argv)
     system = ALL[args.system]()
     admin = pg.admin_dsn()
+    variants = [v.split("=", 1) for v in args.variants.split(",") if v] or [["", ""]]
     system.prepare_template(admin, 0)
     try:
         for _ in range(args.rounds):
             for procs in (int(p) for p in args.processes.split(",")):
-                with system.fresh(f"held{procs}") as dsn:
-                    print(json.dumps(held(system, dsn, procs, args.depth, args.seconds)),
-                          flush=True)
+                for label, path in variants:
+                    os.environ["BENCH_WORKER_PATH"] = path
+                    with system.fresh(f"held{procs}") as dsn:
+                        out = held(system, dsn, procs, args.depth, args.seconds)
+                    print(json.dumps({"variant": label, **out}), flush=True)
     finally:
         system.drop_template()
     return 0

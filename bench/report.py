@@ -190,20 +190,30 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
             f"## Sustained load: {sustained['system']} at {sustained['target_rate']:,.0f} jobs/s "
             f"(70% of its 2-process drain), 2 processes",
             "",
-            "| t (s) | enqueued/s | completed/s | backlog | live tuples | dead tuples | "
-            "tables MB |",
-            "|---|---|---|---|---|---|---|",
+            "| t (s) | phase | enqueued/s | completed/s | backlog | live tuples | dead tuples | "
+            "heap MB | index MB | tables MB | buffers/job |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in series:
             lines.append(
-                f"| {p['t']:.0f} | {p['enqueued_per_s']:,.0f} | {p['completed_per_s']:,.0f} | "
+                f"| {p['t']:.0f} | {p.get('phase', 'steady')} | {p['enqueued_per_s']:,.0f} | "
+                f"{p['completed_per_s']:,.0f} | "
                 f"{p['backlog']:,.0f} | {p.get('live', 0):,.0f} | {p.get('dead', 0):,.0f} | "
-                f"{p.get('size_mb', 0):.1f} |"
+                f"{p.get('heap_mb', 0):.1f} | {p.get('index_mb', 0):.1f} | "
+                f"{p.get('size_mb', 0):.1f} | {p.get('buffers_per_job', 0):.1f} |"
             )
-        half = max(1, len(series) // 2)
-        first = sum(p["completed_per_s"] for p in series[:half]) / half
-        last = sum(p["completed_per_s"] for p in series[-half:]) / half
-        lines.append(f"\nCompleted/s, second half vs first half: {ratio(last, first)}.")
+        steady = [p for p in series if p.get("phase", "steady") == "steady"]
+        half = max(1, len(steady) // 2)
+        first = sum(p["completed_per_s"] for p in steady[:half]) / half
+        last = sum(p["completed_per_s"] for p in steady[-half:]) / half
+        lines.append(f"\nCompleted/s, second half vs first half (steady part): "
+                     f"{ratio(last, first)}.")
+        target = sustained["target_rate"]
+        for phase in ("idle_in_transaction", "recovery", "repeatable_read_counts"):
+            points = [p["completed_per_s"] for p in series if p.get("phase") == phase]
+            if points:
+                lines.append(f"Completed/s during {phase}: median {median(points):,.0f}, "
+                             f"{ratio(median(points), target)} of the offered rate.")
 
     if chart:
         lines += ["", f"![throughput and latency]({chart})"]

@@ -162,6 +162,12 @@ class Runner:
         self.unstarted: list[ClaimedJob] = []
         self.done_since = 0.0
         self.batch_size = 1  # grows once jobs prove short
+        self.handler_seconds = 0.0  # of the batch running
+        # Outcomes wait at most this long to be written: flush_seconds, or
+        # four times what the last write took when that is longer. With more
+        # processes than cores a write waits for a CPU; a fixed 20 ms then
+        # meant a write (a commit) per job, more waiting, and a collapse.
+        self.flush_every = cfg.flush_seconds
         self.avg_seconds = 0.0
         self.handlers: dict[str, str] = {}
         self.control: psycopg.Connection | None = None
@@ -229,7 +235,7 @@ class Runner:
                 self.wake.clear()
                 jobs = self._claim()
                 if jobs:
-                    busy = len(jobs) >= self.cfg.batch_size
+                    busy = len(jobs) >= self.batch_size  # full: more is waiting
                     self._run_batch(jobs)  # first: a wake-up waits on nothing here
                     if self.listening and self.control is not None:
                         self._forget_wakeups(self.control)
@@ -365,7 +371,7 @@ class Runner:
     # -- running -----------------------------------------------------------
 
     def _run_batch(self, jobs: list[ClaimedJob]) -> None:
-        started = time.monotonic()
+        self.handler_seconds = 0.0
         for position, job in enumerate(jobs):
             if self.stopping:
                 self._give_back(jobs[position:])
@@ -377,21 +383,28 @@ class Runner:
                 raise psycopg.OperationalError("the connection is lost")
             try:
                 self._run_one(job)  # raises only once the job's outcome is kept in self.done
-                if self.done and time.monotonic() - self.done_since >= self.cfg.flush_seconds:
+                if self.done and time.monotonic() - self.done_since >= self.flush_every:
                     self._flush()
             except psycopg.OperationalError:
                 self.unstarted.extend(jobs[position + 1 :])
                 raise
         self._flush()
-        self._adapt(len(jobs), time.monotonic() - started)
+        self._adapt(len(jobs), self.handler_seconds, full=len(jobs) >= self.batch_size)
 
-    def _adapt(self, count: int, seconds: float) -> None:
+    def _adapt(self, count: int, seconds: float, *, full: bool) -> None:
+        """The next claim's size: about _TARGET_BATCH_SECONDS of handler time.
+        Handler time, not the batch's wall time: with more processes than
+        cores the claim and the writes wait for a CPU, and counting those
+        waits as work shrank batches to one job, which multiplied the
+        statements per job and so the waits. A claim that came back full
+        (the queue holds more) never shrinks the next one."""
         per_job = seconds / max(count, 1)
         self.avg_seconds = (
             per_job if not self.avg_seconds else 0.7 * self.avg_seconds + 0.3 * per_job
         )
         fit = math.ceil(_TARGET_BATCH_SECONDS / max(self.avg_seconds, 1e-6))
-        self.batch_size = max(1, min(self.cfg.batch_size, fit, self.batch_size * 4))
+        size = max(1, min(self.cfg.batch_size, fit, self.batch_size * 4))
+        self.batch_size = max(size, self.batch_size) if full else size
 
     def _run_one(self, job: ClaimedJob) -> None:
         assert self.control is not None
@@ -411,6 +424,7 @@ class Runner:
             outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
         finally:
             self.slots.finish(self.index)
+            self.handler_seconds += time.monotonic() - started
         if (
             isinstance(outcome, Failed)
             and outcome.error_class != "canceled"
@@ -495,6 +509,7 @@ class Runner:
             return
         assert self.control is not None
         done, self.done = self.done, []
+        started = time.monotonic()
         completed = [(j, o) for j, o in done if isinstance(o, Completed)]
         failed = [(j, o) for j, o in done if isinstance(o, Failed)]
         try:
@@ -511,6 +526,7 @@ class Runner:
             raise
         for job, _ in done:
             self.held.pop(job.id, None)
+        self.flush_every = max(self.cfg.flush_seconds, 4 * (time.monotonic() - started))
 
     def _give_back(self, jobs: list[ClaimedJob]) -> None:
         assert self.control is not None

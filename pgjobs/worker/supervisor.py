@@ -30,6 +30,7 @@ from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.exporter import MetricsServer, exporter_main
 from pgjobs.worker.pruner import pruner_main
+from pgjobs.worker.relay import StateRelay
 from pgjobs.worker.runner import child_main, connect, worker_name
 from pgjobs.worker.slots import Running, Slots, now_ms
 
@@ -71,6 +72,7 @@ class Supervisor:
         self.pruner: multiprocessing.context.ForkProcess | None = None
         self.next_prune = 0.0  # at start, then every prune_every_seconds
         self.schedules = Firer()  # fires due periodic jobs (pgjobs/schedules/fire.py)
+        self.relay = StateRelay()  # sends the worker sessions' state events
 
     # -- entry -------------------------------------------------------------
 
@@ -106,6 +108,8 @@ class Supervisor:
         finally:
             self._stop_services()
             if self.conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self.relay.step(self.conn)  # the last events of the processes that stopped
                 self.conn.close()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -204,6 +208,8 @@ class Supervisor:
     def _tick(self) -> None:
         try:
             self._wait_for_cancels(_TICK_SECONDS)
+            assert self.conn is not None
+            self.relay.step(self.conn)
             self._enforce()
             self._reap()
             if self.stop_deadline is None:
@@ -225,6 +231,7 @@ class Supervisor:
                     self.conn.close()
                 self.conn = connect(self.cfg, "supervisor")
                 self.conn.execute("listen pgjobs_cancel")
+                self.relay.reset()
                 return
             except psycopg.OperationalError as exc:
                 if self.signals:

@@ -266,7 +266,10 @@ select set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('application_name', %(application_name)s, false),
        set_config('synchronous_commit',
                   coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')), false),
-       set_config('jit', coalesce(%(jit)s, current_setting('jit')), false);
+       set_config('jit', coalesce(%(jit)s, current_setting('jit')), false),
+       -- The state events of the worker's sessions go through the relay
+       -- (pgjobs/worker/relay.py), never from their own commits.
+       set_config('pgjobs.relay_state_events', 'on', false);
 
 -- name: job_transaction_begin
 -- A handler's transaction: scoped to the job's organization (row-level security

@@ -159,3 +159,12 @@ create table pgjobs.worker_processes (
     started_at   timestamptz not null default now(),
     heartbeat_at timestamptz not null default now()
 );
+
+-- State events waiting for the relay (pgjobs.state_relay): one row per UPDATE
+-- statement of a worker's session, its events as the pgjobs_state payloads.
+-- Unlogged, as NOTIFY is: a server crash loses what was not sent yet, and no
+-- row of it costs a WAL record.
+create unlogged table pgjobs.state_outbox (
+    id     bigint generated always as identity primary key,
+    events text[] not null
+);

@@ -85,8 +85,8 @@ returns text language sql stable parallel safe as $$  -- stable, as concat is: i
                   '","attempt":', attempt, '}')
 $$;
 
--- After any UPDATE statement of jobs: the state machine, history, NOTIFY,
--- dependents and dedup keys, set-based.
+-- After any UPDATE statement of jobs: the state machine, history, NOTIFY (or
+-- the relay's outbox), dependents and dedup keys, set-based.
 --
 -- Every UPDATE of jobs runs it, from any session (a worker's, an operator's
 -- cancel or retry). No JIT: past a few million rows the planner's cost
@@ -108,6 +108,12 @@ declare
     refused       text[];
     children      bigint[];
     q             text;
+    -- The worker's sessions leave their state events to the relay
+    -- (pgjobs.state_relay): a transaction that sends a NOTIFY commits only
+    -- while it holds a lock every such commit of the server takes in turn,
+    -- and with a notifying claim and completion per batch in every worker
+    -- process they queued behind each other past a few processes per core.
+    relayed       boolean := coalesce(current_setting('pgjobs.relay_state_events', true), '') = 'on';
 begin
     -- Only the columns the history and the events need: never the payload.
     with changed as (
@@ -130,9 +136,18 @@ begin
           from changed c
     ), notified as (
         select c.*,
-               pg_notify('pgjobs_state', pgjobs.state_event(c.id, c.organization, c.job_type,
-                                                            c.state, c.attempt)) as sent
+               case when not relayed then
+                    pg_notify('pgjobs_state', pgjobs.state_event(c.id, c.organization, c.job_type,
+                                                                 c.state, c.attempt)) end as sent
           from changed c
+    ), relay as (
+        -- One outbox row per statement, its events in the NOTIFY payloads' form.
+        insert into pgjobs.state_outbox (events)
+        select array_agg(pgjobs.state_event(c.id, c.organization, c.job_type, c.state, c.attempt)
+                         order by c.id)
+          from changed c
+         where relayed
+        having count(*) > 0
     )
     select array_agg(id) filter (where state = 'completed'),
            array_agg(id) filter (where state in ('dead', 'canceled')),
@@ -212,3 +227,37 @@ create trigger jobs_after_update
     after update on pgjobs.jobs
     referencing old table as old_rows new table as new_rows
     for each statement execute function pgjobs.jobs_after_update();
+
+-- The relay: sends the state events the worker's sessions left in
+-- pgjobs.state_outbox, from one session at a time, as the NOTIFYs those
+-- sessions would have sent (one per state change, the same payload), all in
+-- one commit. A worker supervisor calls it every few milliseconds with the
+-- lowest outbox id it may not have seen yet (rows commit out of id order, so
+-- it keeps the ids it skipped and asks again from the lowest); rows are
+-- deleted as they are sent, so whatever is still there was never sent, and a
+-- relay that starts afresh (after = 0) sends what a stopped one left. Returns
+-- the ids of the rows sent; none when another session is relaying.
+create function pgjobs.state_relay(after bigint, n int) returns setof bigint
+language plpgsql
+set plan_cache_mode = force_generic_plan
+set jit = off
+as $$
+begin
+    if not pg_try_advisory_xact_lock(hashtext('pgjobs.state_relay')) then
+        return;
+    end if;
+    return query
+    with sent as (
+        delete from pgjobs.state_outbox o
+         where o.id in (select b.id from pgjobs.state_outbox b
+                         where b.id > after order by b.id limit n)
+        returning o.id, o.events
+    ), notified as (
+        select s.id, count(pg_notify('pgjobs_state', e.payload)) as events
+          from (select s.id, s.events from sent s order by s.id) s
+         cross join lateral unnest(s.events) with ordinality as e(payload, ord)
+         group by s.id
+    )
+    select id from notified order by id;
+end
+$$;
