@@ -15,8 +15,10 @@ import pytest
 import pgjobs
 from pgjobs import registry
 from pgjobs.worker.relay import StateRelay
-from tests import factories
-from tests import handlers  # noqa: F401 (registers the t.* job types)
+from tests import (
+    factories,
+    handlers,  # noqa: F401 (registers the t.* job types)
+)
 from tests import lifecycle_handlers as lc
 
 RELAYED = "select set_config('pgjobs.relay_state_events', 'on', false)"
