@@ -174,6 +174,7 @@ class Runner:
         self.listening = False  # LISTEN pgjobs_wakeup on self.control
         self.job_conn: psycopg.Connection | None = None
         self.next_vacuum_check = time.monotonic() + _VACUUM_CHECK_SECONDS
+        self.vacuum_horizon: str | None = None  # what held back the last vacuum
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -263,10 +264,12 @@ class Runner:
             "key": _VACUUM_LOCK_KEY,
             "threshold": _VACUUM_DEAD_TUPLES,
             "scale": _VACUUM_DEAD_SHARE,
+            "last_horizon": self.vacuum_horizon,
         }
         row = self.control.execute(sql.query("jobs_vacuum_lock"), params).fetchone()
         if row is None or not row[0]:
             return
+        self.vacuum_horizon = row[1]
         try:
             started = time.monotonic()
             self.control.execute("vacuum pgjobs.jobs")

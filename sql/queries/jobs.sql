@@ -307,9 +307,33 @@ select handler from pgjobs.job_types where name = %(job_type)s;
 -- role may vacuum it, and nobody is vacuuming it already (autovacuum included).
 -- A vacuum reads every index whole, so a bigger table waits for more dead
 -- tuples (a share of its live ones): its cost per job stays flat as it grows.
-select pg_try_advisory_lock(%(key)s)
+-- And only when it can remove something: the oldest transaction that holds
+-- back what may be removed (its horizon) is not the one the last vacuum
+-- (%(last_horizon)s) already met. A transaction left open keeps every dead
+-- row younger than it; vacuuming again and again meanwhile only read the
+-- table and its indexes. Sessions of roles this one may not see count as
+-- no horizon (every vacuum goes ahead, as before).
+with holders as (
+    select a.backend_xmin as x from pg_stat_activity a
+     where a.datname = current_database() and a.backend_xmin is not null
+       and a.pid <> pg_backend_pid()
+    union all
+    select a.backend_xid from pg_stat_activity a
+     where a.datname = current_database() and a.backend_xid is not null
+       and a.pid <> pg_backend_pid()
+    union all
+    select r.xmin from pg_replication_slots r where r.xmin is not null
+    union all
+    select p.transaction from pg_prepared_xacts p
+), horizon as (
+    select (select h.x::text from holders h order by age(h.x) desc limit 1) as xid
+)
+select case when h.xid is null or h.xid is distinct from %(last_horizon)s::text
+            then pg_try_advisory_lock(%(key)s) else false end as locked,
+       h.xid as horizon
   from pg_stat_user_tables s
   join pg_class c on c.oid = s.relid
+ cross join horizon h
  where s.relid = 'pgjobs.jobs'::regclass
    and s.n_dead_tup >= greatest(%(threshold)s, %(scale)s * s.n_live_tup)
    and (pg_has_role(c.relowner, 'USAGE')
