@@ -335,7 +335,7 @@ def sustained(
         ):
             start = time.monotonic()
             sent = 0
-            phase = 0
+            phase = mark_phase = 0
             last = stats()
             mark = (start, 0, remaining())
             while (now := time.monotonic()) - start < ends[-1]:
@@ -360,7 +360,7 @@ def sustained(
                     current = stats()
                     point = {
                         "t": now - start,
-                        "phase": schedule[phase][0],
+                        "phase": schedule[mark_phase][0],  # in force when it began
                         "enqueued_per_s": (sent - mark[1]) / span,
                         "completed_per_s": done / span,
                         "backlog": float(backlog),
@@ -370,6 +370,7 @@ def sustained(
                     }
                     last = current
                     series.append(point)
+                    mark_phase = phase
                     if on_window:
                         on_window(point)
                     mark = (now, sent, backlog)

@@ -113,6 +113,7 @@ declare
     -- while it holds a lock every such commit of the server takes in turn,
     -- and with a notifying claim and completion per batch in every worker
     -- process they queued behind each other past a few processes per core.
+    relay_events  text[];
     relayed       boolean := coalesce(current_setting('pgjobs.relay_state_events', true), '') = 'on';
 begin
     -- Only the columns the history and the events need: never the payload.
@@ -140,14 +141,6 @@ begin
                     pg_notify('pgjobs_state', pgjobs.state_event(c.id, c.organization, c.job_type,
                                                                  c.state, c.attempt)) end as sent
           from changed c
-    ), relay as (
-        -- One outbox row per statement, its events in the NOTIFY payloads' form.
-        insert into pgjobs.state_outbox (events)
-        select array_agg(pgjobs.state_event(c.id, c.organization, c.job_type, c.state, c.attempt)
-                         order by c.id)
-          from changed c
-         where relayed
-        having count(*) > 0
     )
     select array_agg(id) filter (where state = 'completed'),
            array_agg(id) filter (where state in ('dead', 'canceled')),
@@ -155,8 +148,10 @@ begin
            bool_or(dedup_key is not null
                    and (pgjobs.is_finished(state) or pgjobs.is_finished(from_state))),
            min(array[id::text, from_state, state])
-               filter (where not pgjobs.transition_allowed(from_state, state))
-      into completed_ids, failed_ids, woken_queues, dedup_changed, refused
+               filter (where not pgjobs.transition_allowed(from_state, state)),
+           array_agg(pgjobs.state_event(id, organization, job_type, state, attempt) order by id)
+               filter (where relayed)
+      into completed_ids, failed_ids, woken_queues, dedup_changed, refused, relay_events
       from notified;
 
     -- A forbidden transition undoes the whole statement (its history and
@@ -164,6 +159,13 @@ begin
     if refused is not null then
         raise exception 'pgjobs: job % cannot go from % to %', refused[1], refused[2], refused[3]
             using errcode = 'PJ003';
+    end if;
+
+    -- One outbox row per statement, its events in the NOTIFY payloads' form.
+    -- Its own statement, reached only by relayed sessions: only they may
+    -- write the outbox.
+    if relay_events is not null then
+        insert into pgjobs.state_outbox (events) values (relay_events);
     end if;
 
     if woken_queues is not null then
