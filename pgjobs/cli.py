@@ -6,7 +6,6 @@ job that died), 2 a usage or input error.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -101,42 +100,13 @@ def migrate(dsn: str | None) -> None:
 )
 @click.option("--timeout", type=int, default=None, help="Seconds per attempt; 0 = none.")
 @click.option("--actor", default=None, help="Who creates the job (recorded as created_by).")
-def enqueue(
-    dsn: str | None,
-    job_type: str,
-    payload: str,
-    organization: str | None,
-    queue: str | None,
-    priority: int | None,
-    delay: str | None,
-    dedup_key: str | None,
-    depends_on: tuple[int, ...],
-    max_attempts: int | None,
-    timeout: int | None,
-    actor: str | None,
-) -> None:
+def enqueue(dsn: str | None, job_type: str, payload: str, **options: Any) -> None:
     """Add a job; print its id as JSON.
 
     Prints {"id": ..., "duplicate": ...}: a live job with the same dedup key
     is returned instead of a new one.
     """
-    _run(
-        lambda: commands.enqueue(
-            dsn,
-            job_type,
-            payload,
-            _echo_json,
-            organization=organization,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            dedup_key=dedup_key,
-            depends_on=depends_on,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            actor=actor,
-        )
-    )
+    _run(lambda: commands.enqueue(dsn, job_type, payload, _echo_json, **options))
 
 
 @main.command()
@@ -161,34 +131,9 @@ def status(dsn: str | None, job_id: int, organization: str | None) -> None:
     "--after-id", type=int, default=None, help="Keyset: the last id of the previous page."
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
-def list_(
-    dsn: str | None,
-    organization: str | None,
-    state: str | None,
-    job_type: str | None,
-    queue: str | None,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-    limit: int,
-    after_id: int | None,
-    as_json: bool,
-) -> None:
+def list_(dsn: str | None, **filters: Any) -> None:
     """List jobs, newest first."""
-    _run(
-        lambda: commands.list_jobs(
-            dsn,
-            click.echo,
-            organization=organization,
-            state=state,
-            job_type=job_type,
-            queue=queue,
-            since=since,
-            until=until,
-            limit=limit,
-            after_id=after_id,
-            as_json=as_json,
-        )
-    )
+    _run(lambda: commands.list_jobs(dsn, click.echo, **filters))
 
 
 @main.command()

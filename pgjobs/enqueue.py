@@ -9,19 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
-from psycopg.rows import tuple_row
 
-from pgjobs import _conn, registry, sql
+from pgjobs import _conn, registry
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import check_text, encode
+from pgjobs.statements import enqueue as statements
+from pgjobs.statements.enqueue import EnqueueResult, NewJob
 
-
-class EnqueueResult(NamedTuple):
-    id: int
-    duplicate: bool
+__all__ = ["EnqueueResult", "enqueue", "enqueue_many", "job_params"]
 
 
 def _seconds(value: float | dt.timedelta | None, name: str) -> float | None:
@@ -59,8 +57,8 @@ def job_params(
     depends_on: Iterable[int] = (),
     max_attempts: int | None = None,
     timeout: float | dt.timedelta | None = None,
-) -> dict[str, Any]:
-    """Validates one job's arguments into the parameters of job_enqueue."""
+) -> NewJob:
+    """Validates one job's arguments into what the enqueue statements take."""
     if not isinstance(job_type, str) or not job_type:
         raise InvalidJob("job_type must be a non-empty string")
     check_text("job_type", job_type, max_length=200)
@@ -83,18 +81,18 @@ def job_params(
     for parent in parents:
         if isinstance(parent, bool) or not isinstance(parent, int):
             raise InvalidJob(f"depends_on must hold job ids, got {parent!r}")
-    return {
-        "job_type": job_type,
-        "payload": encode(payload),
-        "organization": organization,
-        "queue": queue,
-        "priority": _int(priority, "priority", 0, 3),
-        "run_at": run_at,
-        "dedup_key": dedup_key,
-        "depends_on": parents or None,
-        "max_attempts": _int(max_attempts, "max_attempts", 1),
-        "timeout_seconds": None if timeout_s is None else int(timeout_s),
-    }
+    return NewJob(
+        job_type=job_type,
+        payload=encode(payload),
+        organization=organization,
+        queue=queue,
+        priority=_int(priority, "priority", 0, 3),
+        run_at=run_at,
+        dedup_key=dedup_key,
+        depends_on=parents or None,
+        max_attempts=_int(max_attempts, "max_attempts", 1),
+        timeout_seconds=None if timeout_s is None else int(timeout_s),
+    )
 
 
 def enqueue(
@@ -117,7 +115,7 @@ def enqueue(
     ``None`` means the job type's default; ``delay`` (seconds or a timedelta) and
     ``run_at`` (timezone-aware) are alternatives.
     """
-    params = job_params(
+    job = job_params(
         job_type,
         payload,
         organization=organization,
@@ -133,10 +131,8 @@ def enqueue(
     raw = _conn.raw(conn)
     types = registry.current()
     types.ensure(raw, job_type)
-    with raw.cursor(row_factory=tuple_row) as cur, _unknown_type_resync(types), translated():
-        row = cur.execute(sql.query("job_enqueue"), params).fetchone()
-    assert row is not None
-    return EnqueueResult(int(row[0]), bool(row[1]))
+    with _unknown_type_resync(types), translated():
+        return statements.enqueue(raw, job)
 
 
 def enqueue_many(
@@ -156,19 +152,19 @@ def enqueue_many(
         fields = dict(item)
         if "job_type" not in fields:
             raise InvalidJob("each job needs a job_type")
-        params = job_params(fields.pop("job_type"), fields.pop("payload", None), **fields)
-        types.add(params["job_type"])
-        if params["run_at"] is not None:
-            params["run_at"] = params["run_at"].isoformat()
+        job = job_params(fields.pop("job_type"), fields.pop("payload", None), **fields)
+        types.add(job.job_type)
+        params: dict[str, Any] = job._asdict()
+        if job.run_at is not None:
+            params["run_at"] = job.run_at.isoformat()
         payload = params.pop("payload")  # JSON text already: spliced in, not decoded again
         head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
         elements.append(f'{head[:-1]},"payload":{payload}}}')
     for name in types:
         registry.current().ensure(raw, name)
     text = "[" + ",".join(elements) + "]"
-    with raw.cursor(row_factory=tuple_row) as cur, translated():
-        rows = cur.execute(sql.query("job_enqueue_many"), {"jobs": text}).fetchall()
-    return [EnqueueResult(int(r[1]), bool(r[2])) for r in rows]
+    with translated():
+        return statements.enqueue_many(raw, jobs=text)
 
 
 class _unknown_type_resync:

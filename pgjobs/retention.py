@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import sql
+from pgjobs.statements import maintenance as statements
 
 
 def prune(
@@ -23,14 +23,13 @@ def prune(
     total = 0
     while True:
         with conn.transaction():
-            rows = conn.execute(
-                sql.query("job_prune_batch"),
-                {"older_than_seconds": older_than_seconds, "batch_size": batch_size},
-            ).fetchall()
-        total += len(rows)
-        if progress is not None and rows:
+            pruned = statements.prune_batch(
+                conn, older_than_seconds=older_than_seconds, batch_size=batch_size
+            )
+        total += pruned
+        if progress is not None and pruned:
             progress(total)
-        if len(rows) < batch_size:
+        if pruned < batch_size:
             return total
 
 
@@ -47,11 +46,10 @@ def prune_exclusive(
     held across the batches' transactions, so that two workers started the same
     day do not delete side by side.
     """
-    row = conn.execute(sql.query("prune_lock_try")).fetchone()
-    if row is None or not row[0]:
+    if not statements.prune_lock_try(conn):
         return None
     try:
         return prune(conn, older_than_seconds, batch_size=batch_size, progress=progress)
     finally:
         if not conn.closed:
-            conn.execute(sql.query("prune_unlock"))
+            statements.prune_unlock(conn)

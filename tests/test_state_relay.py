@@ -15,11 +15,12 @@ import pytest
 import pgjobs
 from pgjobs import registry
 from pgjobs.worker.relay import StateRelay
-from tests import (
+from tests.support import (
     factories,
     handlers,  # noqa: F401 (registers the t.* job types)
+    queries,
+    workers,
 )
-from tests import lifecycle_handlers as lc
 
 RELAYED = "select set_config('pgjobs.relay_state_events', 'on', false)"
 
@@ -65,7 +66,7 @@ def test_a_relayed_session_notifies_nothing_and_the_relay_sends_the_same_events_
         worker.execute(RELAYED)
         factories.move(worker, job_id, "completed")
         assert received(listener) == []  # nothing from the worker's own commit
-        assert lc.scalar(dsn, "select count(*) from pgjobs.state_outbox") == 1
+        assert queries.scalar(dsn, "select count(*) from pgjobs.state_outbox") == 1
 
         relay = StateRelay()
         assert relay.step(worker) == 1
@@ -73,7 +74,7 @@ def test_a_relayed_session_notifies_nothing_and_the_relay_sends_the_same_events_
     assert events == [{"id": job_id, "organization": "acme", "job_type": factories.JOB_TYPE,
                        "state": "completed", "attempt": 1}]
     assert set(events[0]) == set(direct_events[0])  # the payload has the same form
-    assert lc.scalar(dsn, "select count(*) from pgjobs.state_outbox") == 0
+    assert queries.scalar(dsn, "select count(*) from pgjobs.state_outbox") == 0
     with psycopg.connect(dsn, autocommit=True) as again:
         assert StateRelay().step(again) == 0  # sent once: a fresh relay finds nothing
     assert received(listener) == []
@@ -163,14 +164,14 @@ def test_a_worker_run_reaches_listeners_with_every_state_change_and_leaves_no_ou
 
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
-    with lc.workers(dsn) as pool:
-        worker = pool.start(processes=2, extra=("--import", "tests.handlers",
+    with workers.workers(dsn) as pool:
+        worker = pool.start(processes=2, extra=("--import", "tests.support.handlers",
                                                 "--queues", "default", "--exit-when-idle"))
         assert worker.wait(60) == 0, worker.output()[-3000:]
-        states = lc.rows(dsn, "select state, count(*) from pgjobs.jobs group by 1")
+        states = queries.rows(dsn, "select state, count(*) from pgjobs.jobs group by 1")
         assert states == [("completed", len(ids))], worker.output()[-3000:]
     thread.join(30)
     assert done.is_set(), f"{len(seen)} events"
     by_job = {i: [e["state"] for e in seen if e["id"] == i] for i in ids}
     assert all(states == ["running", "completed"] for states in by_job.values()), by_job
-    assert lc.scalar(dsn, "select count(*) from pgjobs.state_outbox") == 0
+    assert queries.scalar(dsn, "select count(*) from pgjobs.state_outbox") == 0

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from pgjobs import sql
-from tests import factories
+from tests.support import factories
 
 KEY = 4242
 

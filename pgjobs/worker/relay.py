@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import sql
+from pgjobs.statements.relay import state_relay
 
 # Outbox rows per pass, and passes at most per step when rows keep coming.
 _BATCH = 1000
@@ -70,8 +70,7 @@ class StateRelay:
         now = self.clock()
         sweep = now >= self.next_sweep
         after = 0 if sweep else min(self.pending, default=self.high + 1) - 1
-        rows = conn.execute(sql.query("state_relay"), {"after": after, "n": _BATCH}).fetchall()
-        ids = [row[0] for row in rows]
+        ids = state_relay(conn, after=after, n=_BATCH)
         if sweep:
             self.next_sweep = now + _SWEEP_SECONDS
         for id_ in ids:
