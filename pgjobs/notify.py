@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from pgjobs import pooler
 from pgjobs.reconnect import Backoff
 from pgjobs.statements.monitoring import listen_events, listen_progress
 
@@ -35,12 +36,15 @@ def subscribe(
 
     Reconnects (with backoff) if the connection drops; events sent while it was
     down are lost, so the tables remain the truth. ``timeout`` ends the
-    iteration after that many seconds without a matching event.
+    iteration after that many seconds without a matching event. Behind a
+    transaction-mode pooler, which cannot carry LISTEN, it raises
+    :class:`pgjobs.pooler.NeedsDirectConnection` (a ValueError) at once.
     """
     backoff = Backoff(cap=reconnect_max_seconds)
     while True:
         try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
+            with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+                pooler.refuse_listen(conn, "pgjobs.subscribe (pgjobs listen)")
                 listen_events(conn)
                 listen_progress(conn)
                 backoff.reset()

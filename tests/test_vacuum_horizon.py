@@ -11,21 +11,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgjobs import sql
+from pgjobs.statements import maintenance
 from tests.support import factories
 
-KEY = 4242
+HOLDER = "test/1"
 
 
-def vacuum_lock(conn: psycopg.Connection[Any], last_horizon: str | None) -> tuple[bool, str | None]:
-    row = conn.execute(
-        sql.query("jobs_vacuum_lock"),
-        {"key": KEY, "threshold": 1000, "scale": 0.0, "last_horizon": last_horizon},
-    ).fetchone()
-    assert row is not None, "no dead tuples seen"
-    if row[0]:
-        conn.execute(sql.query("jobs_vacuum_unlock"), {"key": KEY})
-    return bool(row[0]), row[1]
+def vacuum_turn(conn: psycopg.Connection[Any], last_horizon: str | None) -> tuple[bool, str | None]:
+    due = maintenance.vacuum_turn(
+        conn, holder=HOLDER, seconds=60, threshold=1000, scale=0.0, last_horizon=last_horizon
+    )
+    if due[0]:
+        maintenance.lease_release(conn, duties=["vacuum"], holder=HOLDER)
+    return due
 
 
 @pytest.mark.slow
@@ -44,11 +42,11 @@ def test_no_second_vacuum_while_the_same_open_transaction_holds_the_horizon(
                 "select n_dead_tup >= 1000 from pg_stat_user_tables"
                 " where relid = 'pgjobs.jobs'::regclass").fetchone()[0], timeout=20)
 
-            locked, horizon = vacuum_lock(conn, None)
+            locked, horizon = vacuum_turn(conn, None)
             assert locked and horizon == held[0]  # the open transaction is the horizon
             conn.execute("vacuum pgjobs.jobs")
             # The same transaction still holds it: nothing more could go.
-            assert vacuum_lock(conn, horizon) == (False, horizon)
+            assert vacuum_turn(conn, horizon)[0] is False
         # It ended: the next vacuum can remove what it kept.
-        locked, after = vacuum_lock(conn, horizon)
+        locked, after = vacuum_turn(conn, horizon)
         assert locked and after != horizon

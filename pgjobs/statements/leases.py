@@ -59,3 +59,13 @@ def return_worker(*, worker: str, except_ids: Sequence[int]) -> Params:
 def backend_terminate(*, pids: Sequence[int]) -> Params:
     """Stops the server sessions a killed process left running."""
     return {"pids": list(pids)}
+
+
+def _ids(found: list[Any]) -> list[int]:
+    return [row[0] for row in found]
+
+
+@statement("job_cancels_requested", _ids)
+def cancels_requested(*, ids: Sequence[int], tokens: Sequence[int]) -> Params:
+    """Of these running attempts (job id, lease token), those a cancel was requested for."""
+    return {"ids": list(ids), "tokens": list(tokens)}

@@ -1,8 +1,10 @@
 """Maintenance (``sql/queries/maintenance.sql``): the workers' vacuum of the jobs
-table, and retention's batches and lock."""
+table, retention's batches, and the turns (leases) both take."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from pgjobs.statements.base import Params, flag, nothing, statement
@@ -12,25 +14,33 @@ def _vacuum_due(found: list[Any]) -> tuple[bool, str | None]:
     return (bool(found[0][0]), found[0][1]) if found else (False, None)
 
 
-@statement("jobs_vacuum_lock", _vacuum_due)
-def vacuum_lock(
-    *, key: int, threshold: int, scale: float, last_horizon: str | None = None
+@statement("jobs_vacuum_turn", _vacuum_due)
+def vacuum_turn(
+    *,
+    holder: str,
+    seconds: float,
+    threshold: int,
+    scale: float,
+    now: dt.datetime | None = None,
+    last_horizon: str | None = None,
 ) -> Params:
-    """Whether this session took the vacuum lock because a vacuum is due and
-    can remove something, and the horizon it met (the oldest transaction
-    holding back what a vacuum may remove; None: none seen). ``last_horizon``:
-    the one the previous vacuum met."""
-    return {"key": key, "threshold": threshold, "scale": scale, "last_horizon": last_horizon}
+    """Whether ``holder`` took the vacuum turn because a vacuum is due and can
+    remove something, and the horizon it met (the oldest transaction holding
+    back what a vacuum may remove; None: none seen). ``last_horizon``: the one
+    the previous vacuum met."""
+    return {
+        "holder": holder,
+        "seconds": seconds,
+        "threshold": threshold,
+        "scale": scale,
+        "now": now,
+        "last_horizon": last_horizon,
+    }
 
 
 @statement("jobs_vacuum", nothing, fetch=False)
 def vacuum() -> None:
     return None
-
-
-@statement("jobs_vacuum_unlock", nothing, fetch=False)
-def vacuum_unlock(*, key: int) -> Params:
-    return {"key": key}
 
 
 def _count(found: list[Any]) -> int:
@@ -43,11 +53,13 @@ def prune_batch(*, older_than_seconds: float, batch_size: int) -> Params:
     return {"older_than_seconds": older_than_seconds, "batch_size": batch_size}
 
 
-@statement("prune_lock_try", flag)
-def prune_lock_try() -> None:
-    return None
+@statement("maintenance_lease_take", flag)
+def lease_take(*, duty: str, holder: str, seconds: float, now: dt.datetime | None = None) -> Params:
+    """Whether ``holder`` has the turn at ``duty`` for the next ``seconds`` (taken or renewed)."""
+    return {"duty": duty, "holder": holder, "seconds": seconds, "now": now}
 
 
-@statement("prune_unlock", nothing, fetch=False)
-def prune_unlock() -> None:
-    return None
+@statement("maintenance_lease_release", nothing, fetch=False)
+def lease_release(*, duties: Sequence[str], holder: str) -> Params:
+    """Gives back the turns ``holder`` has at ``duties``."""
+    return {"duties": list(duties), "holder": holder}

@@ -1,12 +1,15 @@
 """The rescuer: settles what workers leave behind.
 
 Two cases. A job whose lease expired (its process stopped renewing it: frozen,
-killed, its host lost) is ended by the lease rescue, one rescuer at a time
-across every supervisor, with the retry policy applied. A worker process that
-died or was killed under this supervisor is settled at once: its server
-sessions are terminated (so a long query stops too), the attempt it was
-running ends with the reason, and the jobs it held but had not started go
-back to the queue without counting an attempt.
+killed, its host lost) is ended by the lease rescue, with the retry policy
+applied, by one supervisor at a time: the one holding the rescue turn (a row
+of pgjobs.maintenance_leases, renewed at each rescue, lost a lease after its
+holder dies). A worker process that died or was killed under this supervisor
+is settled at once: its server sessions are terminated (so a long query stops
+too; not behind a pooler, whose process ids are made up, where the job's
+statement_timeout bounds it), the attempt it was running ends with the
+reason, and the jobs it held but had not started go back to the queue
+without counting an attempt.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pgjobs.statements.leases import (
     worker_forget_stale,
     worker_unregister,
 )
+from pgjobs.statements.maintenance import lease_release, lease_take
 from pgjobs.statements.outcomes import fail_many
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.session import worker_name
@@ -48,7 +52,10 @@ class Rescuer:
             return
         assert self.conn is not None
         with self.conn.transaction():
-            rescued = lease_rescue(self.conn)
+            turn = lease_take(
+                self.conn, duty="rescue", holder=worker_name(), seconds=self.cfg.lease_seconds
+            )
+            rescued = lease_rescue(self.conn) if turn else []
             worker_forget_stale(self.conn, stale_seconds=self.cfg.lease_seconds * 4)
         for job in rescued:
             self.log.warning(
@@ -69,7 +76,7 @@ class Rescuer:
         forced shutdown), and the jobs it held unstarted go back."""
         assert self.conn is not None
         pids = self.slots.backend_pids(index)
-        if pids:
+        if pids and not self.cfg.pooler:
             backend_terminate(self.conn, pids=pids)
         settled = []
         if running is not None and reason is not None:
@@ -78,6 +85,13 @@ class Rescuer:
         if pid is not None:
             return_worker(self.conn, worker=worker_name(pid), except_ids=settled)
             worker_unregister(self.conn, worker=worker_name(pid))
+
+    def release(self) -> None:
+        """Gives the rescue turn back (a clean stop), so another supervisor
+        need not wait for it to expire."""
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                lease_release(self.conn, duties=["rescue"], holder=worker_name())
 
     def job_keys(self, job_id: int) -> dict[str, Any]:
         """The keys every job event carries (job_id, job_type, organization,

@@ -63,7 +63,7 @@ class Runner:
             self.log,
             cfg.batch_size,
         )
-        self.vacuum = Vacuum(self.log)
+        self.vacuum = Vacuum(self.log, self.name)
         self.control: psycopg.Connection[Any] | None = None
 
     def serve(self) -> None:

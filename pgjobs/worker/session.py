@@ -11,13 +11,14 @@ is large, the planner's cost estimates pass the JIT threshold and short
 statements spend milliseconds being compiled (two fifths of the workers'
 database time in a long sustained run).
 
-Settings are made once per session here. A transaction-pooling mode (no
-prepared statements, settings per transaction, no LISTEN) would be decided in
-this module and nowhere else.
+Settings are made once per session here, or, through a transaction-mode
+pooler (:mod:`pgjobs.pooler`), once per transaction: :func:`resolve` decides
+the mode once per worker, and :func:`connect` opens the session it calls for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 
 import psycopg
 
+from pgjobs import pooler
 from pgjobs.reconnect import with_backoff
 from pgjobs.statements import run
 from pgjobs.statements.sessions import session_configure
@@ -33,6 +35,18 @@ from pgjobs.worker.config import WorkerConfig
 
 def worker_name(pid: int | None = None) -> str:
     return f"{socket.gethostname()}/{pid or os.getpid()}"
+
+
+def resolve(cfg: WorkerConfig) -> WorkerConfig:
+    """``cfg`` with its pooler mode decided (the setting, ``PGJOBS_POOLER``, else
+    detected on one connection); pooled, wake-ups come by polling."""
+    pooled = cfg.pooler if cfg.pooler is not None else pooler.mode_from_env()
+    if pooled is None:
+        with psycopg.connect(cfg.dsn, autocommit=True, prepare_threshold=None) as conn:
+            pooled = pooler.behind_pooler(conn)
+    if not pooled:
+        return dataclasses.replace(cfg, pooler=False)
+    return dataclasses.replace(cfg, pooler=True, listen=False, poll_seconds=cfg.pooler_poll_seconds)
 
 
 def connect(
@@ -50,17 +64,19 @@ def connect(
     options: dict[str, Any] = {}
     if timeout_seconds is not None:
         options["connect_timeout"] = max(1, int(timeout_seconds))
-    conn = psycopg.connect(cfg.dsn, autocommit=autocommit, **options)
     seconds = cfg.statement_timeout_seconds if timeout_seconds is None else timeout_seconds
-    run(
-        conn,
-        session_configure.bind(
-            statement_timeout_ms=int(seconds * 1000),
-            application_name=f"pgjobs {purpose} {os.getpid()}",
-            synchronous_commit="off" if bookkeeping else None,
-            jit="off" if bookkeeping else None,
-        ),
+    settings = session_configure.bind(
+        statement_timeout_ms=int(seconds * 1000),
+        application_name=f"pgjobs {purpose} {os.getpid()}",
+        synchronous_commit="off" if bookkeeping else None,
+        jit="off" if bookkeeping else None,
     )
+    if cfg.pooler:
+        return pooler.connect(cfg.dsn, settings=settings.params, autocommit=autocommit, **options)
+    conn = psycopg.connect(cfg.dsn, autocommit=autocommit, **options)
+    if cfg.pooler is False:
+        pooler.remember(conn, False)  # decided already: spares pgjobs.pooler's probe
+    run(conn, settings)
     if not autocommit:
         conn.commit()
     return conn

@@ -1,6 +1,7 @@
 """The supervisor: starts N worker processes and keeps them honest.
 
-Its loop ticks every 50 ms: it reads cancel requests, kills processes whose job
+Its loop ticks every 50 ms: it reads cancel requests (by LISTEN, or behind a
+pooler by polling the running jobs' rows), kills processes whose job
 ran past its timeout or cancel grace (:mod:`timeouts`), replaces processes that
 died, has the rescuer settle what they left and rescue expired leases
 (:mod:`rescuer`), and keeps the metrics exporter and the pruner going. On
@@ -31,7 +32,7 @@ from pgjobs.worker.maintenance import Pruner
 from pgjobs.worker.relay import StateRelay
 from pgjobs.worker.rescuer import Rescuer, ended
 from pgjobs.worker.runner import child_main
-from pgjobs.worker.session import connect_until_up, worker_name
+from pgjobs.worker.session import connect_until_up, resolve, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.timeouts import Enforcer, Overdue
 
@@ -50,7 +51,7 @@ class Supervisor:
         log_level: str = "info",
         registry: Registry | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = resolve(cfg)  # pooler mode decided once, for every process
         self.registry = registry or current()
         self.log_json = log_json
         self.log_level = log_level
@@ -85,11 +86,15 @@ class Supervisor:
             for index in range(self.cfg.processes):
                 self._spawn(index)
             self.log.info(
-                "worker_started", processes=self.cfg.processes, queues=list(self.cfg.queues)
+                "worker_started",
+                processes=self.cfg.processes,
+                queues=list(self.cfg.queues),
+                pooler=self.cfg.pooler,
             )
             return self._loop()
         finally:
             self._stop_services()
+            self.rescuer.release()
             if self.rescuer.conn is not None:
                 with contextlib.suppress(psycopg.Error):
                     self.relay.step(self.rescuer.conn)  # the stopped processes' last events
@@ -116,7 +121,11 @@ class Supervisor:
     def _tick(self) -> None:
         assert self.rescuer.conn is not None
         try:
-            self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
+            if self.cfg.pooler:  # no LISTEN through a pooler
+                self.enforcer.poll_cancels(self.rescuer.conn, self.rescuer.job_keys)
+                time.sleep(_TICK_SECONDS)
+            else:
+                self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
             self.relay.step(self.rescuer.conn)
             alive = [p is not None and p.is_alive() for p in self.children]
             for overdue in self.enforcer.overdue(alive):
@@ -139,7 +148,7 @@ class Supervisor:
             log=self.log,
             event="supervisor_reconnect",
             stop=lambda: bool(self.signals),
-            setup=cancel_listen,
+            setup=(lambda conn: None) if self.cfg.pooler else cancel_listen,
         )
         self.relay.reset()  # a new session may meet an outbox a crash emptied
 

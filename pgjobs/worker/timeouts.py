@@ -1,7 +1,9 @@
 """Timeouts and cancels: what the supervisor enforces on running jobs.
 
 A cancel request arrives by NOTIFY on ``pgjobs_cancel`` (the supervisor's
-session LISTENs) and is written into the slot of the process running the job;
+session LISTENs), or, behind a transaction-mode pooler (no LISTEN), is found
+by reading the running attempts' rows every ``cancel_poll_seconds``; it is
+written into the slot of the process running the job;
 the handler sees it through ``ctx.raise_if_canceled()``. A job past its
 timeout, or a canceled job that did not return within its grace, has its
 process killed by the supervisor (SIGKILL, so a busy loop, a sleep and a
@@ -17,6 +19,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from pgjobs.statements import Failed
+from pgjobs.statements.leases import cancels_requested
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.rescuer import ended
@@ -37,6 +40,7 @@ class Enforcer:
         self.slots = slots
         self.log = log
         self.pending_cancels: dict[int, float] = {}  # job id -> forget after
+        self.next_cancel_poll = 0.0
 
     def read_cancels(
         self, conn: psycopg.Connection[Any], timeout: float, job_keys: Callable[[int], Any]
@@ -52,6 +56,28 @@ class Enforcer:
             self.pending_cancels[job_id] = time.monotonic() + self.cfg.lease_seconds
         if self.pending_cancels:
             self._deliver(job_keys)
+
+    def poll_cancels(self, conn: psycopg.Connection[Any], job_keys: Callable[[int], Any]) -> None:
+        """Pooler mode: reads which running attempts had a cancel requested, at
+        most every ``cancel_poll_seconds``, and delivers those."""
+        now = time.monotonic()
+        if now < self.next_cancel_poll:
+            return
+        self.next_cancel_poll = now + self.cfg.cancel_poll_seconds
+        running = [r for r in map(self.slots.running, range(self.cfg.processes)) if r]
+        fresh = [r for r in running if not self._delivered(r.job_id)]
+        if not fresh:
+            return
+        ids = [r.job_id for r in fresh]
+        for job_id in cancels_requested(conn, ids=ids, tokens=[r.lease_token for r in fresh]):
+            self.pending_cancels[job_id] = now + self.cfg.lease_seconds
+        if self.pending_cancels:
+            self._deliver(job_keys)
+
+    def _delivered(self, job_id: int) -> bool:
+        return any(
+            self.slots.cancel_requested(index, job_id) for index in range(self.cfg.processes)
+        )
 
     def _deliver(self, job_keys: Callable[[int], Any]) -> None:
         now = time.monotonic()

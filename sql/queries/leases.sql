@@ -14,8 +14,8 @@ update pgjobs.jobs
 
 -- name: lease_rescue
 -- Jobs whose worker stopped renewing the lease: the attempt counts, retry
--- policy applies (pgjobs.failed_attempt). One rescuer at a time, by a
--- transaction advisory lock.
+-- policy applies (pgjobs.failed_attempt). One rescuer at a time: the caller
+-- holds the rescue turn (maintenance_lease_take) in the same transaction.
 update pgjobs.jobs j
    set (state, run_at, finished_at) = row((pgjobs.failed_attempt(
            cancel_requested => j.cancel_requested_at is not null, permanent => false,
@@ -28,7 +28,6 @@ update pgjobs.jobs j
   from pgjobs.job_types t
  where j.state = 'running' and j.lease_expires_at < coalesce(%(now)s, now())
    and t.name = j.job_type
-   and pg_try_advisory_xact_lock(hashtext('pgjobs.lease_rescue'))
 returning j.id, j.state, j.job_type, j.organization, j.attempt;
 
 -- name: worker_register
@@ -56,3 +55,11 @@ returning j.id;
 -- name: backend_terminate
 -- Stops queries a killed job process left running on the server.
 select pg_terminate_backend(pid) from unnest(%(pids)s::int[]) as pid where pid > 0;
+
+-- name: job_cancels_requested
+-- Which of the attempts a supervisor's processes run (job id and lease token)
+-- had a cancel requested: how cancels are found without LISTEN (pooler mode).
+select j.id
+  from unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) as r(id, token)
+  join pgjobs.jobs j on j.id = r.id
+ where j.state = 'running' and j.lease_token = r.token and j.cancel_requested_at is not null;
