@@ -18,6 +18,7 @@ from pgjobs.errors import (
     PermanentError,
     PgJobsError,
     TransientError,
+    WaitTimeout,
 )
 from pgjobs.jobs import cancel, get, history, list_jobs, retry
 from pgjobs.monitoring import metrics
@@ -34,16 +35,17 @@ from pgjobs.schedules import (
 )
 from pgjobs.states import State
 from pgjobs.tenancy import tenant
+from pgjobs.waiting import wait
 
 if TYPE_CHECKING:
-    from pgjobs import testing
+    from pgjobs import aio, testing
 
 
 def __getattr__(name: str) -> Any:
-    if name == "testing":
+    if name in ("testing", "aio"):
         import importlib
 
-        return importlib.import_module("pgjobs.testing")
+        return importlib.import_module(f"pgjobs.{name}")
     raise AttributeError(f"module 'pgjobs' has no attribute {name!r}")
 
 
@@ -62,6 +64,8 @@ __all__ = [
     "Registry",
     "State",
     "TransientError",
+    "WaitTimeout",
+    "aio",
     "cancel",
     "enqueue",
     "enqueue_many",
@@ -80,4 +84,5 @@ __all__ = [
     "testing",
     "trigger_schedule",
     "unschedule",
+    "wait",
 ]

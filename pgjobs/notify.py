@@ -19,6 +19,7 @@ from pgjobs.statements.monitoring import listen_events, listen_progress
 
 log = structlog.get_logger("pgjobs.notify")
 
+APPLICATION_NAME = "pgjobs subscribe"  # how an operator (or a test) finds these sessions
 CHANNELS = {"pgjobs_state": "state", "pgjobs_progress": "progress"}
 
 
@@ -40,7 +41,7 @@ def subscribe(
     backoff = Backoff(cap=reconnect_max_seconds)
     while True:
         try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
+            with psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
                 listen_events(conn)
                 listen_progress(conn)
                 backoff.reset()
@@ -48,8 +49,8 @@ def subscribe(
                     got = False
                     for note in conn.notifies(timeout=timeout, stop_after=1):
                         got = True
-                        event = _parse(note.channel, note.payload)
-                        if event is not None and _matches(event, organization, job_id):
+                        event = parse(note.channel, note.payload)
+                        if event is not None and matches(event, organization, job_id):
                             yield event
                     if not got and timeout is not None:
                         return
@@ -58,7 +59,7 @@ def subscribe(
             time.sleep(backoff.next())
 
 
-def _parse(channel: str, payload: str) -> dict[str, Any] | None:
+def parse(channel: str, payload: str) -> dict[str, Any] | None:
     kind = CHANNELS.get(channel)
     if kind is None:
         return None
@@ -72,7 +73,7 @@ def _parse(channel: str, payload: str) -> dict[str, Any] | None:
     return event
 
 
-def _matches(event: dict[str, Any], organization: str | None, job_id: int | None) -> bool:
+def matches(event: dict[str, Any], organization: str | None, job_id: int | None) -> bool:
     if organization is not None and event.get("organization") != organization:
         return False
     return job_id is None or event.get("id") == job_id

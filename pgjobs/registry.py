@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import ConnectionInfo
 
 from pgjobs import _conn
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import check_text
 from pgjobs.statements import job_types as statements
+from pgjobs.steps import Steps, drive
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,8 +116,7 @@ def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
         declare(_conn.raw(conn), spec.name, spec.schedule, spec.schedule_timezone)
 
 
-def _database_key(conn: psycopg.Connection[Any]) -> str:
-    info = conn.info
+def _database_key(info: ConnectionInfo) -> str:
     return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
 
 
@@ -206,24 +207,28 @@ class Registry:
             names.append(spec.name)
         if raw.autocommit:  # otherwise ensure() caches each type once it sees it committed
             with self._lock:
-                self._synced.update((_database_key(raw), name) for name in names)
+                self._synced.update((_database_key(raw.info), name) for name in names)
         return names
 
     def ensure(self, conn: psycopg.Connection[Any], name: str) -> None:
         """Makes a registered type exist in the database before enqueueing it."""
+        drive(conn, self.ensure_steps(conn.info, name))
+
+    def ensure_steps(self, info: ConnectionInfo, name: str) -> Steps[None]:
+        """:meth:`ensure` as steps (``pgjobs.steps``), for both faces of enqueue."""
         with self._lock:
             spec = self._types.get(name)
-            key = (_database_key(conn), name)
+            key = (_database_key(info), name)
             if spec is None or key in self._synced:
                 return
         resolve_handler(spec.handler)
         with translated():
-            if not statements.may_write(conn):
+            if not (yield statements.may_write.bind()):
                 # An application role reads job types but does not define them:
                 # the workers (or migrations) do. Enqueue then checks the type exists.
                 self._remember(key)
                 return
-            uncommitted = statements.ensure(conn, spec)
+            uncommitted = yield statements.ensure.bind(spec)
         # A row this transaction wrote may yet be rolled back: cache it only once committed.
         if not uncommitted:
             self._remember(key)
