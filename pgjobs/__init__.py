@@ -7,7 +7,7 @@ first use.
 
 from typing import TYPE_CHECKING, Any
 
-from pgjobs.context import JobContext
+from pgjobs.context import AsyncJobContext, JobContext
 from pgjobs.enqueue import EnqueueResult, enqueue, enqueue_many
 from pgjobs.errors import (
     AccessDenied,
@@ -24,7 +24,7 @@ from pgjobs.jobs import cancel, get, history, list_jobs, retry
 from pgjobs.monitoring import metrics
 from pgjobs.notify import subscribe
 from pgjobs.records import Event, Job
-from pgjobs.registry import Registry, job
+from pgjobs.registry import Registry, job, on_worker_start
 from pgjobs.schedules import (
     list_schedules,
     pause_schedule,
@@ -51,6 +51,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AccessDenied",
+    "AsyncJobContext",
     "EnqueueResult",
     "Event",
     "InvalidJob",
@@ -75,6 +76,7 @@ __all__ = [
     "list_jobs",
     "list_schedules",
     "metrics",
+    "on_worker_start",
     "pause_schedule",
     "resume_schedule",
     "retry",

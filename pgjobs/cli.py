@@ -90,6 +90,8 @@ def migrate(dsn: str | None) -> None:
     help="Module that registers handlers with @pgjobs.job (repeatable).",
 )
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 10_000),
+              help="Async handlers in flight per process (sync ones run one at a time).")
 @click.option(
     "--lease",
     "lease_seconds",
@@ -150,6 +152,7 @@ def worker(
     queues: str,
     imports: tuple[str, ...],
     batch_size: int,
+    concurrency: int,
     lease_seconds: float,
     grace_seconds: float,
     cancel_grace_seconds: float,
@@ -169,6 +172,7 @@ def worker(
             queues=queues,
             imports=imports,
             batch_size=batch_size,
+            concurrency=concurrency,
             lease_seconds=lease_seconds,
             grace_seconds=grace_seconds,
             cancel_grace_seconds=cancel_grace_seconds,

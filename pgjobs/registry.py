@@ -130,6 +130,22 @@ class Registry:
         self._handlers: dict[str, Callable[..., Any]] = {}
         # (database, type) pairs already written, so enqueue pays the upsert once.
         self._synced: set[tuple[str, str]] = set()
+        self._start_hooks: list[Callable[[], Any]] = []
+
+    def on_worker_start(self, fn: F) -> F:
+        """Runs ``fn()`` (a coroutine function or a plain one) once in every
+        worker process as it starts, on the event loop its async handlers run
+        on: the place to make process-wide async resources (an HTTP client, a
+        connection pool) that every job of the process then shares."""
+        if not callable(fn):
+            raise InvalidJob("on_worker_start takes a function")
+        with self._lock:
+            self._start_hooks.append(fn)
+        return fn
+
+    def start_hooks(self) -> list[Callable[[], Any]]:
+        with self._lock:
+            return list(self._start_hooks)
 
     def job(
         self,
@@ -264,6 +280,7 @@ def current() -> Registry:
 
 
 job = default.job
+on_worker_start = default.on_worker_start
 
 
 # The current registry's verbs, for callers that hold no registry of their own.

@@ -15,23 +15,26 @@ worker) or inside a transaction the test rolls back; ``ctx.conn`` in a handler
 is that same connection. Handlers are found as the worker finds them: the
 registration in ``registry`` (default: the current one, that is the registry of
 ``@pgjobs.job`` unless a block made another current), else the job type's path.
-Timeouts are not enforced here (that needs the worker's processes).
+Timeouts are not enforced here (that needs the worker's processes). An
+``async def`` handler runs here too, to its end, with the awaitable context
+(``await ctx.progress(...)``) the worker gives it.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import inspect
 from typing import Any
 
 import psycopg
 
 from pgjobs import _conn, jobs
-from pgjobs.context import JobContext
+from pgjobs.context import AsyncJobContext, JobContext
 from pgjobs.errors import InvalidJob, InvalidTransition
 from pgjobs.records import Job
 from pgjobs.registry import Registry, current
-from pgjobs.statements import ClaimedJob, Completed, job_types, outcomes
+from pgjobs.statements import Bound, ClaimedJob, Completed, job_types, outcomes, run
 from pgjobs.statements import claim as claiming
 from pgjobs.tenancy import current_organization, set_organization
 from pgjobs.worker.executor import execute, handler_for
@@ -80,11 +83,11 @@ def drain(
 def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> str:
     found = job_types.handler_path(conn, job_type=job.job_type)
     path = None if found is None else str(found)
-    ctx = JobContext(job, conn, lambda: conn, lambda: False, worker=WORKER)
     try:
         fn = handler_for(job.job_type, path, registry)
     except InvalidJob as exc:
         fn = _refuse(exc)
+    ctx = _context(fn, job, conn)
     # As in the worker: the handler runs scoped to the job's organization, and
     # its writes commit with the completion or are rolled back with a failure.
     with conn.transaction() as tx:
@@ -99,6 +102,20 @@ def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> 
     if not isinstance(outcome, Completed):
         done = outcomes.fail_many(conn, [(job, outcome)])
     return str(jobs.get(conn, job.id).state) if done else "lost"  # lease gone
+
+
+def _context(
+    fn: Any, job: ClaimedJob, conn: psycopg.Connection[Any]
+) -> JobContext | AsyncJobContext:
+    """An async handler gets the awaitable context, its statements run inline
+    on ``conn`` (the handler itself runs to its end on a loop of its own)."""
+    if not inspect.iscoroutinefunction(fn):
+        return JobContext(job, conn, lambda: conn, lambda: False, worker=WORKER)
+
+    async def inline(stmt: Bound[Any]) -> Any:
+        return run(conn, stmt)
+
+    return AsyncJobContext(job, inline, lambda: False, worker=WORKER)
 
 
 def _refuse(exc: InvalidJob) -> Any:

@@ -22,7 +22,7 @@ import psycopg
 
 from pgjobs import log as pgjobs_log
 from pgjobs import registry
-from pgjobs.context import JobContext
+from pgjobs.context import AsyncJobContext, JobContext
 from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
 from pgjobs.payload import encode
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome
@@ -30,9 +30,11 @@ from pgjobs.statements.job_types import handler_paths
 
 if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
     from pgjobs.worker.completer import Completer
+    from pgjobs.worker.lane import Lane
     from pgjobs.worker.slots import Slots
 
 _TARGET_BATCH_SECONDS = 0.05  # claim about this much work at a time
+_FILL_SECONDS = 0.005  # the longest a claim waits for more free entries
 
 
 class _Fit(NamedTuple):
@@ -94,29 +96,44 @@ def _imported(path: str) -> Callable[..., Any]:
     return registry.resolve_handler(path)
 
 
-def execute(fn: Callable[..., Any], ctx: JobContext) -> Outcome:
+def check_fit(fn: Callable[..., Any], ctx: JobContext | AsyncJobContext) -> None:
+    """PermanentError if the payload does not fit the handler's parameters."""
+    payload = ctx.payload
+    fit = _fit(fn)
+    if fit is None or not fit.fits(payload):
+        try:  # the full bind, for its precise message (or a rare signature)
+            _signature(fn).bind(ctx, **payload)
+        except TypeError as exc:
+            raise PermanentError(f"payload does not fit the handler: {exc}") from exc
+
+
+def completed(value: Any, started: float) -> Completed:
+    """A handler's return value as its outcome (InvalidJob if it is not JSON)."""
+    return Completed(None if value is None else encode(value, what="result"), ms(started))
+
+
+def failure(exc: Exception, started: float) -> Failed:
+    """How an attempt that raised ``exc`` ends (called while it is handled)."""
+    if isinstance(exc, JobCanceled):
+        return Failed("canceled", str(exc), None, True, ms(started))
+    # InvalidJob: e.g. a result that is not JSON.
+    permanent = isinstance(exc, PermanentError | InvalidJob)
+    return Failed(_class_name(exc), str(exc), traceback.format_exc(), permanent, ms(started))
+
+
+def execute(fn: Callable[..., Any], ctx: JobContext | AsyncJobContext) -> Outcome:
+    """Runs a handler to its outcome. A coroutine (``pgjobs.testing`` runs async
+    handlers inline) runs to its end on a loop of its own; the worker runs
+    them on its process's event loop instead (:mod:`pgjobs.worker.lane`)."""
     started = time.perf_counter()
     try:
-        payload = ctx.payload
-        fit = _fit(fn)
-        if fit is None or not fit.fits(payload):
-            try:  # the full bind, for its precise message (or a rare signature)
-                _signature(fn).bind(ctx, **payload)
-            except TypeError as exc:
-                raise PermanentError(f"payload does not fit the handler: {exc}") from exc
-        value = fn(ctx, **payload)
+        check_fit(fn, ctx)
+        value = fn(ctx, **ctx.payload)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))
-        result = None if value is None else encode(value, what="result")
-    except JobCanceled as exc:
-        return Failed("canceled", str(exc), None, True, _ms(started))
-    except PermanentError as exc:
-        return Failed(_class_name(exc), str(exc), traceback.format_exc(), True, _ms(started))
-    except InvalidJob as exc:  # e.g. a result that is not JSON
-        return Failed(_class_name(exc), str(exc), traceback.format_exc(), True, _ms(started))
+        return completed(value, started)
     except Exception as exc:
-        return Failed(_class_name(exc), str(exc), traceback.format_exc(), False, _ms(started))
-    return Completed(result, _ms(started))
+        return failure(exc, started)
 
 
 async def _awaited(value: Any) -> Any:
@@ -128,7 +145,7 @@ def _class_name(exc: BaseException) -> str:
     return cls.__name__ if cls.__module__ in ("builtins", "pgjobs.errors") else cls.__qualname__
 
 
-def _ms(started: float) -> float:
+def ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
@@ -168,6 +185,7 @@ class Executor:
         stopping: Callable[[], bool],
         log: Any,
         batch_limit: int,
+        lane: Lane | None = None,
     ) -> None:
         self.types = types  # handlers registered here win over stored paths
         self.completer = completer
@@ -178,6 +196,40 @@ class Executor:
         self.log = log
         self.batch = BatchSize(batch_limit)
         self.handlers: dict[str, str] = {}
+        self.lane = lane  # runs async handlers; started at its first job if not before
+        # Slot entries not in use (main thread only): a sync job takes one while
+        # it runs, an async job until the lane hands its outcome back.
+        self.free = list(range(slots.concurrency - 1, -1, -1))
+
+    @property
+    def in_flight(self) -> int:
+        return self.slots.concurrency - len(self.free)
+
+    def room(self) -> int:
+        """How many jobs may be claimed now."""
+        return len(self.free)
+
+    def claim_now(self, since_last_claim: float) -> bool:
+        """Whether to claim now rather than wait for more room: with async jobs
+        in flight, a claim per finished job would cost a round trip each, so a
+        claim waits (briefly) for a quarter of the entries to be free."""
+        room = len(self.free)
+        if not room:
+            return False
+        low_water = max(1, self.slots.concurrency // 4)
+        return room >= low_water or since_last_claim >= _FILL_SECONDS
+
+    def collect(self) -> int:
+        """Hands the outcomes of finished async jobs to the completer."""
+        lane = self.lane
+        count = 0
+        while lane is not None and lane.done:
+            entry, job, outcome = lane.done.popleft()
+            self.free.append(entry)
+            self._log_outcome(job, outcome)
+            self.completer.record(job, outcome, False)  # raises only once it is kept
+            count += 1
+        return count
 
     def run_batch(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
         started = time.monotonic()
@@ -207,18 +259,30 @@ class Executor:
             lambda: self.slots.cancel_requested(self.index, job.id),
             worker=self.worker,
         )
-        self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds)
+        entry = self.free.pop()
+        self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry)
         started = time.monotonic()
         try:
             fn = handler_for(job.job_type, self._handler_path(control, job.job_type), self.types)
+            if self.lane is not None and inspect.iscoroutinefunction(fn):
+                self._submit(entry, job, fn)
+                return
             outcome = execute(fn, ctx)
         except Exception as exc:  # no handler: retry policy, another worker may have it
             outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
-        finally:
-            self.slots.finish(self.index)
+        self.slots.finish(self.index, entry)
+        self.free.append(entry)
         outcome = _past_deadline(job, outcome, time.monotonic() - started)
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
+
+    def _submit(self, entry: int, job: ClaimedJob, fn: Callable[..., Any]) -> None:
+        assert self.lane is not None
+        if not self.lane.thread.is_alive():
+            self.lane.start()
+        # The loop cancels the task at the deadline; the supervisor kills later.
+        self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry, True)
+        self.lane.submit(entry, job, fn)
 
     def _handler_path(self, control: psycopg.Connection[Any], job_type: str) -> str | None:
         if job_type not in self.handlers:

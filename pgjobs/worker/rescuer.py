@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -62,22 +63,34 @@ class Rescuer:
         self.next_rescue = time.monotonic() + max(self.cfg.lease_seconds / 4, _MIN_RESCUE_SECONDS)
 
     def settle(
-        self, index: int, pid: int | None, running: Running | None, reason: Failed | None
+        self, index: int, pid: int | None, ended: Sequence[tuple[Running, Failed]]
     ) -> None:
-        """Settles a worker process that is gone: its sessions stop, the job it
-        was running ends with ``reason`` (None: given back uncounted, as at a
-        forced shutdown), and the jobs it held unstarted go back."""
+        """Settles a worker process that is gone: its sessions stop, the jobs it
+        was running end with their reasons (none: given back uncounted, as at a
+        forced shutdown), and the rest go back. A job that was running beside
+        the one that had the process killed (async concurrency) goes back
+        without losing its attempt, and is logged as that collateral."""
         assert self.conn is not None
+        in_hand = {running.job_id for running in self.slots.running_all(index)}
         pids = self.slots.backend_pids(index)
         if pids:
             backend_terminate(self.conn, pids=pids)
-        settled = []
-        if running is not None and reason is not None:
-            fail_many(self.conn, [(Lease(running.job_id, running.lease_token), reason)])
-            settled.append(running.job_id)
+        if ended:
+            fail_many(
+                self.conn, [(Lease(run.job_id, run.lease_token), why) for run, why in ended]
+            )
+        settled = [running.job_id for running, _ in ended]
         if pid is not None:
-            return_worker(self.conn, worker=worker_name(pid), except_ids=settled)
+            returned = return_worker(self.conn, worker=worker_name(pid), except_ids=settled)
             worker_unregister(self.conn, worker=worker_name(pid))
+            for (job_id,) in returned:
+                if job_id in in_hand and ended:
+                    self.log.warning(
+                        "job_returned_collateral",
+                        pid=pid,
+                        killed_for=settled,
+                        **self.job_keys(job_id),
+                    )
 
     def job_keys(self, job_id: int) -> dict[str, Any]:
         """The keys every job event carries (job_id, job_type, organization,

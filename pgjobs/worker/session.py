@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from pgjobs.reconnect import with_backoff
-from pgjobs.statements import run
+from pgjobs.statements import Bound, arun, run
 from pgjobs.statements.sessions import session_configure
 from pgjobs.worker.config import WorkerConfig
 
@@ -47,23 +47,36 @@ def connect(
 
     ``timeout_seconds`` bounds its statements and idle transactions (default:
     the worker's statement timeout) and, when given, the connection attempt."""
-    options: dict[str, Any] = {}
-    if timeout_seconds is not None:
-        options["connect_timeout"] = max(1, int(timeout_seconds))
-    conn = psycopg.connect(cfg.dsn, autocommit=autocommit, **options)
-    seconds = cfg.statement_timeout_seconds if timeout_seconds is None else timeout_seconds
-    run(
-        conn,
-        session_configure.bind(
-            statement_timeout_ms=int(seconds * 1000),
-            application_name=f"pgjobs {purpose} {os.getpid()}",
-            synchronous_commit="off" if bookkeeping else None,
-            jit="off" if bookkeeping else None,
-        ),
-    )
+    conn = psycopg.connect(cfg.dsn, autocommit=autocommit, **_options(timeout_seconds))
+    run(conn, _configure(cfg, purpose, bookkeeping, timeout_seconds))
     if not autocommit:
         conn.commit()
     return conn
+
+
+async def aconnect(cfg: WorkerConfig, purpose: str) -> psycopg.AsyncConnection[Any]:
+    """:func:`connect` for the async lane: an autocommit bookkeeping session."""
+    conn = await psycopg.AsyncConnection.connect(cfg.dsn, autocommit=True)
+    await arun(conn, _configure(cfg, purpose, True, None))
+    return conn
+
+
+def _options(timeout_seconds: float | None) -> dict[str, Any]:
+    if timeout_seconds is None:
+        return {}
+    return {"connect_timeout": max(1, int(timeout_seconds))}
+
+
+def _configure(
+    cfg: WorkerConfig, purpose: str, bookkeeping: bool, timeout_seconds: float | None
+) -> Bound[None]:
+    seconds = cfg.statement_timeout_seconds if timeout_seconds is None else timeout_seconds
+    return session_configure.bind(
+        statement_timeout_ms=int(seconds * 1000),
+        application_name=f"pgjobs {purpose} {os.getpid()}",
+        synchronous_commit="off" if bookkeeping else None,
+        jit="off" if bookkeeping else None,
+    )
 
 
 def connect_until_up(

@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 import psycopg
 
 from pgjobs.statements import Failed
-from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.rescuer import ended
 from pgjobs.worker.slots import Running, Slots, now_ms
@@ -55,32 +54,34 @@ class Enforcer:
 
     def _deliver(self, job_keys: Callable[[int], Any]) -> None:
         now = time.monotonic()
+        grace = self.cfg.cancel_grace_seconds
         for job_id, forget_at in list(self.pending_cancels.items()):
-            for index in range(self.cfg.processes):
-                running = self.slots.running(index)
-                if running and running.job_id == job_id:
-                    self.slots.request_cancel(index, job_id, self.cfg.cancel_grace_seconds)
-                    del self.pending_cancels[job_id]
-                    self.log.info("job_cancel_delivered", **job_keys(job_id))
-                    break
-            else:
-                if now > forget_at:
-                    del self.pending_cancels[job_id]
+            if any(self.slots.request_cancel(i, job_id, grace) for i in range(self.cfg.processes)):
+                del self.pending_cancels[job_id]
+                self.log.info("job_cancel_delivered", **job_keys(job_id))
+            elif now > forget_at:
+                del self.pending_cancels[job_id]
 
     def overdue(self, alive: Sequence[bool]) -> list[Overdue]:
-        """The live processes whose job passed its timeout or its cancel grace."""
+        """The jobs of live processes that passed their timeout or cancel grace.
+
+        A coroutine is cancelled by its own process at the deadline; its
+        process is killed only if it is still there a cancel grace later."""
         now = now_ms()
         found = []
         for index, is_alive in enumerate(alive):
-            running = self.slots.running(index) if is_alive else None
-            if running is None:
-                continue
-            if running.deadline_ms and now > running.deadline_ms:
-                reason = ended("timeout", "the job exceeded its timeout")
-                found.append(Overdue(index, running, reason))
-            elif self.slots.cancel_requested(index, running.job_id) and now > self.slots.get(
-                index, slot_fields.CANCEL_DEADLINE_MS
-            ):
-                reason = ended("canceled", "canceled; did not stop within the grace")
-                found.append(Overdue(index, running, reason))
+            for running in self.slots.running_all(index) if is_alive else ():
+                reason = self._reason(index, running, now)
+                if reason is not None:
+                    found.append(Overdue(index, running, reason))
         return found
+
+    def _reason(self, index: int, running: Running, now: int) -> Failed | None:
+        backstop = int(self.cfg.cancel_grace_seconds * 1000) if running.is_async else 0
+        if running.deadline_ms and now > running.deadline_ms + backstop:
+            return ended("timeout", "the job exceeded its timeout")
+        if self.slots.cancel_requested(index, running.job_id) and now > (
+            self.slots.cancel_deadline_ms(index, running.entry)
+        ):
+            return ended("canceled", "canceled; did not stop within the grace")
+        return None
