@@ -76,9 +76,15 @@ def job_params(
         raise InvalidJob("run_at must be timezone-aware")
     delay_s = _seconds(delay, "delay")
     if delay_s is not None:
-        run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
+        try:
+            run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
+        except OverflowError as exc:
+            raise InvalidJob(f"delay is too long: {delay_s} seconds") from exc
     timeout_s = _seconds(timeout, "timeout")
-    parents = list(depends_on or ())
+    try:
+        parents = list(depends_on or ())
+    except TypeError as exc:
+        raise InvalidJob("depends_on must be a sequence of job ids") from exc
     for parent in parents:
         if isinstance(parent, bool) or not isinstance(parent, int):
             raise InvalidJob(f"depends_on must hold job ids, got {parent!r}")

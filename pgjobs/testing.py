@@ -22,9 +22,11 @@ Timeouts are not enforced here (that needs the worker's processes). An
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
 import inspect
+import threading
 from typing import Any
 
 import psycopg
@@ -93,7 +95,7 @@ def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> 
     with conn.transaction() as tx:
         previous = current_organization(conn)
         set_organization(conn, job.organization)
-        outcome = execute(fn, ctx)
+        outcome = execute(fn, ctx, lambda awaitable: _loop(registry).run(awaitable))
         set_organization(conn, previous)
         if isinstance(outcome, Completed):
             done = outcomes.complete_many(conn, [(job, outcome)])
@@ -116,6 +118,49 @@ def _context(
         return run(conn, stmt)
 
     return AsyncJobContext(job, inline, lambda: False, worker=WORKER)
+
+
+class _Loop:
+    """The event loop async handlers run on here: one, made at the first async
+    job and kept, on a thread of its own (so a test that is itself async may
+    call these helpers), with the registry's ``on_worker_start`` hooks run on
+    it once, as a worker process does."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="pgjobs-testing", daemon=True).start()
+        self.started: set[int] = set()
+
+    def run(self, awaitable: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(_awaited(awaitable), self.loop).result()
+
+    def start(self, registry: Registry) -> None:
+        if id(registry) in self.started:
+            return
+        self.started.add(id(registry))
+        for hook in registry.start_hooks():
+            value = self.run(_call(hook))
+            if inspect.isawaitable(value):
+                self.run(value)
+
+
+_the_loop: _Loop | None = None
+
+
+def _loop(registry: Registry) -> _Loop:
+    global _the_loop
+    if _the_loop is None:
+        _the_loop = _Loop()
+    _the_loop.start(registry)
+    return _the_loop
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+async def _call(hook: Any) -> Any:
+    return hook()  # on the loop's thread, as in a worker
 
 
 def _refuse(exc: InvalidJob) -> Any:

@@ -65,3 +65,75 @@ def test_200_concurrent_async_jobs_in_one_process_complete_once_each_on_one_loop
     assert _count(
         dsn, "select count(*) from aio_runs r join aio_hooks h using (pid, token, loop)"
     ) == 200
+
+
+def _state(dsn: str, job_id: int) -> str:
+    return str(queries.scalar(dsn, "select state from pgjobs.jobs where id = %s", (job_id,)))
+
+
+def _runs(dsn: str, job_id: int) -> int:
+    return _count(dsn, "select count(*) from aio_runs where job_id = %s", job_id)
+
+
+def _errors(dsn: str, job_id: int) -> list[str]:
+    rows = queries.rows(
+        dsn,
+        "select error_class from pgjobs.job_events where job_id = %s and error_class is not null"
+        " order by id",
+        (job_id,),
+    )
+    return [row[0] for row in rows]
+
+
+def test_cancel_and_timeout_stop_the_task_and_end_as_for_sync_jobs_siblings_untouched(
+    dsn: str, wait_for: WaitFor
+) -> None:
+    async_handlers.prepare(dsn)
+    [sibling] = _enqueue(dsn, "aio.sleep", 1, seconds=3.0)
+    [victim] = _enqueue(dsn, "aio.idle", 1)
+    [late] = _enqueue(dsn, "aio.forever", 1)  # its timeout is 1 s, 3 attempts
+    with workers.workers(dsn) as pool:
+        worker = pool.start_args(*async_handlers.worker_args(1, 5))
+        wait_for(lambda: _runs(dsn, victim) == 1 and _runs(dsn, sibling) == 1, timeout=30)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert pgjobs.cancel(conn, victim) == "running"
+        wait_for(lambda: _state(dsn, victim) == "canceled", timeout=10)
+        # The timeout cancels its task at each attempt's deadline; the policy retries it.
+        wait_for(lambda: _state(dsn, late) == "dead", timeout=40, message="timeouts")
+        wait_for(lambda: _state(dsn, sibling) == "completed", timeout=20)
+        # No process was killed: the loop stopped both tasks itself.
+        assert worker.event("job_killed") is None and worker.event("worker_process_died") is None
+    assert _errors(dsn, victim) == ["canceled"]
+    assert _errors(dsn, late) == ["timeout"] * 3
+    assert _runs(dsn, late) == 3
+    assert _runs(dsn, sibling) == 1 and _count(dsn, "select count(*) from aio_hooks") == 1
+    with psycopg.connect(dsn) as conn:
+        assert pgjobs.get(conn, sibling).attempt == 1
+
+
+def test_a_task_ignoring_its_cancel_is_killed_with_its_process_and_siblings_come_back_uncounted(
+    dsn: str, wait_for: WaitFor
+) -> None:
+    async_handlers.prepare(dsn)
+    [sibling] = _enqueue(dsn, "aio.sleep", 1, seconds=2.0)
+    [stubborn] = _enqueue(dsn, "aio.stubborn", 1)
+    with workers.workers(dsn) as pool:
+        worker = pool.start_args(*async_handlers.worker_args(1, 5))
+        wait_for(lambda: _runs(dsn, stubborn) == 1 and _runs(dsn, sibling) == 1, timeout=30)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            pgjobs.cancel(conn, stubborn)
+        wait_for(lambda: _state(dsn, stubborn) == "canceled", timeout=15)
+        # The sibling ran again in the replacement process, its attempt not spent.
+        wait_for(lambda: _state(dsn, sibling) == "completed", timeout=30)
+        wait_for(lambda: worker.event("job_returned_collateral") is not None, timeout=5)
+        collateral = worker.event("job_returned_collateral")
+        killed = worker.event("job_killed")
+    assert killed is not None and killed["job_id"] == stubborn and killed["reason"] == "canceled"
+    assert collateral is not None and collateral["job_id"] == sibling
+    assert collateral["killed_for"] == [stubborn]
+    assert _runs(dsn, sibling) == 2
+    with psycopg.connect(dsn) as conn:
+        assert pgjobs.get(conn, sibling).attempt == 1
+    assert _errors(dsn, sibling) == []
+    # Each process ran the start hook once: the first, and its replacement.
+    assert _count(dsn, "select count(*) from aio_hooks") == 2

@@ -121,16 +121,21 @@ def failure(exc: Exception, started: float) -> Failed:
     return Failed(_class_name(exc), str(exc), traceback.format_exc(), permanent, ms(started))
 
 
-def execute(fn: Callable[..., Any], ctx: JobContext | AsyncJobContext) -> Outcome:
+def execute(
+    fn: Callable[..., Any],
+    ctx: JobContext | AsyncJobContext,
+    run_awaitable: Callable[[Any], Any] | None = None,
+) -> Outcome:
     """Runs a handler to its outcome. A coroutine (``pgjobs.testing`` runs async
-    handlers inline) runs to its end on a loop of its own; the worker runs
-    them on its process's event loop instead (:mod:`pgjobs.worker.lane`)."""
+    handlers inline) runs to its end through ``run_awaitable`` (default: on a
+    loop of its own); the worker runs them on its process's event loop
+    instead (:mod:`pgjobs.worker.lane`)."""
     started = time.perf_counter()
     try:
         check_fit(fn, ctx)
         value = fn(ctx, **ctx.payload)
         if inspect.isawaitable(value):
-            value = asyncio.run(_awaited(value))
+            value = (run_awaitable or _run_apart)(value)
         return completed(value, started)
     except Exception as exc:
         return failure(exc, started)
@@ -138,6 +143,10 @@ def execute(fn: Callable[..., Any], ctx: JobContext | AsyncJobContext) -> Outcom
 
 async def _awaited(value: Any) -> Any:
     return await value
+
+
+def _run_apart(value: Any) -> Any:
+    return asyncio.run(_awaited(value))
 
 
 def _class_name(exc: BaseException) -> str:

@@ -30,13 +30,18 @@ create table if not exists aio_progress (job_id bigint not null, n int not null)
 
 _pool: AsyncConnectionPool | None = None
 _token = ""
+hooks_run: list[str] = []
 
 
 @pgjobs.on_worker_start
 async def open_pool() -> None:
     global _pool, _token
     _token = uuid.uuid4().hex
-    _pool = AsyncConnectionPool(os.environ["PGJOBS_DSN"], min_size=1, max_size=4, open=False)
+    hooks_run.append(_token)
+    dsn = os.environ.get("PGJOBS_DSN")
+    if dsn is None:  # pgjobs.testing in the test process: no worker database
+        return
+    _pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
     await _pool.open()
     async with _pool.connection() as conn:
         await conn.execute(
@@ -69,6 +74,13 @@ async def forever(ctx: pgjobs.AsyncJobContext) -> None:
     await _record(ctx)
     while True:
         await asyncio.sleep(0.05)
+
+
+@pgjobs.job("aio.idle", queue=QUEUE, max_attempts=3)
+async def idle(ctx: pgjobs.AsyncJobContext) -> None:
+    """Sleeps until cancelled; no timeout of its own to speak of."""
+    await _record(ctx)
+    await asyncio.sleep(3600)
 
 
 @pgjobs.job("aio.stubborn", queue=QUEUE, max_attempts=3)
