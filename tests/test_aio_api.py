@@ -94,12 +94,12 @@ def test_every_call_answers_as_the_blocking_one(dsn: str) -> None:
 
 
 def test_blocking_connections_are_refused_with_a_pointer_to_the_right_face(dsn: str) -> None:
-    with psycopg.connect(dsn) as conn, pytest.raises(TypeError, match="not pgjobs.aio"):
+    with psycopg.connect(dsn) as conn, pytest.raises(TypeError, match=r"not pgjobs\.aio"):
         asyncio.run(pgjobs.aio.get(conn, 1))
 
     async def wrong_way() -> None:
         async with await psycopg.AsyncConnection.connect(dsn) as aconn:
-            with pytest.raises(TypeError, match="use pgjobs.aio"):
+            with pytest.raises(TypeError, match=r"use pgjobs\.aio"):
                 pgjobs.get(aconn, 1)
 
     asyncio.run(wrong_way())
@@ -198,25 +198,23 @@ def _jobs(conn: psycopg.Connection[Any]) -> int:
 
 
 async def _async(dsn: str, call: Callable[[Any], Any]) -> tuple[str, int, int]:
-    async with await psycopg.AsyncConnection.connect(dsn) as aconn:
-        async with aconn.transaction(force_rollback=True):
-            await aconn.execute(
-                "select set_config('pgjobs.organization', %s, true)", (hostile.ORG,)
-            )
+    aconn = await psycopg.AsyncConnection.connect(dsn)
+    async with aconn, aconn.transaction(force_rollback=True):
+        await aconn.execute("select set_config('pgjobs.organization', %s, true)", (hostile.ORG,))
 
-            async def count() -> int:
-                row = await (await aconn.execute("select count(*) from pgjobs.jobs")).fetchone()
-                return int(row[0]) if row else -1
+        async def count() -> int:
+            row = await (await aconn.execute("select count(*) from pgjobs.jobs")).fetchone()
+            return int(row[0]) if row else -1
 
-            before = await count()
-            try:
-                await call(aconn)
-                outcome = "ok"
-            except (InvalidJob, AccessDenied) as exc:
-                outcome = type(exc).__name__
-            if aconn.info.transaction_status == TransactionStatus.INERROR:
-                return outcome, before, before  # the failed statement was undone whole
-            return outcome, before, await count()
+        before = await count()
+        try:
+            await call(aconn)
+            outcome = "ok"
+        except (InvalidJob, AccessDenied) as exc:
+            outcome = type(exc).__name__
+        if aconn.info.transaction_status == TransactionStatus.INERROR:
+            return outcome, before, before  # the failed statement was undone whole
+        return outcome, before, await count()
 
 
 def _outcome(
