@@ -209,19 +209,29 @@ class Executor:
         # Slot entries not in use (main thread only): a sync job takes one while
         # it runs, an async job until the lane hands its outcome back.
         self.free = list(range(slots.concurrency - 1, -1, -1))
+        self.handing: list[tuple[int, ClaimedJob, Callable[..., Any]]] = []
 
     @property
     def in_flight(self) -> int:
         return self.slots.concurrency - len(self.free)
 
+    @property
+    def running_async(self) -> bool:
+        return self.lane is not None and self.lane.thread.is_alive()
+
     def room(self) -> int:
-        """How many jobs may be claimed now."""
-        return len(self.free)
+        """How many jobs to claim now: a batch, or once async jobs run here,
+        no more than there are free entries for."""
+        if not self.running_async:
+            return self.batch.current
+        return min(self.batch.current, len(self.free))
 
     def claim_now(self, since_last_claim: float) -> bool:
         """Whether to claim now rather than wait for more room: with async jobs
         in flight, a claim per finished job would cost a round trip each, so a
         claim waits (briefly) for a quarter of the entries to be free."""
+        if not self.running_async:
+            return True
         room = len(self.free)
         if not room:
             return False
@@ -243,20 +253,23 @@ class Executor:
     def run_batch(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
         started = time.monotonic()
         completer = self.completer
-        for position, job in enumerate(jobs):
-            if self.stopping():
-                completer.give_back(jobs[position:])
-                break
-            if control.closed:
-                # Lost while the previous job ran: starting the next one would
-                # only spend its attempt on the outage.
-                completer.unstarted.extend(jobs[position:])
-                raise psycopg.OperationalError("the connection is lost")
-            try:
-                self._run_one(control, job)  # raises only once the outcome is kept
-            except psycopg.OperationalError:
-                completer.unstarted.extend(jobs[position + 1 :])
-                raise
+        try:
+            for position, job in enumerate(jobs):
+                if self.stopping():
+                    completer.give_back(jobs[position:])
+                    break
+                if control.closed:
+                    # Lost while the previous job ran: starting the next one would
+                    # only spend its attempt on the outage.
+                    completer.unstarted.extend(jobs[position:])
+                    raise psycopg.OperationalError("the connection is lost")
+                try:
+                    self._run_one(control, job)  # raises only once the outcome is kept
+                except psycopg.OperationalError:
+                    completer.unstarted.extend(jobs[position + 1 :])
+                    raise
+        finally:
+            self._hand_over()  # the async jobs taken in hand start whatever happens
         completer.flush()
         self.batch.adapt(len(jobs), time.monotonic() - started)
 
@@ -268,7 +281,7 @@ class Executor:
             lambda: self.slots.cancel_requested(self.index, job.id),
             worker=self.worker,
         )
-        entry = self.free.pop()
+        entry = self._entry()
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry)
         started = time.monotonic()
         try:
@@ -276,6 +289,7 @@ class Executor:
             if self.lane is not None and inspect.iscoroutinefunction(fn):
                 self._submit(entry, job, fn)
                 return
+            self._hand_over()  # the async jobs before it need not wait for it
             outcome = execute(fn, ctx)
         except Exception as exc:  # no handler: retry policy, another worker may have it
             outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
@@ -285,13 +299,32 @@ class Executor:
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
 
+    def _entry(self) -> int:
+        """A free slot entry, once an async job in flight gives one back (a
+        batch claimed before the first async job may hold more jobs than
+        entries)."""
+        while not self.free:
+            assert self.lane is not None
+            self._hand_over()
+            self.lane.wake.wait(0.05)
+            self.lane.wake.clear()
+            self.collect()
+        return self.free.pop()
+
     def _submit(self, entry: int, job: ClaimedJob, fn: Callable[..., Any]) -> None:
         assert self.lane is not None
         if not self.lane.thread.is_alive():
             self.lane.start()
         # The loop cancels the task at the deadline; the supervisor kills later.
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry, True)
-        self.lane.submit(entry, job, fn)
+        self.handing.append((entry, job, fn))
+
+    def _hand_over(self) -> None:
+        """Starts the batch's async jobs on the loop, in one wake-up of it."""
+        if self.handing:
+            assert self.lane is not None
+            handing, self.handing = self.handing, []
+            self.lane.submit(handing)
 
     def _handler_path(self, control: psycopg.Connection[Any], job_type: str) -> str | None:
         if job_type not in self.handlers:

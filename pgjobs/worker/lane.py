@@ -78,13 +78,15 @@ class Lane:
                 await value
         self.loop.create_task(self._watch())
 
-    def submit(self, entry: int, job: ClaimedJob, fn: Callable[..., Any]) -> None:
-        """Runs ``fn`` for ``job`` as a task (from the main thread; returns at once)."""
-        self.loop.call_soon_threadsafe(self._spawn, entry, job, fn)
+    def submit(self, jobs: list[tuple[int, ClaimedJob, Callable[..., Any]]]) -> None:
+        """Runs each ``(entry, job, handler)`` as a task (from the main thread;
+        returns at once)."""
+        self.loop.call_soon_threadsafe(self._spawn, jobs)
 
-    def _spawn(self, entry: int, job: ClaimedJob, fn: Callable[..., Any]) -> None:
-        self.stopped.pop(entry, None)
-        self.tasks[entry] = self.loop.create_task(self._run(entry, job, fn))
+    def _spawn(self, jobs: list[tuple[int, ClaimedJob, Callable[..., Any]]]) -> None:
+        for entry, job, fn in jobs:
+            self.stopped.pop(entry, None)
+            self.tasks[entry] = self.loop.create_task(self._run(entry, job, fn))
 
     async def _run(self, entry: int, job: ClaimedJob, fn: Callable[..., Any]) -> None:
         ctx = AsyncJobContext(

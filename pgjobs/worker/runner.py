@@ -145,7 +145,7 @@ class Runner:
             self.control,
             worker=self.name,
             queues=self.cfg.queues,
-            n=min(self.executor.batch.current, self.executor.room()),
+            n=self.executor.room(),
             lease_seconds=self.cfg.lease_seconds,
         )
         self.leases.hold(jobs)
