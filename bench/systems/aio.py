@@ -4,6 +4,7 @@ systems, draining async jobs (a no-op coroutine, or one that awaits
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 from bench.systems.base import Client, System
@@ -11,8 +12,9 @@ from bench.systems.pgjobs import PgJobs, PgJobsClient
 from bench.systems.pgqueuer import PgQueuer, PgQueuerClient
 from bench.systems.procrastinate import Procrastinate, ProcrastinateClient
 
-# Coroutines in flight per pgjobs worker process (--concurrency).
-CONCURRENCY = 50
+# Coroutines in flight per pgjobs worker process (--concurrency); BENCH_CONCURRENCY
+# overrides it (the sleep's ceiling is processes x concurrency / 10 ms).
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "50"))
 
 
 class _PgJobsTyped(PgJobsClient):
