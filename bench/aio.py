@@ -8,7 +8,7 @@
 
 ``python -m bench.aio [--quick] [--runs N] [--systems pgjobs,pgqueuer,procrastinate]``
 writes bench/results/<date>-async.md; ``make bench`` runs it after the main
-session (bench/runner.py).
+session (bench/__main__.py).
 """
 
 from __future__ import annotations

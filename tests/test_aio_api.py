@@ -348,3 +348,20 @@ def test_testing_runs_async_handlers_inline_with_the_awaitable_context(dsn: str)
         assert pgjobs.testing.drain(conn) == {"completed": 2}
     # The start hooks ran once, on the one loop pgjobs.testing keeps for them.
     assert len(async_handlers.hooks_run) == 1
+
+
+def test_both_faces_are_made_from_the_same_steps_with_the_same_signature() -> None:
+    """No twin code: each pgjobs.aio call wraps the very steps function its
+    blocking namesake wraps, so arguments, checks and statements are one."""
+    import inspect
+
+    for name in ("enqueue", "enqueue_many", "get", "cancel", "retry", "list_jobs", "history",
+                 "metrics"):  # fmt: skip
+        sync, aio = getattr(pgjobs, name), getattr(pgjobs.aio, name)
+        assert aio.__wrapped__ is sync.__wrapped__, name
+        assert inspect.signature(aio) == inspect.signature(sync), name
+        assert inspect.iscoroutinefunction(aio) and not inspect.iscoroutinefunction(sync)
+        assert aio.__name__ == sync.__name__ == name and aio.__doc__ == sync.__doc__
+    assert list(inspect.signature(pgjobs.aio.wait).parameters) == list(
+        inspect.signature(pgjobs.wait).parameters
+    )
