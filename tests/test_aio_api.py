@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from psycopg.pq import TransactionStatus
@@ -23,9 +24,23 @@ import pgjobs
 from pgjobs.errors import AccessDenied, InvalidJob, JobNotFound, WaitTimeout
 from tests import strategies as hostile
 from tests.support import async_handlers, queries
-from tests.test_security import Roles, as_user, roles  # noqa: F401 - fixture
+from tests.support.databases import RUN_PREFIX
+from tests.test_security import as_user
 
 JOB = "aio.steps"  # registered by tests.support.async_handlers
+
+
+@pytest.fixture(scope="module")
+def app_role(server_dsn: str, template_db: str) -> Iterator[str]:
+    """A login in pgjobs_app, of this module's own (test_security's roles
+    fixture belongs to that module: importing it would make the roles twice)."""
+    name = f"{RUN_PREFIX}_aioapp"
+    ident = psycopg.sql.Identifier(name)
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("create role {} login in role pgjobs_app").format(ident))
+    yield name
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("drop role if exists {}").format(ident))
 
 
 def _count(dsn: str, sql: str = "select count(*) from pgjobs.jobs") -> int:
@@ -106,14 +121,14 @@ def test_blocking_connections_are_refused_with_a_pointer_to_the_right_face(dsn: 
 
 
 def test_tenant_joins_the_callers_transaction_and_restores_the_previous_scope(
-    dsn: str, roles: Roles  # noqa: F811
+    dsn: str, app_role: str
 ) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         acme = pgjobs.enqueue(conn, JOB, organization="acme").id
         pgjobs.enqueue(conn, JOB, organization="other")
 
     async def scenario() -> None:
-        async with await psycopg.AsyncConnection.connect(as_user(dsn, roles.app)) as aconn:
+        async with await psycopg.AsyncConnection.connect(as_user(dsn, app_role)) as aconn:
             async with pgjobs.aio.tenant(aconn, "outer"):
                 async with pgjobs.aio.tenant(aconn, "acme"):
                     assert [j.id for j in await pgjobs.aio.list_jobs(aconn)] == [acme]
@@ -172,7 +187,7 @@ SETTINGS = settings(
 
 
 @pytest.fixture(scope="module")
-def contract_dsn(server_dsn: str, template_db: str, roles: Roles) -> Iterator[str]:  # noqa: F811
+def contract_dsn(server_dsn: str, template_db: str, app_role: str) -> Iterator[str]:
     from tests.support.databases import databases
 
     with databases.database(server_dsn, "aiocontract", template=template_db) as dsn:
@@ -183,7 +198,7 @@ def contract_dsn(server_dsn: str, template_db: str, roles: Roles) -> Iterator[st
                 (hostile.JOB_TYPE,),
             )
             pgjobs.enqueue(conn, hostile.JOB_TYPE, organization=hostile.ORG)
-        yield as_user(dsn, roles.app)
+        yield as_user(dsn, app_role)
 
 
 def _blocking(dsn: str, call: Callable[[Any], Any]) -> tuple[str, int, int]:
