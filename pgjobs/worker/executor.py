@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
     from pgjobs.worker.slots import Slots
 
 _TARGET_BATCH_SECONDS = 0.05  # claim about this much work at a time
-_FILL_SECONDS = 0.005  # the longest a claim waits for more free entries
 
 
 class _Fit(NamedTuple):
@@ -220,23 +219,12 @@ class Executor:
         return self.lane is not None and self.lane.thread.is_alive()
 
     def room(self) -> int:
-        """How many jobs to claim now: a batch, or once async jobs run here,
-        no more than there are free entries for."""
+        """How many jobs to claim now: a batch, or once async jobs run here, as
+        many as there are free entries plus one round more, so that an entry
+        a task gives back is refilled at once, without a claim's round trip."""
         if not self.running_async:
             return self.batch.current
-        return min(self.batch.current, len(self.free))
-
-    def claim_now(self, since_last_claim: float) -> bool:
-        """Whether to claim now rather than wait for more room: with async jobs
-        in flight, a claim per finished job would cost a round trip each, so a
-        claim waits (briefly) for a quarter of the entries to be free."""
-        if not self.running_async:
-            return True
-        room = len(self.free)
-        if not room:
-            return False
-        low_water = max(1, self.slots.concurrency // 4)
-        return room >= low_water or since_last_claim >= _FILL_SECONDS
+        return min(self.batch.current, len(self.free) + self.slots.concurrency)
 
     def collect(self) -> int:
         """Hands the outcomes of finished async jobs to the completer."""
@@ -255,6 +243,7 @@ class Executor:
         completer = self.completer
         try:
             for position, job in enumerate(jobs):
+                self._wait_for_entry()
                 if self.stopping():
                     completer.give_back(jobs[position:])
                     break
@@ -281,7 +270,7 @@ class Executor:
             lambda: self.slots.cancel_requested(self.index, job.id),
             worker=self.worker,
         )
-        entry = self._entry()
+        entry = self.free.pop()
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry)
         started = time.monotonic()
         try:
@@ -299,17 +288,15 @@ class Executor:
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
 
-    def _entry(self) -> int:
-        """A free slot entry, once an async job in flight gives one back (a
-        batch claimed before the first async job may hold more jobs than
-        entries)."""
-        while not self.free:
+    def _wait_for_entry(self) -> None:
+        """Until an async job in flight gives an entry back (the jobs claimed
+        ahead wait in hand for one), or SIGTERM comes."""
+        while not self.free and not self.stopping():
             assert self.lane is not None
             self._hand_over()
             self.lane.wake.wait(0.05)
             self.lane.wake.clear()
             self.collect()
-        return self.free.pop()
 
     def _submit(self, entry: int, job: ClaimedJob, fn: Callable[..., Any]) -> None:
         assert self.lane is not None

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from typing import Any
 
 import psycopg
@@ -73,7 +72,6 @@ class Runner:
         )
         self.vacuum = Vacuum(self.log)
         self.control: psycopg.Connection[Any] | None = None
-        self.claimed_at = 0.0
 
     def serve(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
@@ -99,13 +97,6 @@ class Runner:
             try:
                 self.wakeups.wake.clear()
                 executor.collect()
-                if not executor.claim_now(time.monotonic() - self.claimed_at):
-                    # Set by each outcome; at most the fill time when there is room.
-                    room = executor.room()
-                    self.wakeups.wake.wait(0.005 if room else self.cfg.flush_seconds)
-                    if not self.wakeups.wake.is_set():
-                        self.completer.flush()
-                    continue
                 jobs = self._claim()
                 if jobs:
                     assert self.control is not None
@@ -140,7 +131,6 @@ class Runner:
 
     def _claim(self) -> list[ClaimedJob]:
         assert self.control is not None
-        self.claimed_at = time.monotonic()
         jobs = claim(
             self.control,
             worker=self.name,
