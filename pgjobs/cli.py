@@ -6,6 +6,7 @@ job that died), 2 a usage or input error.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -131,9 +132,34 @@ def status(dsn: str | None, job_id: int, organization: str | None) -> None:
     "--after-id", type=int, default=None, help="Keyset: the last id of the previous page."
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
-def list_(dsn: str | None, **filters: Any) -> None:
+def list_(
+    dsn: str | None,
+    organization: str | None,
+    state: str | None,
+    job_type: str | None,
+    queue: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
+    after_id: int | None,
+    as_json: bool,
+) -> None:
     """List jobs, newest first."""
-    _run(lambda: commands.list_jobs(dsn, click.echo, **filters))
+    _run(
+        lambda: commands.list_jobs(
+            dsn,
+            click.echo,
+            organization=organization,
+            state=state,
+            job_type=job_type,
+            queue=queue,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
+            as_json=as_json,
+        )
+    )
 
 
 @main.command()

@@ -23,6 +23,8 @@ def metrics_steps(info: ConnectionInfo) -> Steps[dict[str, Any]]:
         "processing_times": (yield statements.processing_times.bind()),
         "failure_rates": (yield statements.failure_rates.bind()),
         "workers": (yield statements.workers.bind())[0] if staff else None,
+        # Job types no live worker has a handler for: their jobs wait.
+        "unserved_job_types": (yield statements.unserved_job_types.bind()) if staff else None,
         "postgres": (yield statements.postgres_health.bind())[0] if staff else None,
     }
 
@@ -96,6 +98,11 @@ def _families(data: dict[str, Any]) -> list[Any]:
     families.append(
         _gauge("running_jobs", "Jobs held by live workers", [], workers, "running_jobs")
     )
+    families.append(
+        _gauge("unserved_runnable_jobs",
+               "Runnable jobs of a type no live worker has a handler for", ["job_type"],
+               data["unserved_job_types"] or [], "runnable_jobs")
+    )  # fmt: skip
     pg = [data["postgres"]] if data["postgres"] else []
     families += [_gauge(f"postgres_{k}", f"PostgreSQL health: {k}", [], pg, k) for k in _HEALTH]
     return families

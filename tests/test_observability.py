@@ -296,13 +296,14 @@ def test_prune_after_prunes_old_finished_jobs_at_start_one_worker_at_a_time(
     everything = [*old, recent, old_but_active]
     assert _jobs_and_events(db, everything)[1] >= set(old)
 
-    # Another worker's pruner holds the lock: this one leaves the rows alone.
+    # Another worker's pruner has the turn: this one leaves the rows alone.
     with psycopg.connect(dsn, autocommit=True) as other:
-        assert maintenance.prune_lock_try(other) is True
+        assert maintenance.lease_take(other, duty="prune", holder="other/1", seconds=600)
         first = start_worker("--prune-after", "30d")
         skipped = wait_for(lambda: first.event("prune_skipped"), message="no prune_skipped")
         assert skipped["worker"]
         assert _jobs_and_events(db, everything)[0] == set(everything)
+        maintenance.lease_release(other, duties=["prune"], holder="other/1")
     first.stop()
 
     second = start_worker("--prune-after", "30d")
@@ -318,12 +319,12 @@ def test_prune_exclusive_gives_way_to_a_pruner_already_running(dsn: str) -> None
         psycopg.connect(dsn, autocommit=True) as first,
         psycopg.connect(dsn, autocommit=True) as second,
     ):
-        assert maintenance.prune_lock_try(first) is True
-        assert retention.prune_exclusive(second, 86400) is None
-        maintenance.prune_unlock(first)
-        assert retention.prune_exclusive(second, 86400) == 0
-        # The lock went with the run: the first session can take it again.
-        assert maintenance.prune_lock_try(first) is True
+        assert maintenance.lease_take(first, duty="prune", holder="first/1", seconds=600)
+        assert retention.prune_exclusive(second, 86400, holder="second/2") is None
+        maintenance.lease_release(first, duties=["prune"], holder="first/1")
+        assert retention.prune_exclusive(second, 86400, holder="second/2") == 0
+        # The turn went with the run: the first pruner can take it again.
+        assert maintenance.lease_take(first, duty="prune", holder="first/1", seconds=600)
 
 
 # -- structured logs ----------------------------------------------------------

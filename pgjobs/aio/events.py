@@ -14,11 +14,11 @@ import psycopg
 import structlog
 
 from pgjobs import _conn
-from pgjobs.notify import APPLICATION_NAME, matches, parse
+from pgjobs.notify import APPLICATION_NAME, ENDS, confirmed, matches, parse
 from pgjobs.reconnect import Backoff
 from pgjobs.records import Job
 from pgjobs.statements import arun
-from pgjobs.statements.monitoring import listen_events, listen_progress
+from pgjobs.statements.monitoring import listen_events, listen_progress, state_confirm
 from pgjobs.steps import adrive
 from pgjobs.waiting import APPLICATION_NAME as WAIT_NAME
 from pgjobs.waiting import Plan, listener_conninfo
@@ -38,29 +38,45 @@ async def subscribe(
 
     Reconnects (with backoff) if the connection drops; events sent while it was
     down are lost, so the tables remain the truth. ``timeout`` ends the
-    iteration after that many seconds without a matching event.
+    iteration after that many seconds without a matching event. An event saying
+    a job ended is read back from the table first (``"hint": False``); others
+    are hints (``"hint": True``). Unlike the blocking face it does not probe for
+    a transaction-mode pooler: give it a direct connection.
     """
     backoff = Backoff(cap=reconnect_max_seconds)
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                dsn, autocommit=True, application_name=APPLICATION_NAME
+                dsn, autocommit=True, prepare_threshold=None, application_name=APPLICATION_NAME
             ) as conn:
                 await arun(conn, listen_events.bind())
                 await arun(conn, listen_progress.bind())
                 backoff.reset()
                 while True:
-                    got = False
-                    async for note in conn.notifies(timeout=timeout, stop_after=1):
-                        got = True
+                    # Read out before the next statement: the iterator holds the connection.
+                    notes = [n async for n in conn.notifies(timeout=timeout, stop_after=1)]
+                    for note in notes:
                         event = parse(note.channel, note.payload)
+                        if event is not None and event["state"] in ENDS:
+                            event = await _confirmed(conn, event)
                         if event is not None and matches(event, organization, job_id):
                             yield event
-                    if not got and timeout is not None:
+                    if not notes and timeout is not None:
                         return
         except psycopg.OperationalError as exc:
             log.warning("subscribe_reconnect", error=str(exc), retry_in=backoff.delay)
             await asyncio.sleep(backoff.next())
+
+
+async def _confirmed(
+    conn: psycopg.AsyncConnection[Any], event: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A job's end, read back as :func:`pgjobs.notify` does (a hint until then)."""
+    try:
+        found = await arun(conn, state_confirm.bind(job_id=event["id"]))
+    except psycopg.errors.InsufficientPrivilege:
+        found = []
+    return confirmed(event, found)
 
 
 async def wait(

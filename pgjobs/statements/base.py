@@ -23,7 +23,7 @@ from typing import Any, Generic, LiteralString, ParamSpec, TypeVar
 import psycopg
 from psycopg.rows import RowFactory, tuple_row
 
-from pgjobs import _conn, sql
+from pgjobs import _conn, pooler, sql
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -91,17 +91,23 @@ def run(conn: psycopg.Connection[Any], stmt: Bound[T]) -> T:
     """The blocking executor: one round trip, rows read only when wanted.
 
     Statements go through psycopg's own prepared-statement cache (prepared after
-    a few runs of the same text), exactly as ``conn.execute`` would send them.
+    a few runs of the same text), exactly as ``conn.execute`` would send them;
+    never behind a transaction-mode pooler, whatever the connection's
+    ``prepare_threshold`` (:mod:`pgjobs.pooler`).
     """
     cur = conn.cursor(row_factory=stmt.row_factory)
     if stmt.jsonb:
         _conn.own_types(cur)
-    cur.execute(stmt.query, stmt.params)
+    cur.execute(stmt.query, stmt.params, prepare=pooler.prepare_flag(conn))
     return stmt.decode(cur.fetchall() if stmt.fetch else [])
 
 
 async def arun(conn: psycopg.AsyncConnection[Any], stmt: Bound[T]) -> T:
-    """The asyncio executor: :func:`run` with ``await`` where it waits."""
+    """The asyncio executor: :func:`run` with ``await`` where it waits.
+
+    It leaves preparing to the connection: behind a transaction-mode pooler,
+    give the AsyncConnection ``prepare_threshold=None`` (pgjobs' own async
+    sessions do)."""
     cur = conn.cursor(row_factory=stmt.row_factory)
     if stmt.jsonb:
         _conn.own_types(cur)
@@ -112,9 +118,10 @@ async def arun(conn: psycopg.AsyncConnection[Any], stmt: Bound[T]) -> T:
 def run_writes(conn: psycopg.Connection[Any], stmts: Iterable[Bound[Any]]) -> None:
     """Sends several writes in one pipeline (one round trip) without reading
     their rows: for batches whose outcome the caller does not need back."""
+    prepare = pooler.prepare_flag(conn)
     with conn.pipeline():
         for stmt in stmts:
-            conn.execute(stmt.query, stmt.params)
+            conn.execute(stmt.query, stmt.params, prepare=prepare)
 
 
 def statement(

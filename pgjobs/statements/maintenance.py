@@ -1,27 +1,37 @@
 """Maintenance (``sql/queries/maintenance.sql``): the workers' vacuum of the jobs
-table, and retention's batches and lock."""
+table, retention's batches, and the turns (leases) both take."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from pgjobs.statements.base import Params, flag, nothing, statement
 
 
-@statement("jobs_vacuum_lock", flag)
-def vacuum_lock(*, key: int, threshold: int, scale: float) -> Params:
-    """Whether this session took the vacuum lock because a vacuum is due."""
-    return {"key": key, "threshold": threshold, "scale": scale}
+@statement("jobs_vacuum_turn", flag)
+def vacuum_turn(
+    *,
+    holder: str,
+    seconds: float,
+    threshold: int,
+    scale: float,
+    now: dt.datetime | None = None,
+) -> Params:
+    """Whether ``holder`` took the vacuum turn because a vacuum is due."""
+    return {
+        "holder": holder,
+        "seconds": seconds,
+        "threshold": threshold,
+        "scale": scale,
+        "now": now,
+    }
 
 
 @statement("jobs_vacuum", nothing, fetch=False)
 def vacuum() -> None:
     return None
-
-
-@statement("jobs_vacuum_unlock", nothing, fetch=False)
-def vacuum_unlock(*, key: int) -> Params:
-    return {"key": key}
 
 
 def _count(found: list[Any]) -> int:
@@ -34,11 +44,13 @@ def prune_batch(*, older_than_seconds: float, batch_size: int) -> Params:
     return {"older_than_seconds": older_than_seconds, "batch_size": batch_size}
 
 
-@statement("prune_lock_try", flag)
-def prune_lock_try() -> None:
-    return None
+@statement("maintenance_lease_take", flag)
+def lease_take(*, duty: str, holder: str, seconds: float, now: dt.datetime | None = None) -> Params:
+    """Whether ``holder`` has the turn at ``duty`` for the next ``seconds`` (taken or renewed)."""
+    return {"duty": duty, "holder": holder, "seconds": seconds, "now": now}
 
 
-@statement("prune_unlock", nothing, fetch=False)
-def prune_unlock() -> None:
-    return None
+@statement("maintenance_lease_release", nothing, fetch=False)
+def lease_release(*, duties: Sequence[str], holder: str) -> Params:
+    """Gives back the turns ``holder`` has at ``duties``."""
+    return {"duties": list(duties), "holder": holder}

@@ -26,7 +26,8 @@ from pgjobs.context import AsyncJobContext, JobContext
 from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
 from pgjobs.payload import encode
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome
-from pgjobs.statements.job_types import handler_paths
+from pgjobs.worker import starting
+from pgjobs.worker.starting import JobSetupFailed
 
 if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
     from pgjobs.worker.completer import Completer
@@ -77,24 +78,6 @@ def _fit(fn: Callable[..., Any]) -> _Fit | None:
     )
 
 
-def handler_for(
-    job_type: str, path: str | None, types: registry.Registry | None = None
-) -> Callable[..., Any]:
-    """The registration in ``types`` (default: the current registry) wins;
-    otherwise the path stored with the job type."""
-    fn = (types or registry.current()).handler(job_type)
-    if fn is not None:
-        return fn
-    if path is None:
-        raise InvalidJob(f"no handler registered for job type {job_type!r}")
-    return _imported(path)
-
-
-@functools.cache
-def _imported(path: str) -> Callable[..., Any]:
-    return registry.resolve_handler(path)
-
-
 def check_fit(fn: Callable[..., Any], ctx: JobContext | AsyncJobContext) -> None:
     """PermanentError if the payload does not fit the handler's parameters."""
     payload = ctx.payload
@@ -115,6 +98,8 @@ def failure(exc: Exception, started: float) -> Failed:
     """How an attempt that raised ``exc`` ends (called while it is handled)."""
     if isinstance(exc, JobCanceled):
         return Failed("canceled", str(exc), None, True, ms(started))
+    if isinstance(exc, JobSetupFailed):  # ctx.conn could not begin: not the handler's error
+        return Failed(starting.SETUP_FAILED, str(exc), None, False, ms(started))
     # InvalidJob: e.g. a result that is not JSON.
     permanent = isinstance(exc, PermanentError | InvalidJob)
     return Failed(_class_name(exc), str(exc), traceback.format_exc(), permanent, ms(started))
@@ -195,7 +180,7 @@ class Executor:
         batch_limit: int,
         lane: Lane | None = None,
     ) -> None:
-        self.types = types  # handlers registered here win over stored paths
+        self.types = types  # the only handlers run: a stored path is never imported
         self.completer = completer
         self.slots = slots
         self.index = index
@@ -203,7 +188,6 @@ class Executor:
         self.stopping = stopping
         self.log = log
         self.batch = BatchSize(batch_limit)
-        self.handlers: dict[str, str] = {}
         self.lane = lane  # runs async handlers; started at its first job if not before
         # Slot entries not in use (main thread only): a sync job takes one while
         # it runs, an async job until the lane hands its outcome back.
@@ -274,16 +258,20 @@ class Executor:
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry)
         started = time.monotonic()
         try:
-            fn = handler_for(job.job_type, self._handler_path(control, job.job_type), self.types)
-            if self.lane is not None and inspect.iscoroutinefunction(fn):
-                self._submit(entry, job, fn)
+            found = starting.handler_or_refusal(job, self.types)
+            if isinstance(found, Failed):
+                outcome: Outcome = found
+            elif self.lane is not None and inspect.iscoroutinefunction(found):
+                self._submit(entry, job, found)  # the entry is the task's until it ends
+                entry = -1
                 return
-            self._hand_over()  # the async jobs before it need not wait for it
-            outcome = execute(fn, ctx)
-        except Exception as exc:  # no handler: retry policy, another worker may have it
-            outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
-        self.slots.finish(self.index, entry)
-        self.free.append(entry)
+            else:
+                self._hand_over()  # the async jobs before it need not wait for it
+                outcome = execute(found, ctx)
+        finally:
+            if entry >= 0:
+                self.slots.finish(self.index, entry)
+                self.free.append(entry)
         outcome = _past_deadline(job, outcome, time.monotonic() - started)
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
@@ -312,11 +300,6 @@ class Executor:
             assert self.lane is not None
             handing, self.handing = self.handing, []
             self.lane.submit(handing)
-
-    def _handler_path(self, control: psycopg.Connection[Any], job_type: str) -> str | None:
-        if job_type not in self.handlers:
-            self.handlers = handler_paths(control)
-        return self.handlers.get(job_type)
 
     def _log_outcome(self, job: ClaimedJob, outcome: Outcome) -> None:
         if isinstance(outcome, Completed) and not pgjobs_log.enabled(logging.DEBUG):

@@ -5,13 +5,16 @@ Vacuum: claimed jobs leave dead entries at the head of the claim's index,
 which every claim steps over until VACUUM removes them, so a busy queue
 decays without it. Workers that may vacuum (the table's owner, a superuser)
 do so when enough dead tuples have piled up, checked about once a second, one
-worker at a time (an advisory lock).
+worker at a time: the one that took the vacuum turn (a row of
+pgjobs.maintenance_leases, which no role without pgjobs grants can take or
+block, released when done and expiring if its holder dies).
 
 Prune: the supervisor forks a short-lived pruner process at start and then
 once per ``prune_every_seconds``: a long delete never delays the supervisor's
 tick, and a failed run costs nothing but a log line (the next run picks up
 the rest). Across every worker on the database one pruner runs at a time: the
-run holds a session advisory lock, and a pruner that cannot take it leaves.
+run holds the prune turn (the same table), and a pruner that cannot take it
+leaves.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from pgjobs import retention
+from pgjobs import pooler, retention
 from pgjobs.statements import maintenance as statements
 from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.config import WorkerConfig
@@ -34,7 +37,7 @@ logger = structlog.get_logger("pgjobs.pruner")
 _VACUUM_CHECK_SECONDS = 1.0
 _VACUUM_DEAD_TUPLES = 10_000
 _VACUUM_DEAD_SHARE = 0.05  # of the live tuples, when that is more
-_VACUUM_LOCK_KEY = 0x70676A6F6276  # "pgjobv"
+_VACUUM_TURN_SECONDS = 600.0  # a vacuuming worker that dies gives its turn back this soon
 _PRUNE_RETRY_SECONDS = 300.0  # a failed prune run (Postgres away, say) is retried this soon
 
 EXIT_OK = 0
@@ -44,8 +47,9 @@ EXIT_FAILED = 1
 class Vacuum:
     """The worker's vacuum duty, checked after each batch it ran."""
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, holder: str) -> None:
         self.log = log
+        self.holder = holder
         self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
 
     def if_due(self, conn: psycopg.Connection[Any]) -> None:
@@ -53,19 +57,26 @@ class Vacuum:
         if now < self.next_check:
             return
         self.next_check = now + _VACUUM_CHECK_SECONDS
-        due = statements.vacuum_lock(
-            conn, key=_VACUUM_LOCK_KEY, threshold=_VACUUM_DEAD_TUPLES, scale=_VACUUM_DEAD_SHARE
+        due = statements.vacuum_turn(
+            conn,
+            holder=self.holder,
+            seconds=_VACUUM_TURN_SECONDS,
+            threshold=_VACUUM_DEAD_TUPLES,
+            scale=_VACUUM_DEAD_SHARE,
         )
         if not due:
             return
         try:
             started = time.monotonic()
-            statements.vacuum(conn)
+            # VACUUM cannot run in a transaction block, so behind a pooler it
+            # runs without the per-transaction settings (the server's timeouts).
+            with pooler.bare(conn):
+                statements.vacuum(conn)
             self.log.info("jobs_vacuumed", seconds=round(time.monotonic() - started, 3))
         except psycopg.errors.QueryCanceled as exc:  # statement_timeout: the next one goes on
             self.log.warning("jobs_vacuum_canceled", error=str(exc))
         finally:
-            statements.vacuum_unlock(conn, key=_VACUUM_LOCK_KEY)
+            statements.lease_release(conn, duties=["vacuum"], holder=self.holder)
 
 
 class Pruner:

@@ -1,12 +1,15 @@
 """The rescuer: settles what workers leave behind.
 
 Two cases. A job whose lease expired (its process stopped renewing it: frozen,
-killed, its host lost) is ended by the lease rescue, one rescuer at a time
-across every supervisor, with the retry policy applied. A worker process that
-died or was killed under this supervisor is settled at once: its server
-sessions are terminated (so a long query stops too), the attempt it was
-running ends with the reason, and the jobs it held but had not started go
-back to the queue without counting an attempt.
+killed, its host lost) is ended by the lease rescue, with the retry policy
+applied, by one supervisor at a time: the one holding the rescue turn (a row
+of pgjobs.maintenance_leases, renewed at each rescue, lost a lease after its
+holder dies). A worker process that died or was killed under this supervisor
+is settled at once: its server sessions are terminated (so a long query stops
+too; not behind a pooler, whose process ids are made up, where the job's
+statement_timeout bounds it), the attempt it was running ends with the
+reason, and the jobs it held but had not started go back to the queue
+without counting an attempt.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from pgjobs.statements.control import log_keys
 from pgjobs.statements.leases import (
     backend_terminate,
     lease_rescue,
+    return_crashed,
     return_worker,
     worker_forget_stale,
     worker_unregister,
 )
+from pgjobs.statements.maintenance import lease_release, lease_take
 from pgjobs.statements.outcomes import fail_many
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.session import worker_name
@@ -49,7 +54,10 @@ class Rescuer:
             return
         assert self.conn is not None
         with self.conn.transaction():
-            rescued = lease_rescue(self.conn)
+            turn = lease_take(
+                self.conn, duty="rescue", holder=worker_name(), seconds=self.cfg.lease_seconds
+            )
+            rescued = lease_rescue(self.conn) if turn else []
             worker_forget_stale(self.conn, stale_seconds=self.cfg.lease_seconds * 4)
         for job in rescued:
             self.log.warning(
@@ -63,17 +71,24 @@ class Rescuer:
         self.next_rescue = time.monotonic() + max(self.cfg.lease_seconds / 4, _MIN_RESCUE_SECONDS)
 
     def settle(
-        self, index: int, pid: int | None, ended: Sequence[tuple[Running, Failed]]
+        self,
+        index: int,
+        pid: int | None,
+        ended: Sequence[tuple[Running, Failed]],
+        *,
+        crashed: str | None = None,
     ) -> None:
         """Settles a worker process that is gone: its sessions stop, the jobs it
         was running end with their reasons (none: given back uncounted, as at a
-        forced shutdown), and the rest go back. A job that was running beside
-        the one that had the process killed (async concurrency) goes back
-        without losing its attempt, and is logged as that collateral."""
+        forced shutdown), and the jobs it held unstarted go back. A job that was
+        running beside the one that had the process killed (async concurrency)
+        goes back without losing its attempt, and is logged as that collateral.
+        ``crashed`` (why): it died on its own, so one of those may be the cause; a
+        job a crashed process held unstarted before has its attempt counted this time."""
         assert self.conn is not None
         in_hand = {running.job_id for running in self.slots.running_all(index)}
         pids = self.slots.backend_pids(index)
-        if pids:
+        if pids and not self.cfg.pooler:
             backend_terminate(self.conn, pids=pids)
         if ended:
             fail_many(
@@ -81,16 +96,31 @@ class Rescuer:
             )
         settled = [running.job_id for running, _ in ended]
         if pid is not None:
-            returned = return_worker(self.conn, worker=worker_name(pid), except_ids=settled)
-            worker_unregister(self.conn, worker=worker_name(pid))
-            for (job_id,) in returned:
-                if job_id in in_hand and ended:
-                    self.log.warning(
-                        "job_returned_collateral",
-                        pid=pid,
-                        killed_for=settled,
-                        **self.job_keys(job_id),
-                    )
+            name = worker_name(pid)
+            if crashed is not None:
+                for job_id, state in return_crashed(
+                    self.conn, worker=name, except_ids=settled, reason=crashed
+                ):
+                    if state != "queued":
+                        self.log.warning("job_crash_counted", state=state, **self.job_keys(job_id))
+            else:
+                returned = return_worker(self.conn, worker=name, except_ids=settled)
+                for (job_id,) in returned:
+                    if job_id in in_hand and ended:
+                        self.log.warning(
+                            "job_returned_collateral",
+                            pid=pid,
+                            killed_for=settled,
+                            **self.job_keys(job_id),
+                        )
+            worker_unregister(self.conn, worker=name)
+
+    def release(self) -> None:
+        """Gives the rescue turn back (a clean stop), so another supervisor
+        need not wait for it to expire."""
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                lease_release(self.conn, duties=["rescue"], holder=worker_name())
 
     def job_keys(self, job_id: int) -> dict[str, Any]:
         """The keys every job event carries (job_id, job_type, organization,

@@ -11,13 +11,14 @@ is large, the planner's cost estimates pass the JIT threshold and short
 statements spend milliseconds being compiled (two fifths of the workers'
 database time in a long sustained run).
 
-Settings are made once per session here. A transaction-pooling mode (no
-prepared statements, settings per transaction, no LISTEN) would be decided in
-this module and nowhere else.
+Settings are made once per session here, or, through a transaction-mode
+pooler (:mod:`pgjobs.pooler`), once per transaction: :func:`resolve` decides
+the mode once per worker, and :func:`connect` opens the session it calls for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 
 import psycopg
 
+from pgjobs import pooler
 from pgjobs.reconnect import with_backoff
 from pgjobs.statements import Bound, arun, run
 from pgjobs.statements.sessions import session_configure
@@ -33,6 +35,18 @@ from pgjobs.worker.config import WorkerConfig
 
 def worker_name(pid: int | None = None) -> str:
     return f"{socket.gethostname()}/{pid or os.getpid()}"
+
+
+def resolve(cfg: WorkerConfig) -> WorkerConfig:
+    """``cfg`` with its pooler mode decided (the setting, ``PGJOBS_POOLER``, else
+    detected on one connection); pooled, wake-ups come by polling."""
+    pooled = cfg.pooler if cfg.pooler is not None else pooler.mode_from_env()
+    if pooled is None:
+        with psycopg.connect(cfg.dsn, autocommit=True, prepare_threshold=None) as conn:
+            pooled = pooler.behind_pooler(conn)
+    if not pooled:
+        return dataclasses.replace(cfg, pooler=False)
+    return dataclasses.replace(cfg, pooler=True, listen=False, poll_seconds=cfg.pooler_poll_seconds)
 
 
 def connect(
@@ -47,17 +61,29 @@ def connect(
 
     ``timeout_seconds`` bounds its statements and idle transactions (default:
     the worker's statement timeout) and, when given, the connection attempt."""
-    conn = psycopg.connect(cfg.dsn, autocommit=autocommit, **_options(timeout_seconds))
-    run(conn, _configure(cfg, purpose, bookkeeping, timeout_seconds))
+    options = _options(timeout_seconds)
+    settings = _configure(cfg, purpose, bookkeeping, timeout_seconds)
+    if cfg.pooler:
+        return pooler.connect(cfg.dsn, settings=settings.params, autocommit=autocommit, **options)
+    conn = psycopg.connect(cfg.dsn, autocommit=autocommit, **options)
+    if cfg.pooler is False:
+        pooler.remember(conn, False)  # decided already: spares pgjobs.pooler's probe
+    run(conn, settings)
     if not autocommit:
         conn.commit()
     return conn
 
 
 async def aconnect(cfg: WorkerConfig, purpose: str) -> psycopg.AsyncConnection[Any]:
-    """:func:`connect` for the async lane: an autocommit bookkeeping session."""
-    conn = await psycopg.AsyncConnection.connect(cfg.dsn, autocommit=True)
-    await arun(conn, _configure(cfg, purpose, True, None))
+    """:func:`connect` for the async lane: an autocommit bookkeeping session.
+
+    Behind a pooler (``cfg.pooler``) its statements are never prepared; its
+    writes (progress, checkpoints, cancel polls) are single autocommit
+    statements, which need none of the session settings a pooler loses."""
+    options: dict[str, Any] = {"prepare_threshold": None} if cfg.pooler else {}
+    conn = await psycopg.AsyncConnection.connect(cfg.dsn, autocommit=True, **options)
+    if not cfg.pooler:
+        await arun(conn, _configure(cfg, purpose, True, None))
     return conn
 
 

@@ -1,6 +1,7 @@
 """The supervisor: starts N worker processes and keeps them honest.
 
-Its loop ticks every 50 ms: it reads cancel requests, kills processes whose job
+Its loop ticks every 50 ms: it reads cancel requests (by LISTEN, or behind a
+pooler by polling the running jobs' rows), kills processes whose job
 ran past its timeout or cancel grace (:mod:`timeouts`), replaces processes that
 died, has the rescuer settle what they left and rescue expired leases
 (:mod:`rescuer`), and keeps the metrics exporter and the pruner going. On
@@ -29,7 +30,7 @@ from pgjobs.worker.exporter import Exporter
 from pgjobs.worker.maintenance import Pruner
 from pgjobs.worker.rescuer import Rescuer, ended
 from pgjobs.worker.runner import child_main
-from pgjobs.worker.session import connect_until_up, worker_name
+from pgjobs.worker.session import connect_until_up, resolve, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.timeouts import Enforcer, Overdue
 
@@ -48,7 +49,7 @@ class Supervisor:
         log_level: str = "info",
         registry: Registry | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = resolve(cfg)  # pooler mode decided once, for every process
         self.registry = registry or current()
         self.log_json = log_json
         self.log_level = log_level
@@ -85,12 +86,20 @@ class Supervisor:
                 self.exporter = Exporter(self.cfg, self.mp, self.log, self.log_json, self.log_level)
             for index in range(self.cfg.processes):
                 self._spawn(index)
+            job_types = sorted(self.registry.registered())
             self.log.info(
-                "worker_started", processes=self.cfg.processes, queues=list(self.cfg.queues)
+                "worker_started",
+                processes=self.cfg.processes,
+                queues=list(self.cfg.queues),
+                pooler=self.cfg.pooler,
+                job_types=job_types,
             )
+            if not job_types:
+                self.log.warning("worker_has_no_job_types", hint="--import the handlers' module")
             return self._loop()
         finally:
             self._stop_services()
+            self.rescuer.release()
             if self.rescuer.conn is not None:
                 self.rescuer.conn.close()
 
@@ -115,7 +124,11 @@ class Supervisor:
     def _tick(self) -> None:
         assert self.rescuer.conn is not None
         try:
-            self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
+            if self.cfg.pooler:  # no LISTEN through a pooler
+                self.enforcer.poll_cancels(self.rescuer.conn, self.rescuer.job_keys)
+                time.sleep(_TICK_SECONDS)
+            else:
+                self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
             alive = [p is not None and p.is_alive() for p in self.children]
             by_process: dict[int, list[Overdue]] = {}
             for overdue in self.enforcer.overdue(alive):
@@ -140,7 +153,7 @@ class Supervisor:
             log=self.log,
             event="supervisor_reconnect",
             stop=lambda: bool(self.signals),
-            setup=cancel_listen,
+            setup=(lambda conn: None) if self.cfg.pooler else cancel_listen,
         )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -201,7 +214,9 @@ class Supervisor:
             # Every job it ran crashed with it (each attempt counts: one of
             # them may crash every process that runs it).
             reason = ended("crash", f"worker process exited with code {code}")
-            self.rescuer.settle(index, proc.pid, [(r, reason) for r in running])
+            self.rescuer.settle(
+                index, proc.pid, [(r, reason) for r in running], crashed=reason.message
+            )
             self.children[index] = None
             self.log.warning(
                 "worker_process_died",
@@ -273,7 +288,8 @@ def run(
     log_level: str = "info",
     registry: Registry | None = None,
 ) -> int:
-    """Runs a worker until it stops; its handlers come from ``registry`` (default:
-    the current one), else from the paths stored with the job types."""
+    """Runs a worker until it stops. It runs the job types whose handlers are
+    registered in ``registry`` (default: the current one) and claims no other:
+    the handler path stored with a type is never imported."""
     pgjobs_log.configure(level=log_level, json_lines=log_json)
     return Supervisor(cfg, log_json=log_json, log_level=log_level, registry=registry).run()

@@ -12,6 +12,27 @@ select set_config('statement_timeout', %(statement_timeout)s, false),
                   coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')), false),
        set_config('jit', coalesce(%(jit)s, current_setting('jit')), false);
 
+-- name: transaction_configure
+-- session_configure for one transaction (pooler mode): the same settings, set
+-- transaction-locally, so that none outlives the transaction on a server
+-- connection the pool then hands to another client. Sent before each
+-- statement, it acts once per transaction (a transaction-local marker says it
+-- did), so what the transaction sets itself afterwards (a job's own
+-- statement_timeout) stands.
+select set_config('statement_timeout', %(statement_timeout)s, true),
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, true),
+       set_config('application_name', %(application_name)s, true),
+       set_config('synchronous_commit',
+                  coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')), true),
+       set_config('jit', coalesce(%(jit)s, current_setting('jit')), true),
+       set_config('pgjobs.transaction_configured', 'on', true)
+ where current_setting('pgjobs.transaction_configured', true) is distinct from 'on';
+
+-- name: session_backend_pid
+-- Compared with the process id announced at connection: a pooler answers with
+-- an id of its own (PgBouncer's is random), so the two differ behind one.
+select pg_backend_pid();
+
 -- name: job_transaction_begin
 -- A handler's transaction: scoped to the job's organization (row-level security
 -- then shows even a worker that one organization), bounded by its timeout.

@@ -88,7 +88,8 @@ grant select, insert, update on pgjobs.job_types to pgjobs_worker;
 grant select on pgjobs.schema_migrations to pgjobs_worker;
 grant usage on all sequences in schema pgjobs to pgjobs_worker;
 grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
-                pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers
+                pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers,
+                pgjobs.unserved_job_types
     to pgjobs_worker;
 
 -- Admins: everything an operator does, across organizations; no claiming.
@@ -99,15 +100,16 @@ grant select, insert, update on pgjobs.job_types to pgjobs_admin;
 grant select on pgjobs.schema_migrations to pgjobs_admin;
 grant usage on sequence pgjobs.jobs_id_seq, pgjobs.job_events_id_seq to pgjobs_admin;
 grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
-                pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers
+                pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers,
+                pgjobs.unserved_job_types
     to pgjobs_admin;
 
 -- The claim is the workers' alone.
-revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz),
+revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                            pgjobs.take(text, bigint[], double precision, timestamptz),
                            pgjobs.rate_take(bigint[], timestamptz)
     from public;
-grant execute on function pgjobs.claim(text, text[], int, double precision, timestamptz),
+grant execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                           pgjobs.take(text, bigint[], double precision, timestamptz),
                           pgjobs.rate_take(bigint[], timestamptz)
     to pgjobs_worker;
@@ -126,3 +128,8 @@ grant select on pgjobs.schedule_status to pgjobs_worker, pgjobs_admin;
 
 revoke execute on function pgjobs.schedule_fire(jsonb, timestamptz) from public;
 grant execute on function pgjobs.schedule_fire(jsonb, timestamptz) to pgjobs_worker, pgjobs_admin;
+
+-- Maintenance turns: the workers' alone, so no other role can take or block one.
+revoke all on pgjobs.maintenance_leases from public;
+grant select, insert, update on pgjobs.maintenance_leases to pgjobs_worker;
+grant select on pgjobs.maintenance_leases to pgjobs_admin;
