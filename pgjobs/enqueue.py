@@ -11,13 +11,14 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import psycopg
+from psycopg import ConnectionInfo
 
-from pgjobs import _conn, registry
+from pgjobs import registry
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import check_text, encode
 from pgjobs.statements import enqueue as statements
 from pgjobs.statements.enqueue import EnqueueResult, NewJob
+from pgjobs.steps import Steps, blocking
 
 __all__ = ["EnqueueResult", "enqueue", "enqueue_many", "job_params"]
 
@@ -75,9 +76,15 @@ def job_params(
         raise InvalidJob("run_at must be timezone-aware")
     delay_s = _seconds(delay, "delay")
     if delay_s is not None:
-        run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
+        try:
+            run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
+        except OverflowError as exc:
+            raise InvalidJob(f"delay is too long: {delay_s} seconds") from exc
     timeout_s = _seconds(timeout, "timeout")
-    parents = list(depends_on or ())
+    try:
+        parents = list(depends_on or ())
+    except TypeError as exc:
+        raise InvalidJob("depends_on must be a sequence of job ids") from exc
     for parent in parents:
         if isinstance(parent, bool) or not isinstance(parent, int):
             raise InvalidJob(f"depends_on must hold job ids, got {parent!r}")
@@ -95,8 +102,8 @@ def job_params(
     )
 
 
-def enqueue(
-    conn: psycopg.Connection[Any],
+def enqueue_steps(
+    info: ConnectionInfo,
     job_type: str,
     payload: Mapping[str, Any] | None = None,
     *,
@@ -109,7 +116,7 @@ def enqueue(
     depends_on: Iterable[int] = (),
     max_attempts: int | None = None,
     timeout: float | dt.timedelta | None = None,
-) -> EnqueueResult:
+) -> Steps[EnqueueResult]:
     """Adds one job; a live duplicate's id comes back with ``duplicate=True``.
 
     ``None`` means the job type's default; ``delay`` (seconds or a timedelta) and
@@ -128,22 +135,21 @@ def enqueue(
         max_attempts=max_attempts,
         timeout=timeout,
     )
-    raw = _conn.raw(conn)
     types = registry.current()
-    types.ensure(raw, job_type)
+    yield from types.ensure_steps(info, job_type)
     with _unknown_type_resync(types), translated():
-        return statements.enqueue(raw, job)
+        result: EnqueueResult = yield statements.enqueue.bind(job)
+    return result
 
 
-def enqueue_many(
-    conn: psycopg.Connection[Any], jobs: Sequence[Mapping[str, Any]]
-) -> list[EnqueueResult]:
+def enqueue_many_steps(
+    info: ConnectionInfo, jobs: Sequence[Mapping[str, Any]]
+) -> Steps[list[EnqueueResult]]:
     """Adds many jobs in one statement; results are in input order.
 
     Each item is a mapping with ``job_type`` and the keyword arguments of
     :func:`enqueue` (``payload``, ``organization``, ``delay``, ...).
     """
-    raw = _conn.raw(conn)
     if not jobs:
         return []
     elements = []
@@ -161,10 +167,15 @@ def enqueue_many(
         head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
         elements.append(f'{head[:-1]},"payload":{payload}}}')
     for name in types:
-        registry.current().ensure(raw, name)
+        yield from registry.current().ensure_steps(info, name)
     text = "[" + ",".join(elements) + "]"
     with translated():
-        return statements.enqueue_many(raw, jobs=text)
+        results: list[EnqueueResult] = yield statements.enqueue_many.bind(jobs=text)
+    return results
+
+
+enqueue = blocking(enqueue_steps)
+enqueue_many = blocking(enqueue_many_steps)
 
 
 class _unknown_type_resync:

@@ -5,39 +5,36 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from pgjobs.statements.base import Params, flag, nothing, statement
 
 
-class VacuumDue(NamedTuple):
-    taken: bool  # the taker has the vacuum turn: vacuum, then release it
-    horizon: str | None  # the xmin horizon now, for the next call's last_horizon
+def _vacuum_due(found: list[Any]) -> tuple[bool, str | None]:
+    return (bool(found[0][0]), found[0][1]) if found else (False, None)
 
 
-def _due(found: list[Any]) -> VacuumDue:
-    return VacuumDue(bool(found[0][0]), found[0][1]) if found else VacuumDue(False, None)
-
-
-@statement("jobs_vacuum_turn", _due)
+@statement("jobs_vacuum_turn", _vacuum_due)
 def vacuum_turn(
     *,
     holder: str,
     seconds: float,
     threshold: int,
     scale: float,
-    last_horizon: str | None = None,
     now: dt.datetime | None = None,
+    last_horizon: str | None = None,
 ) -> Params:
-    """Whether ``holder`` took the vacuum turn because a vacuum is due and
-    can remove more than the one at ``last_horizon`` did; the horizon now."""
+    """Whether ``holder`` took the vacuum turn because a vacuum is due and can
+    remove something, and the horizon it met (the oldest transaction holding
+    back what a vacuum may remove; None: none seen). ``last_horizon``: the one
+    the previous vacuum met."""
     return {
         "holder": holder,
         "seconds": seconds,
         "threshold": threshold,
         "scale": scale,
-        "last_horizon": last_horizon,
         "now": now,
+        "last_horizon": last_horizon,
     }
 
 

@@ -7,10 +7,7 @@ decays without it. Workers that may vacuum (the table's owner, a superuser)
 do so when enough dead tuples have piled up, checked about once a second, one
 worker at a time: the one that took the vacuum turn (a row of
 pgjobs.maintenance_leases, which no role without pgjobs grants can take or
-block, released when done and expiring if its holder dies), and only once the
-xmin horizon has moved since that worker's last vacuum: a long transaction
-elsewhere keeps every dead tuple since its start, and vacuuming again
-meanwhile would remove nothing.
+block, released when done and expiring if its holder dies).
 
 Prune: the supervisor forks a short-lived pruner process at start and then
 once per ``prune_every_seconds``: a long delete never delays the supervisor's
@@ -55,7 +52,9 @@ class Vacuum:
         self.holder = holder
         self.threshold = threshold
         self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
-        self.horizon: str | None = None  # the xmin horizon when this worker last vacuumed
+        # The transaction that held back the last vacuum: while it still
+        # does, another vacuum could remove nothing (jobs_vacuum_turn).
+        self.horizon: str | None = None
 
     def if_due(self, conn: psycopg.Connection[Any]) -> bool:
         """Vacuums if it is time to look and a vacuum can help; whether it did."""
@@ -63,7 +62,7 @@ class Vacuum:
         if now < self.next_check:
             return False
         self.next_check = now + _VACUUM_CHECK_SECONDS
-        due = statements.vacuum_turn(
+        due, horizon = statements.vacuum_turn(
             conn,
             holder=self.holder,
             seconds=_VACUUM_TURN_SECONDS,
@@ -71,15 +70,15 @@ class Vacuum:
             scale=_VACUUM_DEAD_SHARE,
             last_horizon=self.horizon,
         )
-        if not due.taken:
+        if not due:
             return False
+        self.horizon = horizon
         try:
             started = time.monotonic()
             # VACUUM cannot run in a transaction block, so behind a pooler it
             # runs without the per-transaction settings (the server's timeouts).
             with pooler.bare(conn):
                 statements.vacuum(conn)
-            self.horizon = due.horizon
             self.log.info("jobs_vacuumed", seconds=round(time.monotonic() - started, 3))
             return True
         except psycopg.errors.QueryCanceled as exc:  # statement_timeout: the next one goes on

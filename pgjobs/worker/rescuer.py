@@ -15,13 +15,16 @@ it was running ends with the reason; those whose handler had returned but
 whose outcome was not written yet, as the slot's started list says, count as
 run); the jobs it held but never started go back to the queue uncounted,
 except, when it crashed, one that a crashing process held before (then its
-attempt counts, so a job that kills every process taking it ends).
+attempt counts, so a job that kills every process taking it ends). One
+exception, when the supervisor killed it for one job: a job running beside
+that one (async concurrency) goes back uncounted, logged as collateral.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -84,45 +87,68 @@ class Rescuer:
         self,
         index: int,
         pid: int | None,
-        running: Running | None,
-        reason: Failed | None,
+        ended: Sequence[tuple[Running, Failed]],
         *,
-        crashed: bool = False,
+        crashed: str | None = None,
     ) -> None:
-        """Settles a worker process that is gone: its sessions stop, the job it
-        was running ends with ``reason`` (None: given back uncounted, as at a
-        forced shutdown), and the jobs it held unstarted go back. ``crashed``:
-        it died on its own, so one of those may be the cause; a job a crashed
-        process held unstarted before has its attempt counted this time."""
+        """Settles a worker process that is gone: its sessions stop, the jobs it
+        was running end with their reasons (none: given back uncounted, as at a
+        forced shutdown), and the jobs it held unstarted go back. A job that was
+        running beside the one that had the process killed (async concurrency)
+        goes back without losing its attempt, and is logged as that collateral.
+        ``crashed`` (why): it died on its own, so one of those may be the cause; a
+        job a crashed process held unstarted before has its attempt counted this time."""
         assert self.conn is not None
+        in_hand = {running.job_id for running in self.slots.running_all(index)}
         pids = self.slots.backend_pids(index)
         if pids and direct(self.cfg):
             backend_terminate(self.conn, pids=pids)
-        # The job it was running ends with ``reason`` (or goes back, at a
-        # forced shutdown); the others it started had returned.
-        current = running or self.slots.running(index)
-        failures = [
+        # The jobs it was running end with their reasons; the others it
+        # started had returned, their outcomes unwritten: those count as run.
+        killed_for = [run.job_id for run, _ in ended]
+        failures = [(Lease(run.job_id, run.lease_token), why) for run, why in ended]
+        failures += [
             (Lease(job_id, token), _OUTCOME_LOST)
             for job_id, token in self.slots.started(index)
-            if current is None or job_id != current.job_id
+            if job_id not in in_hand and job_id not in killed_for
         ]
-        if running is not None and reason is not None:
-            failures.append((Lease(running.job_id, running.lease_token), reason))
         if failures:
             fail_many(self.conn, failures)  # fenced: outcomes already written stay
         settled = [lease.id for lease, _ in failures]
         if pid is not None:
             name = worker_name(pid)
-            if crashed:
-                why = reason.message if reason is not None else "it crashed"
+            if crashed is not None:
                 for job_id, state in return_crashed(
-                    self.conn, worker=name, except_ids=settled, reason=why
+                    self.conn, worker=name, except_ids=settled, reason=crashed
                 ):
                     if state != "queued":
                         self.log.warning("job_crash_counted", state=state, **self.job_keys(job_id))
             else:
-                return_worker(self.conn, worker=name, except_ids=settled)
+                returned = return_worker(self.conn, worker=name, except_ids=settled)
+                for (job_id,) in returned:
+                    if job_id in in_hand and ended:  # the kill's collateral
+                        self.log.warning(
+                            "job_returned_collateral",
+                            pid=pid,
+                            killed_for=killed_for,
+                            **self.job_keys(job_id),
+                        )
             worker_unregister(self.conn, worker=name)
+
+    def settle_quietly(
+        self, index: int, pid: int | None, ended: Sequence[tuple[Running, Failed]]
+    ) -> bool:
+        """:meth:`settle`, if the database answers; otherwise the process's
+        jobs wait for the lease rescue (which counts their attempt)."""
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.settle(index, pid, ended)
+                return True
+            except psycopg.Error as exc:
+                self.log.warning("jobs_left_to_lease_rescue", pid=pid, error=str(exc).strip())
+                return False
+        self.log.warning("jobs_left_to_lease_rescue", pid=pid, error="no database session")
+        return False
 
     def release(self) -> None:
         """Gives the rescue turn back (a clean stop), so another supervisor

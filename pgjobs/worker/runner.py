@@ -38,6 +38,7 @@ from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
+from pgjobs.worker.lane import Lane
 from pgjobs.worker.maintenance import Vacuum
 from pgjobs.worker.session import connect, connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
@@ -49,6 +50,8 @@ logger = structlog.get_logger("pgjobs.worker")
 EXIT_FATAL = 3  # a database error that waiting does not clear: stop the whole worker
 _PAUSE_STEP_SECONDS = 0.1
 _LAST_CHANCE_SECONDS = 2.0
+# While async jobs are in flight, an idle sleep looks at their outcomes this often.
+_BUSY_STEP_SECONDS = 0.01
 
 
 class Runner:
@@ -69,6 +72,7 @@ class Runner:
         self.wakeups = Wakeups(cfg, wake)
         self.completer = Completer(cfg, self.leases, slots, index, self.log)
         types = registry or current()
+        self.lane = Lane(cfg, slots, index, wake, self.name, types.start_hooks())
         # What this process can run is what it registered: the claim takes no
         # other type, whatever job_types.handler says (a record, never imported).
         self.job_types = sorted(types.registered())
@@ -82,6 +86,7 @@ class Runner:
             self._stopping,
             self.log,
             cfg.batch_size,
+            self.lane,
         )
         self.vacuum = Vacuum(self.log, self.name)
         self.control: psycopg.Connection[Any] | None = None
@@ -96,6 +101,8 @@ class Runner:
                 raise
             return  # stopped before the database came back: nothing was claimed
         self.beacon.start()
+        if self.lane.hooks:
+            self.lane.start()  # the hooks' resources exist before the first job
         try:
             self._loop()
         finally:
@@ -122,26 +129,47 @@ class Runner:
                     return
             except psycopg.Error as exc:
                 self._recover(exc)
+        self._finish_in_flight()
 
     def _step(self) -> bool:
         """One claim and what follows it; True once idle with --exit-when-idle."""
         assert self.control is not None
         if self.beacon.failed is not None:
             raise self.beacon.failed
+        executor = self.executor
         self.wakeups.wake.clear()
+        executor.collect()
+        claimed_for = executor.room()
         jobs = self._claim()
         if jobs:
-            self.executor.run_batch(self.control, jobs)  # first: nothing waits on it
-            self.wakeups.after_batch(busy=len(jobs) >= self.cfg.batch_size)
+            executor.run_batch(self.control, jobs)  # first: nothing waits on it
+            # Full (more is waiting): no wake-up needed for a while.
+            self.wakeups.after_batch(busy=len(jobs) >= claimed_for)
             self.vacuum.if_due(self.control)
             return False
         if self.wakeups.listen(True):
             return False  # once more, for what came before the LISTEN
         self.completer.flush()
-        if self.cfg.exit_when_idle and self._idle_everywhere():
+        if self.cfg.exit_when_idle and not executor.in_flight and self._idle_everywhere():
             return True
-        self.wakeups.sleep_until_due(self._stopping)
+        step = _BUSY_STEP_SECONDS if executor.in_flight else None
+        self.wakeups.sleep_until_due(self._stopping, step)
         return False
+
+    def _finish_in_flight(self) -> None:
+        """At SIGTERM: lets the async jobs in flight end (the supervisor kills
+        the process at the grace's end, and their jobs go back uncounted). A
+        fault meanwhile leaves them to their leases (:meth:`_close` tries once
+        more to write what is held)."""
+        while self.executor.in_flight:
+            try:
+                self.wakeups.wake.wait(self.cfg.flush_seconds)
+                self.wakeups.wake.clear()
+                self.executor.collect()
+                self.completer.flush()
+            except psycopg.Error as exc:
+                self._recover(exc)  # stopping: the sessions go, none is made again
+                return
 
     def _recover(self, exc: psycopg.Error) -> None:
         """A fault: drop the sessions, wait out the backoff, connect again and
@@ -176,7 +204,7 @@ class Runner:
             self.control,
             worker=self.name,
             queues=self.cfg.queues,
-            n=self.executor.batch.current,
+            n=self.executor.room(),
             lease_seconds=self.cfg.lease_seconds,
             job_types=self.job_types,
         )
@@ -256,7 +284,7 @@ def child_main(
         become_child(log_json, log_level, on_parent_death=signal.SIGTERM)
         for module in cfg.imports:
             importlib.import_module(module)
-        Runner(cfg, index, Slots(cfg.processes, array), registry).serve()
+        Runner(cfg, index, Slots(cfg.processes, array, cfg.concurrency), registry).serve()
     except Fatal as exc:
         logger.error("worker_stopped_on_fault", error=str(exc), sqlstate=exc.fault.sqlstate)
         code = EXIT_FATAL

@@ -8,11 +8,11 @@ and keeps the metrics exporter and the pruner going. On SIGTERM it drives a
 graceful shutdown; a second signal forces it.
 
 It never outlives its own failure: an unexpected error stops its processes and
-ends it with a non-zero status, for a process manager to start a whole worker
-again; a worker process stopped by a database error that waiting does not
-clear stops it the same way (:data:`EXIT_FATAL`). A database fault that clears
-never blocks the tick: while the database is away the loop keeps watching
-signals and processes, and tries a session again when its backoff says.
+ends it non-zero, for a process manager to start a whole worker again; so does a
+worker process stopped by a database error that waiting does not clear
+(:data:`EXIT_FATAL`). A fault that clears never blocks the tick: while the
+database is away the loop watches signals and processes, and tries a session
+again when its backoff says.
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ from pgjobs import log as pgjobs_log
 from pgjobs.faults import Fatal, Retry
 from pgjobs.registry import Registry, current
 from pgjobs.schedules.fire import Firer
-from pgjobs.statements import Failed
 from pgjobs.statements.sessions import cancel_listen
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.exporter import Exporter
 from pgjobs.worker.maintenance import Pruner
+from pgjobs.worker.relay import StateRelay
 from pgjobs.worker.rescuer import Rescuer, ended
 from pgjobs.worker.runner import EXIT_FATAL, child_main
 from pgjobs.worker.session import connect, connect_until_up, resolve, worker_name
-from pgjobs.worker.slots import Running, Slots
+from pgjobs.worker.slots import Slots
 from pgjobs.worker.timeouts import Enforcer, Overdue
 
 logger = structlog.get_logger("pgjobs.supervisor")
@@ -69,7 +69,9 @@ class Supervisor:
         # the connection it inherits: it leaves by os._exit.
         self.mp = multiprocessing.get_context("fork")
         self.slots = Slots(
-            cfg.processes, self.mp.RawArray("q", slot_fields.size(cfg.processes, cfg.batch_size))
+            cfg.processes,
+            self.mp.RawArray("q", slot_fields.size(cfg.processes, cfg.concurrency, cfg.batch_size)),
+            cfg.concurrency,
         )
         self.children: list[Process | None] = [None] * cfg.processes
         self.started_at: list[float] = [0.0] * cfg.processes
@@ -84,6 +86,7 @@ class Supervisor:
         self.exporter: Exporter | None = None
         self.pruner = Pruner(cfg, self.mp, worker_name(), log_json, log_level)
         self.schedules = Firer()  # fires due periodic jobs (pgjobs/schedules/fire.py)
+        self.relay = StateRelay()  # sends the state events of the worker's sessions
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -123,7 +126,8 @@ class Supervisor:
             self.rescuer.release()
             if self.rescuer.conn is not None:
                 with contextlib.suppress(psycopg.Error):
-                    self.rescuer.conn.close()
+                    self.relay.step(self.rescuer.conn)  # the stopped processes' last events
+                self.rescuer.conn.close()
 
     def _start_session(self) -> bool:
         """The supervisor's session and the job types written, with backoff
@@ -185,9 +189,13 @@ class Supervisor:
                 time.sleep(_TICK_SECONDS)
             else:
                 self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
+            self.relay.step(self.rescuer.conn)
             alive = [p is not None and p.is_alive() for p in self.children]
+            by_process: dict[int, list[Overdue]] = {}
             for overdue in self.enforcer.overdue(alive):
-                self._kill(overdue)
+                by_process.setdefault(overdue.slot, []).append(overdue)
+            for index, found in by_process.items():
+                self._kill(index, found)
             self._reap()
             if self.stop_deadline is None:
                 self.schedules.tick(self.rescuer.conn)
@@ -220,6 +228,7 @@ class Supervisor:
             self._fault(exc, "supervisor_reconnect")
             return False
         self.rescuer.conn = conn
+        self.relay.reset()  # a new session may meet an outbox a crash emptied
         return True
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
@@ -250,19 +259,22 @@ class Supervisor:
         else:
             self.children[index] = None
 
-    def _kill(self, overdue: Overdue) -> None:
-        proc = self.children[overdue.slot]
+    def _kill(self, index: int, found: list[Overdue]) -> None:
+        """Kills a process whose jobs ``found`` are overdue: they end with their
+        reasons, and whatever else it ran goes back uncounted (collateral)."""
+        proc = self.children[index]
         assert proc is not None
         proc.kill()
         proc.join(5)
-        self.rescuer.settle(overdue.slot, proc.pid, overdue.running, overdue.reason)
-        self.log.warning(
-            "job_killed",
-            reason=overdue.reason.error_class,
-            pid=proc.pid,
-            **self.rescuer.job_keys(overdue.running.job_id),
-        )
-        self._replace(overdue.slot)
+        self.rescuer.settle(index, proc.pid, [(o.running, o.reason) for o in found])
+        for overdue in found:
+            self.log.warning(
+                "job_killed",
+                reason=overdue.reason.error_class,
+                pid=proc.pid,
+                **self.rescuer.job_keys(overdue.running.job_id),
+            )
+        self._replace(index)
 
     def _reap(self) -> None:
         """A process that died on its own: its running job crashed, the rest go back."""
@@ -270,23 +282,25 @@ class Supervisor:
             if proc is None or proc.is_alive():
                 continue
             code = proc.exitcode
-            running = self.slots.running(index)
-            if code == 0 and running is None:
+            running = self.slots.running_all(index)
+            if code == 0 and not running:
                 self.children[index] = None
                 if self.stop_deadline is None and not self.cfg.exit_when_idle:
                     self._spawn(index)
                 continue
             # The process stays listed until its jobs are settled: if Postgres is
             # away, the next tick (after the reconnect) settles them and respawns.
+            # Every job it ran crashed with it (each attempt counts: one of them
+            # may crash every process that runs it). Not a crash: a fatal fault.
             reason = ended("crash", f"worker process exited with code {code}")
-            # A fatal fault is its database's answer, not a job that killed it.
-            self.rescuer.settle(index, proc.pid, running, reason, crashed=code != EXIT_FATAL)
+            why = None if code == EXIT_FATAL else reason.message
+            self.rescuer.settle(index, proc.pid, [(r, reason) for r in running], crashed=why)
             self.children[index] = None
             self.log.warning(
                 "worker_process_died",
                 pid=proc.pid,
                 exitcode=code,
-                **(self.rescuer.job_keys(running.job_id) if running else {"job_id": None}),
+                **(self.rescuer.job_keys(running[0].job_id) if running else {"job_id": None}),
             )
             if code == EXIT_FATAL:
                 # Its database said no in a way waiting does not mend (its log
@@ -346,7 +360,7 @@ class Supervisor:
                 proc.kill()
                 proc.join(5)
                 self.children[index] = None
-                if self._settle_quietly(index, proc.pid, None, None):  # not counted
+                if self.rescuer.settle_quietly(index, proc.pid, []):  # the attempts are not counted
                     self.log.warning("job_returned_at_shutdown", pid=proc.pid)
         return self._all_exited()
 
@@ -365,24 +379,10 @@ class Supervisor:
             if proc.is_alive():
                 proc.kill()
             proc.join(5)
-            reason = ended("crash", "its supervisor failed")
-            self._settle_quietly(index, proc.pid, self.slots.running(index), reason)
+            why = ended("crash", "its supervisor failed")
+            lost = [(running, why) for running in self.slots.running_all(index)]
+            self.rescuer.settle_quietly(index, proc.pid, lost)
             self.children[index] = None
-
-    def _settle_quietly(
-        self, index: int, pid: int | None, running: Running | None, reason: Failed | None
-    ) -> bool:
-        """Settles a stopped process if the database answers; otherwise its
-        jobs wait for the lease rescue (which counts their attempt)."""
-        if self.rescuer.conn is not None and not self.rescuer.conn.closed:
-            try:
-                self.rescuer.settle(index, pid, running, reason)
-                return True
-            except psycopg.Error as exc:
-                self.log.warning("jobs_left_to_lease_rescue", pid=pid, error=str(exc).strip())
-                return False
-        self.log.warning("jobs_left_to_lease_rescue", pid=pid, error="no database session")
-        return False
 
 
 def run(

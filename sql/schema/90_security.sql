@@ -104,6 +104,12 @@ grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
                 pgjobs.unserved_job_types
     to pgjobs_admin;
 
+-- The state relay's outbox: written by the workers' own sessions, read and
+-- emptied by the relay (a worker supervisor). Nobody else sees it.
+grant select, insert, delete on pgjobs.state_outbox to pgjobs_worker;
+revoke execute on function pgjobs.state_relay(bigint, int) from public;
+grant execute on function pgjobs.state_relay(bigint, int) to pgjobs_worker;
+
 -- The claim is the workers' alone.
 revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                            pgjobs.take(text, bigint[], double precision, timestamptz),
