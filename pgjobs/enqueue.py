@@ -14,36 +14,17 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgjobs import registry, sql
+from pgjobs import limits, registry, sql
 from pgjobs.errors import InvalidJob, translated
-from pgjobs.payload import check_text, encode
+from pgjobs.payload import encode
+
+# A delay reaches at most a few thousand years: run_at must stay before 9999.
+_MAX_DELAY_SECONDS = 1000 * 365 * 86400
 
 
 class EnqueueResult(NamedTuple):
     id: int
     duplicate: bool
-
-
-def _seconds(value: float | dt.timedelta | None, name: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise InvalidJob(f"{name} must be a number of seconds or a timedelta")
-    if seconds < 0:
-        raise InvalidJob(f"{name} must not be negative, got {seconds}")
-    return float(seconds)
-
-
-def _int(value: object, name: str, low: int, high: int | None = None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidJob(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"{low}-{high}" if high is not None else f">= {low}"
-        raise InvalidJob(f"{name} must be {bound}, got {value}")
-    return value
 
 
 def job_params(
@@ -61,38 +42,32 @@ def job_params(
     timeout: float | dt.timedelta | None = None,
 ) -> dict[str, Any]:
     """Validates one job's arguments into the parameters of job_enqueue."""
-    if not isinstance(job_type, str) or not job_type:
+    if job_type is None or job_type == "":
         raise InvalidJob("job_type must be a non-empty string")
-    check_text("job_type", job_type, max_length=200)
-    check_text("organization", organization)
+    limits.check_name("job_type", job_type)
     if organization == "":
         raise InvalidJob("organization must not be empty (None makes a system job)")
-    check_text("queue", queue, max_length=200)
-    check_text("dedup_key", dedup_key)
+    limits.check_name("organization", organization)
+    limits.check_name("queue", queue)
+    limits.check_dedup_key(dedup_key)
     if run_at is not None and delay is not None:
         raise InvalidJob("give run_at or delay, not both")
-    if run_at is not None and not isinstance(run_at, dt.datetime):
-        raise InvalidJob("run_at must be a datetime")
-    if run_at is not None and run_at.tzinfo is None:
-        raise InvalidJob("run_at must be timezone-aware")
-    delay_s = _seconds(delay, "delay")
+    run_at = limits.check_run_at(run_at)
+    delay_s = limits.seconds("delay", delay, _MAX_DELAY_SECONDS)
     if delay_s is not None:
         run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
-    timeout_s = _seconds(timeout, "timeout")
-    parents = list(depends_on or ())
-    for parent in parents:
-        if isinstance(parent, bool) or not isinstance(parent, int):
-            raise InvalidJob(f"depends_on must hold job ids, got {parent!r}")
+    timeout_s = limits.seconds("timeout", timeout, limits.MAX_TIMEOUT_SECONDS)
+    parents = limits.check_depends_on(depends_on)
     return {
         "job_type": job_type,
         "payload": encode(payload),
         "organization": organization,
         "queue": queue,
-        "priority": _int(priority, "priority", 0, 3),
+        "priority": limits.check_int("priority", priority, 0, 3),
         "run_at": run_at,
         "dedup_key": dedup_key,
         "depends_on": parents or None,
-        "max_attempts": _int(max_attempts, "max_attempts", 1),
+        "max_attempts": limits.check_int("max_attempts", max_attempts, 1, limits.MAX_ATTEMPTS),
         "timeout_seconds": None if timeout_s is None else int(timeout_s),
     }
 
@@ -126,9 +101,14 @@ def enqueue_many(
     elements = []
     types = set()
     for item in jobs:
+        if not isinstance(item, Mapping):
+            raise InvalidJob(f"each job must be a mapping, got {type(item).__name__}")
         fields = dict(item)
         if "job_type" not in fields:
             raise InvalidJob("each job needs a job_type")
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
         params = job_params(fields.pop("job_type"), fields.pop("payload", None), **fields)
         types.add(params["job_type"])
         if params["run_at"] is not None:
@@ -142,6 +122,23 @@ def enqueue_many(
     with conn.cursor(row_factory=tuple_row) as cur, translated():
         rows = cur.execute(sql.query("job_enqueue_many"), {"jobs": text}).fetchall()
     return [EnqueueResult(int(r[1]), bool(r[2])) for r in rows]
+
+
+_JOB_FIELDS = frozenset(
+    (
+        "job_type",
+        "payload",
+        "organization",
+        "queue",
+        "priority",
+        "run_at",
+        "delay",
+        "dedup_key",
+        "depends_on",
+        "max_attempts",
+        "timeout",
+    )
+)
 
 
 class _unknown_type_resync:

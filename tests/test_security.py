@@ -197,11 +197,6 @@ SURFACES: dict[str, Surface] = {
     "view processing_times": _view("processing_times", "job_type", "job_type"),
     "view failure_rates": _view("failure_rates", "job_type", "job_type"),
     "view dead_letter": _view("dead_letter", "organization", "org"),
-    "sql update": lambda c, t: (
-        c.execute(
-            "update pgjobs.jobs set run_at = now() where organization = %s", (t.org,)
-        ).rowcount
-    ),
     "sql cancel": lambda c, t: _count(
         c, "select count(*) from pgjobs.cancel(%s) s where s = 'canceled'", t.ids["queued"]
     ),

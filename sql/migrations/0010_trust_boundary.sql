@@ -1,0 +1,523 @@
+-- The trust boundary (issue 12): the database, not Python, guards every input,
+-- and each role may write only what its work needs.
+--
+-- * Every input limit holds for every path (INSERT, INSERT ... SELECT, COPY,
+--   the enqueue functions, any UPDATE): names are 1-200 characters without
+--   control characters, a dedup key at most 1000 bytes, the payload at most
+--   pgjobs.max_payload_bytes() measured uncompressed, at most 32 levels deep,
+--   with no number of 300 or more integer digits (Python cannot read a
+--   4,300-digit integer back), a timeout a statement_timeout can express with
+--   the worker's margin, a run_at that is finite and a Python datetime, bounded
+--   attempts and priority. The insert trigger says which limit a row broke
+--   (PJ001); CHECK constraints hold the same limits for UPDATEs.
+-- * Each NOTIFY payload is bounded by construction, whatever a row holds: the
+--   text in it is cut to what the limits allow.
+-- * pgjobs_app changes jobs only through the verbs. It may INSERT a job's input
+--   columns (a plain INSERT stays a way to enqueue), and nothing else: no
+--   UPDATE of jobs, no writes to job_events, dedup_keys or rate_windows. The
+--   writes the verbs and the triggers make on its behalf (history, dedup keys,
+--   the dependency cascade, cancel, retry) run as the tables' owner through
+--   SECURITY DEFINER functions with a pinned search_path.
+-- * Row-level security still scopes those functions to the caller: sees_all()
+--   asks about the session's role (SET ROLE or the login), which a SECURITY
+--   DEFINER function does not change, instead of current_user, which it does.
+-- * History is written only by pgjobs: no role may INSERT or UPDATE job_events
+--   (workers and admins keep DELETE, for prune). Only the owner and workers
+--   write job_types. Admins may UPDATE only run_at, priority and queue of a
+--   job (reschedule, reprioritize), which moves no job between states.
+
+-- ---------------------------------------------------------------------------
+-- Limits
+-- ---------------------------------------------------------------------------
+
+-- statement_timeout holds at most 2,147,483 s and the worker adds a 1 s margin.
+create function pgjobs.max_timeout_seconds() returns int
+language sql immutable parallel safe as $$ select 2000000 $$;
+
+create function pgjobs.max_attempts_limit() returns int
+language sql immutable parallel safe as $$ select 1000 $$;
+
+-- A job type, queue or organization name: 1-200 characters, none of them a
+-- control character (C0, DEL, C1), so a name prints as itself and its JSON
+-- form in a NOTIFY is at most 4 bytes a character.
+create function pgjobs.name_ok(name text) returns boolean
+language sql immutable parallel safe as $$
+    select length(name) between 1 and 200 and name !~ '[\x01-\x1f\x7f-\x9f]'
+$$;
+
+-- Why a payload may not be stored, or NULL. Sizes are of the uncompressed
+-- value: `payload || '{}'` hands back the payload itself, decompressed (a
+-- value read from another table by INSERT ... SELECT may arrive compressed).
+-- The depth test stops at level 32, so a payload nested 5,000 deep costs no
+-- more than one nested 33 deep.
+create function pgjobs.payload_problem(payload jsonb) returns text
+language sql immutable parallel safe as $$
+    select case
+        when payload is null then null
+        when jsonb_typeof(payload) <> 'object'
+            then format('payload must be a JSON object, got %s', jsonb_typeof(payload))
+        when pg_column_size(payload || '{}') > pgjobs.max_payload_bytes()
+            then format('payload is %s bytes uncompressed, the limit is %s',
+                        pg_column_size(payload || '{}'), pgjobs.max_payload_bytes())
+        when jsonb_path_exists(payload, 'strict $.**{32}')
+            then 'payload is nested deeper than 32 levels'
+        when jsonb_path_exists(payload,
+                 'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))')
+            then 'payload holds a number with 300 or more integer digits; store it as a string'
+    end
+$$;
+
+-- Why a job's own values may not be stored, or NULL: the insert trigger's
+-- clear message for what jobs_values_check also holds.
+create function pgjobs.job_problem(j pgjobs.jobs) returns text
+language sql immutable parallel safe as $$
+    select case
+        when not pgjobs.name_ok(j.job_type)
+            then 'job_type must be 1-200 characters without control characters'
+        when not pgjobs.name_ok(j.queue)
+            then 'queue must be 1-200 characters without control characters'
+        when j.organization is not null and not pgjobs.name_ok(j.organization)
+            then 'organization must be 1-200 characters without control characters'
+        when octet_length(j.dedup_key) > 1000
+            then 'dedup_key must be at most 1000 bytes'
+        when j.priority not between 0 and 3
+            then format('priority must be 0-3, got %s', j.priority)
+        when j.max_attempts not between 1 and pgjobs.max_attempts_limit()
+            then format('max_attempts must be 1-%s, got %s', pgjobs.max_attempts_limit(),
+                        j.max_attempts)
+        when j.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
+            then format('timeout_seconds must be 0-%s, got %s', pgjobs.max_timeout_seconds(),
+                        j.timeout_seconds)
+        when not (j.run_at > '0001-01-02 00:00:00+00' and j.run_at < '9999-12-30 00:00:00+00')
+            then format('run_at must be a finite time between the years 1 and 9999, got %s',
+                        j.run_at)
+        when cardinality(j.depends_on) > 1000
+            then 'depends_on may name at most 1000 jobs'
+    end
+$$;
+
+-- One constraint (Postgres prepares each constraint for every statement that
+-- writes the table, 0006). Added unchecked first, then checked: a database
+-- whose old rows break a limit still migrates, and says so.
+alter table pgjobs.jobs drop constraint jobs_values_check;
+do $$
+declare
+    rule text := $r$check (
+        priority between 0 and 3
+        and max_attempts between 1 and pgjobs.max_attempts_limit()
+        and timeout_seconds between 0 and pgjobs.max_timeout_seconds()
+        and (progress is null or progress between 0 and 100)
+        and (state <> 'running' or lease_token is not null)
+        and attempt >= 0
+        and run_at > '0001-01-02 00:00:00+00' and run_at < '9999-12-30 00:00:00+00'
+        and pgjobs.name_ok(job_type) and pgjobs.name_ok(queue)
+        and (organization is null or pgjobs.name_ok(organization))
+        and (dedup_key is null or octet_length(dedup_key) <= 1000)
+        and (depends_on is null or cardinality(depends_on) <= 1000))$r$;
+begin
+    execute 'alter table pgjobs.jobs add constraint jobs_values_check ' || rule || ' not valid';
+    begin
+        alter table pgjobs.jobs validate constraint jobs_values_check;
+    exception when check_violation then
+        raise notice 'pgjobs: some existing jobs break the input limits of 0010 and cannot be '
+                     'updated until deleted: select id from pgjobs.jobs where '
+                     'pgjobs.job_problem(jobs) is not null';
+    end;
+end
+$$;
+
+do $$
+declare
+    rule text := $r$check (
+        pgjobs.name_ok(name) and pgjobs.name_ok(queue)
+        and max_attempts between 1 and pgjobs.max_attempts_limit()
+        and timeout_seconds <= pgjobs.max_timeout_seconds()
+        and dedup_window_seconds <= 3650 * 86400
+        and rate_period_seconds <= 3650 * 86400
+        and retry_base_seconds <= 365 * 86400 and retry_cap_seconds <= 365 * 86400)$r$;
+begin
+    execute 'alter table pgjobs.job_types add constraint job_types_limits_check '
+            || rule || ' not valid';
+    begin
+        alter table pgjobs.job_types validate constraint job_types_limits_check;
+    exception when check_violation then
+        raise notice 'pgjobs: some job types break the limits of 0010; fix them with the '
+                     'type''s @pgjobs.job registration';
+    end;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Bounded notifications
+-- ---------------------------------------------------------------------------
+
+-- Postgres refuses a NOTIFY payload of 8,000 bytes or more, and the statement
+-- with it. Whatever a row holds, this one is at most 1,200 + 1,200 bytes of
+-- escaped text (200 characters of at most 6 bytes each) plus ids and numbers.
+create or replace function pgjobs.state_event(id bigint, organization text, job_type text,
+                                              state text, attempt int)
+returns text language sql stable parallel safe as $$  -- stable, as concat is: inlined
+    select concat('{"id":', id, ',"organization":',
+                  coalesce(to_json(left(organization, 200))::text, 'null'),
+                  ',"job_type":', to_json(left(job_type, 200))::text,
+                  ',"state":', to_json(left(state, 20))::text,
+                  ',"attempt":', attempt, '}')
+$$;
+
+-- The pgjobs_progress payload, bounded the same way (progress is 0-100).
+create function pgjobs.progress_event(id bigint, organization text, progress numeric,
+                                      state text)
+returns text language sql stable parallel safe as $$
+    select concat('{"id":', id, ',"organization":',
+                  coalesce(to_json(left(organization, 200))::text, 'null'),
+                  ',"progress":', coalesce(round(progress, 6)::text, 'null'),
+                  ',"state":', to_json(left(state, 20))::text, '}')
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Whose rights
+-- ---------------------------------------------------------------------------
+
+-- The role the session acts as: SET ROLE's, else the login's. Unlike
+-- current_user, a SECURITY DEFINER function does not change it (and SET ROLE
+-- is refused inside one), so the definer functions below see what their
+-- caller sees.
+create function pgjobs.session_role() returns name
+language sql stable parallel safe as $$
+    select case when current_setting('role') = 'none' then session_user
+                else current_setting('role')::name end
+$$;
+
+create or replace function pgjobs.sees_all() returns boolean
+language sql stable as $$
+    select coalesce(current_setting('pgjobs.organization', true), '') = ''
+       and (pg_has_role(pgjobs.session_role(), 'pgjobs_worker', 'USAGE')
+            or pg_has_role(pgjobs.session_role(), 'pgjobs_admin', 'USAGE'))
+$$;
+
+-- ---------------------------------------------------------------------------
+-- The insert trigger: limits checked, internal columns cleared, and the dedup
+-- key written as the owner (restated whole from 0008).
+-- ---------------------------------------------------------------------------
+
+create or replace function pgjobs.jobs_before_insert() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    t        pgjobs.job_types;
+    n_given  int;
+    n_found  int;
+    n_done   int;
+    failed   bigint;
+    failed_state text;
+    scope    text := pgjobs.current_organization();
+    given    bigint := new.id;
+begin
+    select * into t from pgjobs.job_types where name = new.job_type;
+    if not found then
+        perform pgjobs.invalid_job(format('unknown job type %L', left(new.job_type, 200)));
+    end if;
+    if not t.enabled then
+        perform pgjobs.invalid_job(format('job type %L is disabled', new.job_type));
+    end if;
+    if new.state is distinct from 'queued' then
+        perform pgjobs.invalid_job(format('a new job starts queued, not %L', left(new.state, 20)));
+    end if;
+
+    new.organization    := coalesce(new.organization, scope);
+    -- A scoped session writes its own organization's jobs only. Checked before
+    -- any dedup key or dependency is read, so naming another organization
+    -- fails the same way whatever that organization holds.
+    if new.organization is distinct from scope or new.organization is null then
+        if not pgjobs.sees_all() then
+            raise exception '%', case when scope is null
+                then 'pgjobs: this session is scoped to no organization (see pgjobs.tenant)'
+                else format('pgjobs: organization %L is outside this session''s scope',
+                            left(new.organization, 200)) end
+                using errcode = 'insufficient_privilege';
+        end if;
+    end if;
+    new.queue           := coalesce(new.queue, t.queue);
+    new.priority        := coalesce(new.priority, t.priority);
+    new.max_attempts    := coalesce(new.max_attempts, t.max_attempts);
+    new.timeout_seconds := coalesce(new.timeout_seconds, t.timeout_seconds);
+    new.payload         := coalesce(new.payload, '{}');
+    new.run_at          := coalesce(new.run_at, now());
+    new.created_at      := now();
+    new.attempt         := 0;
+    -- What only pgjobs writes starts empty, whatever the INSERT named.
+    new.progress := null; new.progress_message := null; new.checkpoint := null;
+    new.result := null; new.last_error := null; new.started_at := null;
+    new.finished_at := null; new.canceled_by := null; new.cancel_requested_at := null;
+    new.worker := null; new.lease_token := null; new.lease_expires_at := null;
+    new.last_error_class := null; new.last_traceback := null; new.last_duration_ms := null;
+
+    if new.organization = '' then
+        perform pgjobs.invalid_job('organization must not be empty (NULL is a system job)');
+    end if;
+    -- The limits, in one expression for speed (the job type's own name and
+    -- queue already met them in job_types); the message only on a failure.
+    if not (new.organization is null or pgjobs.name_ok(new.organization))
+       or (new.queue is distinct from t.queue and not pgjobs.name_ok(new.queue))
+       or octet_length(new.dedup_key) > 1000
+       or new.priority not between 0 and 3
+       or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
+       or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
+       or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
+       or cardinality(new.depends_on) > 1000
+       or jsonb_typeof(new.payload) <> 'object'
+       or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
+       or jsonb_path_exists(new.payload, 'strict $.**{32}')
+       or jsonb_path_exists(new.payload,
+              'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))') then
+        perform pgjobs.invalid_job(coalesce(pgjobs.job_problem(new),
+                                            pgjobs.payload_problem(new.payload)));
+    end if;
+
+    -- Dependencies: parents must exist in the same organization. FOR SHARE holds
+    -- them still until we commit, so a parent cannot finish unseen in between.
+    if new.depends_on is not null and cardinality(new.depends_on) > 0 then
+        select array_agg(distinct d order by d) into new.depends_on
+          from unnest(new.depends_on) d;
+        n_given := cardinality(new.depends_on);
+        select count(*), count(*) filter (where p.state = 'completed'),
+               min(p.id) filter (where p.state in ('dead', 'canceled'))
+          into n_found, n_done, failed
+          from (select j.id, j.state from pgjobs.jobs j
+                 where j.id = any(new.depends_on)
+                   and j.organization is not distinct from new.organization
+                   for share) p;
+        if n_found < n_given then
+            perform pgjobs.invalid_job('depends_on names a job that does not exist');
+        end if;
+        if failed is not null then
+            select j.state into failed_state from pgjobs.jobs j where j.id = failed;
+            new.state       := 'canceled';
+            new.canceled_by := 'dependency';
+            new.last_error  := format('dependency %s ended %s', failed, failed_state);
+            new.finished_at := now();
+        elsif n_done < n_given then
+            new.state := 'waiting';
+        end if;
+    else
+        new.depends_on := null;
+    end if;
+
+    -- The id is always drawn here: whatever the caller gave is not kept (0008).
+    new.id := nextval('pgjobs.jobs_id_seq');
+
+    if new.dedup_key is null and t.dedup_by_payload then
+        new.dedup_key := pgjobs.payload_key(new.payload);
+    end if;
+    if new.dedup_key is not null then
+        insert into pgjobs.dedup_keys as d
+               (organization, job_type, dedup_key, job_id, active, expires_at)
+        values (coalesce(new.organization, ''), new.job_type, new.dedup_key, new.id,
+                new.state not in ('completed', 'dead', 'canceled'),
+                now() + make_interval(secs => t.dedup_window_seconds))
+        on conflict (organization, job_type, dedup_key) do update
+               set job_id = excluded.job_id, active = excluded.active,
+                   expires_at = excluded.expires_at
+             where not d.active and d.expires_at <= now();
+        if not found then
+            -- A duplicate: write nothing. enqueue_jobs gives each row its
+            -- position in the input as its id, and learns here which it skipped.
+            perform set_config('pgjobs.skipped_inputs',
+                               coalesce(current_setting('pgjobs.skipped_inputs', true), '')
+                               || given || ',', true);
+            return null;
+        end if;
+    end if;
+
+    -- Wake the queue's workers. Postgres sends one notification per distinct
+    -- payload per transaction, so a bulk insert still wakes each queue once.
+    if new.state = 'queued' then
+        perform pg_notify('pgjobs_wakeup', new.queue);
+    end if;
+    return new;
+end
+$$;
+
+-- A payload changed by an UPDATE meets the same limits (the claim and the
+-- completions never name payload, so they never run this).
+create function pgjobs.jobs_payload_guard() returns trigger
+language plpgsql as $$
+declare
+    problem text := pgjobs.payload_problem(new.payload);
+begin
+    if problem is not null then
+        perform pgjobs.invalid_job(problem);
+    end if;
+    return new;
+end
+$$;
+
+create trigger jobs_payload_guard
+    before update of payload on pgjobs.jobs
+    for each row when (old.payload is distinct from new.payload)
+    execute function pgjobs.jobs_payload_guard();
+
+-- ---------------------------------------------------------------------------
+-- The state-change trigger writes history, dedup keys and the dependency
+-- cascade as the owner (restated whole from 0005, notifications bounded).
+-- ---------------------------------------------------------------------------
+
+create or replace function pgjobs.jobs_after_update() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    completed_ids bigint[];
+    failed_ids    bigint[];
+    woken_queues  text[];
+    dedup_changed boolean;
+    refused       text[];
+    children      bigint[];
+    q             text;
+begin
+    -- Only the columns the history and the events need: never the payload.
+    with changed as (
+        select n.id, n.organization, n.job_type, n.queue, n.attempt, n.state, n.dedup_key,
+               n.last_error_class, n.last_error, n.last_traceback, n.last_duration_ms,
+               n.started_at, coalesce(n.worker, o.worker) as worker, o.state as from_state
+          from new_rows n join old_rows o on o.id = n.id
+         where n.state <> o.state
+    ), history as (
+        insert into pgjobs.job_events
+               (job_id, organization, job_type, attempt, from_state, to_state,
+                worker, error_class, message, traceback, duration_ms)
+        select c.id, c.organization, c.job_type, c.attempt, c.from_state, c.state, c.worker,
+               case when c.from_state = 'running' and c.state <> 'completed' then c.last_error_class end,
+               case when c.state in ('retrying', 'dead', 'canceled') then c.last_error end,
+               case when c.from_state = 'running' and c.state <> 'completed' then c.last_traceback end,
+               case when c.from_state = 'running' then
+                    coalesce(c.last_duration_ms,
+                             extract(epoch from now() - c.started_at) * 1000) end
+          from changed c
+    ), notified as (
+        select c.*,
+               pg_notify('pgjobs_state', pgjobs.state_event(c.id, c.organization, c.job_type,
+                                                            c.state, c.attempt)) as sent
+          from changed c
+    )
+    select array_agg(id) filter (where state = 'completed'),
+           array_agg(id) filter (where state in ('dead', 'canceled')),
+           array_agg(distinct left(queue, 200)) filter (where state in ('queued', 'retrying')),
+           bool_or(dedup_key is not null
+                   and (state in ('completed', 'dead', 'canceled')
+                        or from_state in ('completed', 'dead', 'canceled'))),
+           min(array[id::text, from_state, state])
+               filter (where not pgjobs.transition_allowed(from_state, state))
+      into completed_ids, failed_ids, woken_queues, dedup_changed, refused
+      from notified;
+
+    -- A forbidden transition undoes the whole statement (its history and
+    -- NOTIFYs with it).
+    if refused is not null then
+        raise exception 'pgjobs: job % cannot go from % to %', refused[1], refused[2], refused[3]
+            using errcode = 'PJ003';
+    end if;
+
+    if woken_queues is not null then
+        foreach q in array woken_queues loop
+            perform pg_notify('pgjobs_wakeup', q);
+        end loop;
+    end if;
+
+    if dedup_changed then
+        update pgjobs.dedup_keys d
+           set active = n.state not in ('completed', 'dead', 'canceled')
+          from new_rows n
+         where n.dedup_key is not null
+           and d.organization = coalesce(n.organization, '')
+           and d.job_type = n.job_type and d.dedup_key = n.dedup_key
+           and d.job_id = n.id
+           and d.active <> (n.state not in ('completed', 'dead', 'canceled'));
+    end if;
+
+    if completed_ids is not null then
+        -- Lock the waiting children first, in id order (see 0005).
+        select array_agg(w.id) into children
+          from (select c.id from pgjobs.jobs c
+                 where c.state = 'waiting' and c.depends_on && completed_ids
+                 order by c.id
+                   for update) w;
+        if children is not null then
+            -- A waiting child runs once its last parent has completed.
+            update pgjobs.jobs c
+               set state = 'queued', run_at = greatest(c.run_at, now())
+             where c.id = any(children)
+               and c.state = 'waiting'
+               and not exists (select 1 from pgjobs.jobs p
+                                where p.id = any(c.depends_on) and p.state <> 'completed');
+        end if;
+    end if;
+
+    if failed_ids is not null then
+        -- A failed parent cancels its waiting children; their own update
+        -- re-enters this trigger, which reaches the grandchildren.
+        update pgjobs.jobs c
+           set state = 'canceled', canceled_by = 'dependency', finished_at = now(),
+               last_error = (select format('dependency %s ended %s', p.id, p.state)
+                               from pgjobs.jobs p
+                              where p.id = any(c.depends_on) and p.id = any(failed_ids)
+                              order by p.id limit 1)
+         where c.state = 'waiting' and c.depends_on && failed_ids;
+    end if;
+    return null;
+end
+$$;
+
+alter function pgjobs.jobs_after_delete() security definer
+    set search_path = pg_catalog, pg_temp;
+-- cancel and retry are the app's only way to change a job. Row-level security
+-- still scopes them to what the caller's session sees (sees_all above).
+alter function pgjobs.cancel(bigint) security definer set search_path = pg_catalog, pg_temp;
+alter function pgjobs.retry(bigint) security definer set search_path = pg_catalog, pg_temp;
+
+-- The definer functions run as pgjobs_owner, whom FORCE ROW LEVEL SECURITY
+-- binds, never as the (often superuser) role that ran the migration.
+do $$
+declare
+    f text;
+begin
+    if not pg_has_role('pgjobs_owner', 'MEMBER') then
+        raise notice 'pgjobs: % cannot act as pgjobs_owner; definer functions keep their owner',
+            current_user;
+        return;
+    end if;
+    foreach f in array array['pgjobs.jobs_before_insert()', 'pgjobs.jobs_after_update()',
+                             'pgjobs.jobs_after_delete()', 'pgjobs.cancel(bigint)',
+                             'pgjobs.retry(bigint)'] loop
+        execute format('alter function %s owner to pgjobs_owner', f);
+    end loop;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------------
+
+-- Applications: read their organization's rows; enqueue by INSERT of a job's
+-- input columns (the trigger draws the id and fills the rest); change jobs
+-- only through pgjobs.cancel and pgjobs.retry.
+revoke insert, update on pgjobs.jobs from pgjobs_app;
+grant insert (id, job_type, payload, organization, queue, priority, run_at, dedup_key,
+              depends_on, max_attempts, timeout_seconds)
+    on pgjobs.jobs to pgjobs_app;
+revoke insert, update, delete on pgjobs.job_events, pgjobs.dedup_keys, pgjobs.rate_windows,
+                                 pgjobs.job_types
+    from pgjobs_app;
+revoke usage on sequence pgjobs.jobs_id_seq, pgjobs.job_events_id_seq from pgjobs_app;
+
+-- History is written by pgjobs alone; prune deletes it.
+revoke insert, update on pgjobs.job_events from pgjobs_worker, pgjobs_admin;
+-- Dedup keys are the triggers' (prune releases them through jobs_after_delete).
+revoke insert, update, delete on pgjobs.dedup_keys from pgjobs_worker, pgjobs_admin;
+-- Job types: the owner (migrations) and workers registering their own types.
+revoke insert, update, delete on pgjobs.job_types from pgjobs_admin;
+-- Admins move no job between states by hand: retry and cancel do that. UPDATE
+-- of run_at also lets prune lock the rows it deletes (FOR UPDATE).
+revoke update on pgjobs.jobs from pgjobs_admin;
+grant update (run_at, priority, queue) on pgjobs.jobs to pgjobs_admin;
+revoke insert on pgjobs.jobs from pgjobs_admin;
+grant insert (id, job_type, payload, organization, queue, priority, run_at, dedup_key,
+              depends_on, max_attempts, timeout_seconds)
+    on pgjobs.jobs to pgjobs_admin;
