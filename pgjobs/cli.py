@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-import psycopg
 
 from pgjobs import commands
 from pgjobs import log as pgjobs_log
-from pgjobs.errors import (
-    AccessDenied,
-    InvalidJob,
-    InvalidTransition,
-    JobNotFound,
-)
+from pgjobs.cli_exit import OneLineErrors
+from pgjobs.cli_exit import run as _run
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_JOB_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def _dsn_option(fn: F) -> F:
@@ -39,29 +30,11 @@ def _dsn_option(fn: F) -> F:
     )(fn)
 
 
-def _run(fn: Callable[[], int | None]) -> None:
-    """Maps pgjobs errors to exit codes with a one-line message."""
-    try:
-        code = fn()
-    except (InvalidJob, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except (InvalidTransition, JobNotFound, AccessDenied) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_JOB_FAILURE)
-    except psycopg.OperationalError as exc:
-        # Above all a --dsn / PGJOBS_DSN that does not connect: an input error,
-        # said in one line rather than a traceback.
-        click.echo(f"error: database: {str(exc).strip()}", err=True)
-        sys.exit(EXIT_USAGE)
-    sys.exit(code or 0)
-
-
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, default=str, ensure_ascii=False))
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="pgjobs")
 def main() -> None:
     """pgjobs: background jobs that live in PostgreSQL."""

@@ -361,8 +361,11 @@ create trigger jobs_payload_guard
 -- cascade as the owner (restated whole from 0005, notifications bounded).
 -- ---------------------------------------------------------------------------
 
+-- CREATE OR REPLACE drops a function's settings: JIT (0006) and sequential
+-- scans (0007) stay off, as before.
 create or replace function pgjobs.jobs_after_update() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set jit = off set enable_seqscan = off as $$
 declare
     completed_ids bigint[];
     failed_ids    bigint[];
