@@ -277,7 +277,8 @@ def test_a_job_cannot_take_the_id_of_another_organizations_job(world: World) -> 
     with psycopg.connect(world.app_dsn) as app:
         with pgjobs.tenant(app, world.a.org):
             named = _count(
-                app, "insert into pgjobs.jobs (id, job_type) values (%s, 'a.type') returning id",
+                app,
+                "insert into pgjobs.jobs (id, job_type) values (%s, 'a.type') returning id",
                 victim,
             )
         app.commit()

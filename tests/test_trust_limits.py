@@ -51,9 +51,7 @@ def _nested(depth: int) -> str:
 
 POISONS: dict[str, Poison] = {
     "organization of 8000 characters": Poison({}, "organization must be", scope="o" * 8000),
-    "organization with control characters": Poison(
-        {}, "organization must be", scope="org\x1b[2J"
-    ),
+    "organization with control characters": Poison({}, "organization must be", scope="org\x1b[2J"),
     "job_type of 8000 characters": Poison({"job_type": "t" * 8000}, "unknown job type"),
     "queue of 8000 characters": Poison({"queue": "q" * 8000}, "queue must be"),
     "dedup_key of 8000 characters": Poison({"dedup_key": "k" * 8000}, "dedup_key must be"),
@@ -192,7 +190,9 @@ def attack_dsn(dsn: str) -> str:
 
 @pytest.mark.parametrize("name", list(POISONS))
 def test_tenant_sql_cannot_store_a_value_past_any_limit(
-    attack_dsn: str, roles: Roles, name: str  # noqa: F811
+    attack_dsn: str,
+    roles: Roles,  # noqa: F811
+    name: str,
 ) -> None:
     with psycopg.connect(as_user(attack_dsn, roles.app), autocommit=True) as app:
         assert _attack(app, name) == []
@@ -224,7 +224,9 @@ def test_a_tenants_poison_stalls_no_other_organization(
             pgjobs.enqueue(conn, "t.noop", {"i": i}, organization=VICTIM).id for i in range(30)
         ]
     with lc.workers(as_user(attack_dsn, roles.worker)) as pool:
-        worker = pool.start(processes=1, extra=("--import", "tests.handlers", "--queues", "default"))
+        worker = pool.start(
+            processes=1, extra=("--import", "tests.handlers", "--queues", "default")
+        )
         with psycopg.connect(as_user(attack_dsn, roles.app), autocommit=True) as app:
             for name in POISONS:
                 assert _attack(app, name) == [], name
