@@ -67,7 +67,10 @@ def roles(server_dsn: str) -> Iterator[Roles]:
             stmt = pgsql.SQL("create role {} login").format(pgsql.Identifier(name))
             if group:
                 stmt += pgsql.SQL(" in role {}").format(pgsql.Identifier(group))
-            conn.execute(stmt)
+            # Other modules import this fixture too (each import is its own
+            # session fixture): the second finds the roles made.
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                conn.execute(stmt)
     yield made
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         for name in grants:
