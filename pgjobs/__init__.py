@@ -1,6 +1,12 @@
-"""pgjobs: a background job engine that lives in PostgreSQL."""
+"""pgjobs: a background job engine that lives in PostgreSQL.
 
-from pgjobs import testing
+Importing it loads the application API only: the worker's modules load when a
+worker starts, and ``pgjobs.testing`` (which runs jobs as the worker does) on
+first use.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from pgjobs.context import JobContext
 from pgjobs.enqueue import EnqueueResult, enqueue, enqueue_many
 from pgjobs.errors import (
@@ -16,20 +22,36 @@ from pgjobs.errors import (
 from pgjobs.jobs import cancel, get, history, list_jobs, retry
 from pgjobs.monitoring import metrics
 from pgjobs.notify import subscribe
-from pgjobs.registry import job
+from pgjobs.records import Event, Job
+from pgjobs.registry import Registry, job
 from pgjobs.states import State
 from pgjobs.tenancy import tenant
+
+if TYPE_CHECKING:
+    from pgjobs import testing
+
+
+def __getattr__(name: str) -> Any:
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module("pgjobs.testing")
+    raise AttributeError(f"module 'pgjobs' has no attribute {name!r}")
+
 
 __all__ = [
     "AccessDenied",
     "EnqueueResult",
+    "Event",
     "InvalidJob",
     "InvalidTransition",
+    "Job",
     "JobCanceled",
     "JobContext",
     "JobNotFound",
     "PermanentError",
     "PgJobsError",
+    "Registry",
     "State",
     "TransientError",
     "cancel",

@@ -16,6 +16,7 @@ from pgjobs import migrate as migrate_mod
 from pgjobs.enqueue import enqueue as add_job
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import decode_cli
+from pgjobs.records import Job
 from pgjobs.tenancy import set_organization
 from pgjobs.terminal import printable
 
@@ -94,7 +95,7 @@ def enqueue(
 
 def status(dsn: str | None, job_id: int, echo: Echo, *, organization: str | None) -> int:
     with connection(dsn, organization) as conn:
-        echo(jobs.get(conn, job_id))
+        echo(jobs.get(conn, job_id).as_dict())
     return 0
 
 
@@ -102,7 +103,7 @@ def list_jobs(
     dsn: str | None, echo: Echo, *, as_json: bool, organization: str | None, **filters: Any
 ) -> int:
     with connection(dsn, organization) as conn:
-        rows = jobs.list_jobs(conn, organization=organization, **filters)
+        rows = _listed(jobs.list_jobs(conn, organization=organization, **filters))
     columns = ["id", "job_type", "organization", "queue", "state", "attempt", "created_at"]
     _print_rows(echo, rows, columns, as_json)
     return 0
@@ -113,7 +114,7 @@ def history(
 ) -> int:
     with connection(dsn, organization) as conn:
         jobs.get(conn, job_id)  # not found / not visible -> exit 1
-        rows = jobs.history(conn, job_id)
+        rows = [event.as_dict() for event in jobs.history(conn, job_id)]
     columns = [
         "at",
         "attempt",
@@ -163,6 +164,30 @@ def _print_rows(echo: Echo, rows: list[dict[str, Any]], columns: list[str], as_j
     echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for r in table:
         echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+# What `list --json` prints of each job: the summary it always printed, not the
+# payload, checkpoint and result the Job record also holds.
+_LISTED = (
+    "id",
+    "job_type",
+    "organization",
+    "queue",
+    "priority",
+    "state",
+    "attempt",
+    "max_attempts",
+    "run_at",
+    "progress",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "last_error",
+)
+
+
+def _listed(found: Sequence[Job]) -> list[dict[str, Any]]:
+    return [{column: job[column] for column in _LISTED} for job in found]
 
 
 def _cell(value: Any) -> str:
@@ -235,8 +260,10 @@ def dead_letter(
     as_json: bool,
 ) -> int:
     with connection(dsn, organization) as conn:
-        rows = jobs.list_jobs(
-            conn, organization=organization, state="dead", job_type=job_type, limit=limit
+        rows = _listed(
+            jobs.list_jobs(
+                conn, organization=organization, state="dead", job_type=job_type, limit=limit
+            )
         )
     _print_rows(
         echo,

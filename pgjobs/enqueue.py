@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgjobs import limits, registry, sql
+from pgjobs import _conn, limits, registry, sql
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import encode
 
@@ -76,13 +76,39 @@ def enqueue(
     conn: psycopg.Connection[Any],
     job_type: str,
     payload: Mapping[str, Any] | None = None,
-    **options: Any,
+    *,
+    organization: str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: dt.datetime | None = None,
+    delay: float | dt.timedelta | None = None,
+    dedup_key: str | None = None,
+    depends_on: Iterable[int] = (),
+    max_attempts: int | None = None,
+    timeout: float | dt.timedelta | None = None,
 ) -> EnqueueResult:
-    """Adds one job; a live duplicate's id comes back with ``duplicate=True``."""
-    params = job_params(job_type, payload, **options)
-    registry.ensure(conn, job_type)
-    resync = _unknown_type_resync(job_type)
-    with conn.cursor(row_factory=tuple_row) as cur, resync, translated():
+    """Adds one job; a live duplicate's id comes back with ``duplicate=True``.
+
+    ``None`` means the job type's default; ``delay`` (seconds or a timedelta) and
+    ``run_at`` (timezone-aware) are alternatives.
+    """
+    params = job_params(
+        job_type,
+        payload,
+        organization=organization,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        delay=delay,
+        dedup_key=dedup_key,
+        depends_on=depends_on,
+        max_attempts=max_attempts,
+        timeout=timeout,
+    )
+    raw = _conn.raw(conn)
+    types = registry.current()
+    types.ensure(raw, job_type)
+    with raw.cursor(row_factory=tuple_row) as cur, _unknown_type_resync(types), translated():
         row = cur.execute(sql.query("job_enqueue"), params).fetchone()
     assert row is not None
     return EnqueueResult(int(row[0]), bool(row[1]))
@@ -96,6 +122,7 @@ def enqueue_many(
     Each item is a mapping with ``job_type`` and the keyword arguments of
     :func:`enqueue` (``payload``, ``organization``, ``delay``, ...).
     """
+    raw = _conn.raw(conn)
     if not jobs:
         return []
     elements = []
@@ -117,9 +144,9 @@ def enqueue_many(
         head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
         elements.append(f'{head[:-1]},"payload":{payload}}}')
     for name in types:
-        registry.ensure(conn, name)
+        registry.current().ensure(raw, name)
     text = "[" + ",".join(elements) + "]"
-    with conn.cursor(row_factory=tuple_row) as cur, translated():
+    with raw.cursor(row_factory=tuple_row) as cur, translated():
         rows = cur.execute(sql.query("job_enqueue_many"), {"jobs": text}).fetchall()
     return [EnqueueResult(int(r[1]), bool(r[2])) for r in rows]
 
@@ -145,12 +172,12 @@ class _unknown_type_resync:
     """If the database lost a type we thought we wrote (the caller rolled back
     that transaction), forget it so the next enqueue writes it again."""
 
-    def __init__(self, job_type: str) -> None:
-        self.job_type = job_type
+    def __init__(self, types: registry.Registry) -> None:
+        self.types = types
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc is not None:
-            registry.forget_synced()
+            self.types.forget_synced()

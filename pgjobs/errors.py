@@ -41,10 +41,12 @@ class JobCanceled(PgJobsError):
     """Raised inside a handler at its next ``ctx`` call once the job is canceled."""
 
 
-# SQLSTATEs raised by pgjobs' own SQL (0002_core.sql).
+# SQLSTATEs raised by pgjobs' own SQL (0002_core.sql, 0011_client_contract.sql);
+# the README's table for other languages lists the same.
 _INVALID_JOB = "PJ001"
 _NOT_FOUND = "PJ002"
 _BAD_STATE = "PJ003"
+_NO_ORGANIZATION = "PJ004"
 
 
 def _message(exc: psycopg.Error) -> str:
@@ -65,7 +67,7 @@ def translated() -> Iterator[None]:
             raise JobNotFound(_message(exc)) from exc
         if state == _BAD_STATE:
             raise InvalidTransition(_message(exc)) from exc
-        if isinstance(exc, pg.InsufficientPrivilege):
+        if state == _NO_ORGANIZATION or isinstance(exc, pg.InsufficientPrivilege):
             raise AccessDenied(_message(exc)) from exc
         if isinstance(exc, pg.UntranslatableCharacter | pg.CharacterNotInRepertoire):
             raise InvalidJob(_message(exc)) from exc

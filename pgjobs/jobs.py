@@ -12,9 +12,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from pgjobs import sql
+from pgjobs import _conn, sql
 from pgjobs.errors import InvalidJob, JobNotFound, translated
 from pgjobs.payload import check_text
+from pgjobs.records import Event, Job
 from pgjobs.states import State
 
 MAX_LIST_LIMIT = 10_000
@@ -23,29 +24,30 @@ MAX_LIST_LIMIT = 10_000
 def _fetch(
     conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur, translated():
+    with _conn.raw(conn).cursor(row_factory=dict_row) as cur, translated():
+        _conn.own_types(cur)
         return cur.execute(sql.query(name), params).fetchall()
 
 
-def get(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
+def get(conn: psycopg.Connection[Any], job_id: int) -> Job:
     """One job's public columns; JobNotFound if it does not exist or is not visible."""
     rows = _fetch(conn, "job_get", {"id": _job_id(job_id)})
     if not rows:
         raise JobNotFound(f"no job {job_id}")
-    return rows[0]
+    return Job.from_row(rows[0])
 
 
-def cancel(conn: psycopg.Connection[Any], job_id: int) -> str:
-    """Cancels a job; returns its state ('canceled', or 'running' while it stops).
+def cancel(conn: psycopg.Connection[Any], job_id: int) -> State:
+    """Cancels a job; returns its state (canceled, or running while it stops).
 
     InvalidTransition if it already finished, JobNotFound if it does not exist.
     """
-    return str(_fetch(conn, "job_cancel", {"id": _job_id(job_id)})[0]["state"])
+    return State(_fetch(conn, "job_cancel", {"id": _job_id(job_id)})[0]["state"])
 
 
-def retry(conn: psycopg.Connection[Any], job_id: int) -> str:
+def retry(conn: psycopg.Connection[Any], job_id: int) -> State:
     """Puts a dead or canceled job back in the queue with its attempts reset."""
-    return str(_fetch(conn, "job_retry", {"id": _job_id(job_id)})[0]["state"])
+    return State(_fetch(conn, "job_retry", {"id": _job_id(job_id)})[0]["state"])
 
 
 def list_jobs(
@@ -59,7 +61,7 @@ def list_jobs(
     until: dt.datetime | None = None,
     limit: int = 100,
     after_id: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Job]:
     """Jobs newest first. Page with ``after_id`` = the last id of the previous page."""
     for name, value in (("organization", organization), ("job_type", job_type), ("queue", queue)):
         check_text(name, value)
@@ -67,7 +69,7 @@ def list_jobs(
         raise InvalidJob(f"unknown state {state!r}; one of {', '.join(State)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidJob(f"limit must be 1-{MAX_LIST_LIMIT}")
-    return _fetch(
+    rows = _fetch(
         conn,
         "job_list",
         {
@@ -81,11 +83,12 @@ def list_jobs(
             "after_id": None if after_id is None else _job_id(after_id),
         },
     )
+    return [Job.from_row(row) for row in rows]
 
 
-def history(conn: psycopg.Connection[Any], job_id: int) -> list[dict[str, Any]]:
+def history(conn: psycopg.Connection[Any], job_id: int) -> list[Event]:
     """Every state change and attempt of a job, oldest first."""
-    return _fetch(conn, "job_history", {"id": _job_id(job_id)})
+    return [Event.from_row(row) for row in _fetch(conn, "job_history", {"id": _job_id(job_id)})]
 
 
 def state_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from pgjobs import sql
+from pgjobs import _conn, sql
 
 
 def _rows(conn: psycopg.Connection[Any], name: str) -> list[dict[str, Any]]:
@@ -25,6 +25,7 @@ def metrics(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     The workers and the Postgres health figures cover every organization, so a
     tenant-scoped caller gets ``None`` for them rather than totals across tenants.
     """
+    conn = _conn.raw(conn)
     staff = bool(_rows(conn, "metrics_sees_all")[0]["sees_all"])
     return {
         "queue_depth": _rows(conn, "metrics_queue_depth"),

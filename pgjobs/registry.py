@@ -1,18 +1,26 @@
 """Job types: the ``@pgjobs.job`` decorator, the in-process registry, and the
-upsert that makes a type data in ``pgjobs.job_types``."""
+upsert that makes a type data in ``pgjobs.job_types``.
+
+A :class:`Registry` holds the types and handlers one process knows. The default
+one sits behind ``@pgjobs.job``; a test or a library builds its own and makes it
+current for a block (``with registry.active():``), or hands it to the worker and
+``pgjobs.testing``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import importlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgjobs import limits, sql
+from pgjobs import _conn, limits, sql
 from pgjobs.errors import InvalidJob, translated
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,11 +62,6 @@ class JobType:
             raise InvalidJob("retry_base and retry_cap must be >= 0")
 
 
-_lock = threading.Lock()
-_types: dict[str, JobType] = {}
-_handlers: dict[str, Callable[..., Any]] = {}
-
-
 def handler_path(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
@@ -81,86 +84,12 @@ def resolve_handler(path: str) -> Callable[..., Any]:
     return handler
 
 
-def job(
-    name: str,
-    *,
-    queue: str = "default",
-    priority: int = 2,
-    max_attempts: int = 5,
-    timeout: float = 300,
-    dedup_window: float = 0,
-    dedup_by_payload: bool = False,
-    rate_limit: int | None = None,
-    rate_period: float = 60,
-    retry_base: float = 1.0,
-    retry_cap: float = 3600.0,
-    enabled: bool = True,
-) -> Callable[[F], F]:
-    """Registers ``fn`` as the handler of job type ``name``.
-
-    The type reaches the database on the first enqueue of it from this process,
-    on worker start, or through :func:`sync`.
-    """
-
-    def register(fn: F) -> F:
-        spec = JobType(
-            name=name,
-            handler=handler_path(fn),
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout_seconds=int(timeout),
-            dedup_window_seconds=int(dedup_window),
-            dedup_by_payload=dedup_by_payload,
-            rate_limit=rate_limit,
-            rate_period_seconds=int(rate_period),
-            retry_base_seconds=float(retry_base),
-            retry_cap_seconds=float(retry_cap),
-            enabled=enabled,
-        )
-        if "<" in fn.__qualname__:
-            raise InvalidJob(f"handler {spec.handler!r} must be a module-level function")
-        fn.__pgjobs_handler__ = fn  # type: ignore[attr-defined]
-        spec.validate()
-        with _lock:
-            _types[name] = spec
-            _handlers[name] = fn
-            _synced.clear()
-        return fn
-
-    return register
-
-
-def registered() -> dict[str, JobType]:
-    with _lock:
-        return dict(_types)
-
-
-def local_handler(name: str) -> Callable[..., Any] | None:
-    return _handlers.get(name)
-
-
 def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
     """Writes one job type (create or update) on the caller's connection."""
     spec.validate()
     resolve_handler(spec.handler)
     with translated():
-        conn.execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
-
-
-def sync(conn: psycopg.Connection[Any]) -> list[str]:
-    """Upserts every type registered in this process; returns their names."""
-    names = []
-    for spec in registered().values():
-        upsert(conn, spec)
-        names.append(spec.name)
-    if conn.autocommit:  # otherwise ensure() caches each type once it sees it committed
-        _synced.update((_database_key(conn), name) for name in names)
-    return names
-
-
-# (database, type) pairs this process already wrote, so enqueue pays the upsert once.
-_synced: set[tuple[str, str]] = set()
+        _conn.raw(conn).execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
 
 
 def _database_key(conn: psycopg.Connection[Any]) -> str:
@@ -168,28 +97,150 @@ def _database_key(conn: psycopg.Connection[Any]) -> str:
     return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
 
 
-def ensure(conn: psycopg.Connection, name: str) -> None:
-    """Makes a locally registered type exist in the database before enqueueing it."""
-    spec = _types.get(name)
-    if spec is None:
-        return
-    key = (_database_key(conn), name)
-    if key in _synced:
-        return
-    resolve_handler(spec.handler)
-    with translated():
-        cur = conn.cursor(row_factory=tuple_row)
-        writable = cur.execute(sql.query("job_type_may_write")).fetchone()
-        if writable is None or not writable[0]:
-            # An application role reads job types but does not define them:
-            # the workers (or migrations) do. Enqueue then checks the type exists.
-            _synced.add(key)
-            return
-        row = cur.execute(sql.query("job_type_ensure"), dataclasses.asdict(spec)).fetchone()
-    # A row this transaction wrote may yet be rolled back: cache it only once committed.
-    if row is not None and not row[0]:
-        _synced.add(key)
+class Registry:
+    """The job types and handlers of one process (or one test)."""
+
+    def __init__(self) -> None:
+        # Registration happens at import time, possibly from several threads.
+        self._lock = threading.Lock()
+        self._types: dict[str, JobType] = {}
+        self._handlers: dict[str, Callable[..., Any]] = {}
+        # (database, type) pairs already written, so enqueue pays the upsert once.
+        self._synced: set[tuple[str, str]] = set()
+
+    def job(
+        self,
+        name: str,
+        *,
+        queue: str = "default",
+        priority: int = 2,
+        max_attempts: int = 5,
+        timeout: float = 300,
+        dedup_window: float = 0,
+        dedup_by_payload: bool = False,
+        rate_limit: int | None = None,
+        rate_period: float = 60,
+        retry_base: float = 1.0,
+        retry_cap: float = 3600.0,
+        enabled: bool = True,
+    ) -> Callable[[F], F]:
+        """Registers ``fn`` as the handler of job type ``name``.
+
+        The type reaches the database on the first enqueue of it from this process
+        (while this registry is current), on worker start, or through :meth:`sync`.
+        """
+
+        def register(fn: F) -> F:
+            spec = JobType(
+                name=name,
+                handler=handler_path(fn),
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                timeout_seconds=int(timeout),
+                dedup_window_seconds=int(dedup_window),
+                dedup_by_payload=dedup_by_payload,
+                rate_limit=rate_limit,
+                rate_period_seconds=int(rate_period),
+                retry_base_seconds=float(retry_base),
+                retry_cap_seconds=float(retry_cap),
+                enabled=enabled,
+            )
+            if "<" in fn.__qualname__:
+                raise InvalidJob(f"handler {spec.handler!r} must be a module-level function")
+            fn.__pgjobs_handler__ = fn  # type: ignore[attr-defined]
+            spec.validate()
+            with self._lock:
+                self._types[name] = spec
+                self._handlers[name] = fn
+                self._synced.clear()
+            return fn
+
+        return register
+
+    def registered(self) -> dict[str, JobType]:
+        with self._lock:
+            return dict(self._types)
+
+    def handler(self, name: str) -> Callable[..., Any] | None:
+        """The function registered for ``name`` in this process, if any."""
+        with self._lock:
+            return self._handlers.get(name)
+
+    def sync(self, conn: psycopg.Connection[Any]) -> list[str]:
+        """Upserts every registered type; returns their names."""
+        raw = _conn.raw(conn)
+        names = []
+        for spec in self.registered().values():
+            upsert(raw, spec)
+            names.append(spec.name)
+        if raw.autocommit:  # otherwise ensure() caches each type once it sees it committed
+            with self._lock:
+                self._synced.update((_database_key(raw), name) for name in names)
+        return names
+
+    def ensure(self, conn: psycopg.Connection[Any], name: str) -> None:
+        """Makes a registered type exist in the database before enqueueing it."""
+        with self._lock:
+            spec = self._types.get(name)
+            key = (_database_key(conn), name)
+            if spec is None or key in self._synced:
+                return
+        resolve_handler(spec.handler)
+        with translated():
+            cur = conn.cursor(row_factory=tuple_row)
+            writable = cur.execute(sql.query("job_type_may_write")).fetchone()
+            if writable is None or not writable[0]:
+                # An application role reads job types but does not define them:
+                # the workers (or migrations) do. Enqueue then checks the type exists.
+                self._remember(key)
+                return
+            row = cur.execute(sql.query("job_type_ensure"), dataclasses.asdict(spec)).fetchone()
+        # A row this transaction wrote may yet be rolled back: cache it only once committed.
+        if row is not None and not row[0]:
+            self._remember(key)
+
+    def forget_synced(self) -> None:
+        """Makes the next enqueue of each type write it again (after a rollback lost it)."""
+        with self._lock:
+            self._synced.clear()
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._synced.add(key)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Registry]:
+        """Makes this registry the one ``pgjobs.enqueue`` consults, for the block."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+
+default = Registry()
+_current: contextvars.ContextVar[Registry] = contextvars.ContextVar(
+    "pgjobs_registry", default=default
+)
+
+
+def current() -> Registry:
+    """The registry in effect: the default one unless a block made another current."""
+    return _current.get()
+
+
+job = default.job
+
+
+# The current registry's verbs, for callers that hold no registry of their own.
+def registered() -> dict[str, JobType]:
+    return current().registered()
+
+
+def sync(conn: psycopg.Connection[Any]) -> list[str]:
+    return current().sync(conn)
 
 
 def forget_synced() -> None:
-    _synced.clear()
+    current().forget_synced()

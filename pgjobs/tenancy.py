@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgjobs import sql
+from pgjobs import _conn, sql
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import check_text
 
@@ -32,21 +32,37 @@ def current_organization(conn: psycopg.Connection[Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def tenant(conn: psycopg.Connection[Any], organization: str) -> Iterator[psycopg.Connection[Any]]:
-    """Runs the block in a transaction scoped to one organization.
+def tenant(conn: Any, organization: str) -> Iterator[Any]:
+    """Scopes the caller's transaction to one organization for the block.
 
-    Opens a transaction (or a savepoint inside the caller's); the scope is
-    transaction-local, and is cleared again when the block ends.
+    Joins the transaction ``conn`` is in (or begins, as its first statement, the
+    one psycopg or the ORM begins implicitly) and leaves its end to the caller:
+    nothing is committed here. When the block ends, the scope goes back to what
+    it was before, so blocks nest (a handler's ``tenant(ctx.conn, ...)`` keeps
+    its job's scope afterwards). An autocommit connection has no transaction to
+    scope: InvalidJob, rather than a scope that would end with its own statement.
+    Yields ``conn`` as given.
     """
-    if not organization:
+    if not isinstance(organization, str) or not organization:
         raise InvalidJob("organization must be a non-empty string")
-    with conn.transaction():
-        set_organization(conn, organization)
-        try:
-            yield conn
-        finally:
-            if (
-                not conn.broken
-                and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-            ):
-                set_organization(conn, None)
+    check_text("organization", organization)
+    pg = _conn.raw(conn)
+    # An autocommit connection inside conn.transaction() has a transaction to join.
+    if pg.autocommit and pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        raise InvalidJob(
+            "pgjobs.tenant needs a transaction to scope, and this connection autocommits: "
+            "open one first (psycopg: `with conn.transaction():`, Django: "
+            "`with transaction.atomic():`)"
+        )
+    with pg.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(sql.query("tenant_enter"), {"organization": organization}).fetchone()
+    assert row is not None
+    previous, began = row[0], row[1]
+    try:
+        yield conn
+    finally:
+        # In a failed transaction nothing can run, and the rollback the caller
+        # owes undoes the scope anyway; after a commit inside the block, the
+        # scope ended with that transaction.
+        if not pg.broken and pg.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            pg.execute(sql.query("tenant_restore"), {"previous": previous, "began": began})

@@ -5,15 +5,16 @@ the same claim, handler call and completion the worker uses, so what a test
 sees (state, result, attempts, history, retries) is what production does::
 
     job = pgjobs.enqueue(conn, "send_report", {"month": "2026-10"}, organization="acme")
-    row = pgjobs.testing.run_job(conn, job.id)
-    assert row["state"] == "completed" and row["result"] == {"url": "..."}
+    done = pgjobs.testing.run_job(conn, job.id)
+    assert done.state is pgjobs.State.COMPLETED and done.result == {"url": "..."}
 
     assert pgjobs.testing.drain(conn) == {"completed": 12}
 
 The connection should be in autocommit mode (each step commits, as in the
 worker) or inside a transaction the test rolls back; ``ctx.conn`` in a handler
 is that same connection. Handlers are found as the worker finds them: the
-``@pgjobs.job`` registration in this process, else the job type's path.
+registration in ``registry`` (default: the current one, that is the registry of
+``@pgjobs.job`` unless a block made another current), else the job type's path.
 Timeouts are not enforced here (that needs the worker's processes).
 """
 
@@ -26,9 +27,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
-from pgjobs import jobs, sql
+from pgjobs import _conn, jobs, sql
 from pgjobs.context import ClaimedJob, JobContext
 from pgjobs.errors import InvalidJob, InvalidTransition
+from pgjobs.records import Job
+from pgjobs.registry import Registry, current
 from pgjobs.tenancy import current_organization, set_organization
 from pgjobs.worker.executor import (
     Completed,
@@ -42,14 +45,15 @@ WORKER = "pgjobs.testing"
 _LEASE_SECONDS = 3600.0
 
 
-def run_job(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
-    """Runs one queued or retrying job now, whatever its run_at; returns its row."""
-    rows = _take(conn, "testing_take_job", {"id": job_id})
+def run_job(conn: psycopg.Connection[Any], job_id: int, *, registry: Registry | None = None) -> Job:
+    """Runs one queued or retrying job now, whatever its run_at; returns it as it ended."""
+    raw = _conn.raw(conn)
+    rows = _take(raw, "testing_take_job", {"id": job_id})
     if not rows:
-        state = jobs.get(conn, job_id)["state"]  # JobNotFound if there is none
+        state = jobs.get(raw, job_id).state  # JobNotFound if there is none
         raise InvalidTransition(f"job {job_id} is {state}; only queued or retrying jobs can run")
-    _run(conn, rows[0])
-    return jobs.get(conn, job_id)
+    _run(raw, rows[0], registry or current())
+    return jobs.get(raw, job_id)
 
 
 def drain(
@@ -58,18 +62,21 @@ def drain(
     queues: list[str] | None = None,
     now: dt.datetime | None = None,
     max_jobs: int = 100_000,
+    registry: Registry | None = None,
 ) -> dict[str, int]:
     """Runs every job due by ``now`` (default: the database's clock) in ``queues``
     (default: all) until none is left, retries included once they are due.
     Returns how many attempts ended in each state."""
     if max_jobs < 1:
         raise InvalidJob("max_jobs must be at least 1")
+    raw = _conn.raw(conn)
+    handlers = registry or current()
     ended: collections.Counter[str] = collections.Counter()
     for _ in range(max_jobs):
-        rows = _take(conn, "testing_claim", {"queues": queues, "now": now})
+        rows = _take(raw, "testing_claim", {"queues": queues, "now": now})
         if not rows:
             break
-        ended[_run(conn, rows[0])] += 1
+        ended[_run(raw, rows[0], handlers)] += 1
     return dict(ended)
 
 
@@ -79,13 +86,13 @@ def _take(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> l
         return [ClaimedJob(**row) for row in cur.execute(sql.query(name), params).fetchall()]
 
 
-def _run(conn: psycopg.Connection[Any], job: ClaimedJob) -> str:
+def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> str:
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(sql.query("testing_handler"), {"job_type": job.job_type}).fetchone()
     path = None if row is None else str(row[0])
     ctx = JobContext(job, conn, lambda: conn, lambda: False, worker=WORKER)
     try:
-        fn = handler_for(job.job_type, path)
+        fn = handler_for(job.job_type, path, registry)
     except InvalidJob as exc:
         fn = _refuse(exc)
     # As in the worker: the handler runs scoped to the job's organization, and
@@ -101,7 +108,7 @@ def _run(conn: psycopg.Connection[Any], job: ClaimedJob) -> str:
             raise psycopg.Rollback(tx)
     if not isinstance(outcome, Completed):
         done = conn.execute(sql.query("job_fail_many"), failure_params([(job, outcome)]))
-    return str(jobs.get(conn, job.id)["state"]) if done.fetchall() else "lost"  # lease gone
+    return str(jobs.get(conn, job.id).state) if done.fetchall() else "lost"  # lease gone
 
 
 def _refuse(exc: InvalidJob) -> Any:

@@ -45,7 +45,7 @@ def _count(conn: psycopg.Connection[Any], table: str = "pgjobs.jobs") -> int:
     return int(row[0])
 
 
-def _job(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
+def _job(conn: psycopg.Connection[Any], job_id: int) -> pgjobs.Job:
     return pgjobs.get(conn, job_id)
 
 
@@ -495,29 +495,29 @@ def test_dedup_by_payload_hashes_dates_decimals_and_uuids(tx: Conn) -> None:
 
 
 @pytest.fixture
-def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Registrations made by the test vanish with it."""
-    monkeypatch.setattr(registry, "_types", dict(registry._types))
-    monkeypatch.setattr(registry, "_handlers", dict(registry._handlers))
-    monkeypatch.setattr(registry, "_synced", set())
+def scratch_registry() -> Iterator[registry.Registry]:
+    """A registry of the test's own, current while it runs: its registrations
+    vanish with it."""
+    with registry.Registry().active() as types:
+        yield types
 
 
 def test_handler_that_cannot_be_imported_is_refused_on_enqueue_and_sync(
-    conn: Conn, scratch_registry: None
+    conn: Conn, scratch_registry: registry.Registry
 ) -> None:
     def handler(ctx: pgjobs.JobContext) -> None:
         return None
 
     handler.__module__ = "tests.no_such_module"
     handler.__qualname__ = "handler"
-    pgjobs.job("t.unimportable")(handler)
+    scratch_registry.job("t.unimportable")(handler)
     before = _count(conn)
     with pytest.raises(pgjobs.InvalidJob, match="cannot be imported"):
         pgjobs.enqueue(conn, "t.unimportable")
     with pytest.raises(pgjobs.InvalidJob, match="cannot be imported"):
         pgjobs.enqueue_many(conn, [{"job_type": "t.unimportable"}])
     with pytest.raises(pgjobs.InvalidJob, match="cannot be imported"):
-        registry.sync(conn)
+        scratch_registry.sync(conn)
     assert _count(conn) == before
     assert (
         conn.execute(
@@ -527,13 +527,13 @@ def test_handler_that_cannot_be_imported_is_refused_on_enqueue_and_sync(
     )
 
 
-def test_nested_function_cannot_be_registered(scratch_registry: None) -> None:
+def test_nested_function_cannot_be_registered(scratch_registry: registry.Registry) -> None:
     def handler(ctx: pgjobs.JobContext) -> None:
         return None
 
     with pytest.raises(pgjobs.InvalidJob, match="module-level"):
-        pgjobs.job("t.nested")(handler)
-    assert "t.nested" not in registry.registered()
+        scratch_registry.job("t.nested")(handler)
+    assert "t.nested" not in scratch_registry.registered()
 
 
 def test_enqueue_wakes_each_queue_once_per_transaction_at_commit(dsn: str) -> None:

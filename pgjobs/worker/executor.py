@@ -73,9 +73,12 @@ def _fit(fn: Callable[..., Any]) -> _Fit | None:
     )
 
 
-def handler_for(job_type: str, path: str | None) -> Callable[..., Any]:
-    """The local registration wins; otherwise the path stored with the job type."""
-    fn = registry.local_handler(job_type)
+def handler_for(
+    job_type: str, path: str | None, types: registry.Registry | None = None
+) -> Callable[..., Any]:
+    """The registration in ``types`` (default: the current registry) wins;
+    otherwise the path stored with the job type."""
+    fn = (types or registry.current()).handler(job_type)
     if fn is not None:
         return fn
     if path is None:

@@ -29,6 +29,7 @@ import structlog
 from pgjobs import log as pgjobs_log
 from pgjobs import sql
 from pgjobs.context import ClaimedJob, JobContext
+from pgjobs.registry import Registry, current
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.config import WorkerConfig
@@ -143,8 +144,11 @@ class Beacon(threading.Thread):
 
 
 class Runner:
-    def __init__(self, cfg: WorkerConfig, index: int, slots: Slots) -> None:
+    def __init__(
+        self, cfg: WorkerConfig, index: int, slots: Slots, registry: Registry | None = None
+    ) -> None:
         self.cfg = cfg
+        self.registry = registry or current()
         self.index = index
         self.slots = slots
         self.name = worker_name()
@@ -401,7 +405,8 @@ class Runner:
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds)
         started = time.monotonic()
         try:
-            outcome = execute(handler_for(job.job_type, self._handler_path(job.job_type)), ctx)
+            fn = handler_for(job.job_type, self._handler_path(job.job_type), self.registry)
+            outcome = execute(fn, ctx)
         except Exception as exc:  # no handler: retry policy, another worker may have it
             outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
         finally:
@@ -539,7 +544,12 @@ class Runner:
 
 
 def child_main(
-    cfg: WorkerConfig, index: int, array: Any, log_json: bool | None, log_level: str
+    cfg: WorkerConfig,
+    index: int,
+    array: Any,
+    log_json: bool | None,
+    log_level: str,
+    registry: Registry | None = None,
 ) -> None:
     """Entry point of a forked worker process. It leaves by os._exit so that
     nothing inherited from the supervisor (its connection above all) is finalized."""
@@ -548,7 +558,7 @@ def child_main(
         become_child(log_json, log_level)
         for module in cfg.imports:
             importlib.import_module(module)
-        Runner(cfg, index, Slots(cfg.processes, array)).serve()
+        Runner(cfg, index, Slots(cfg.processes, array), registry).serve()
     except BaseException:
         logger.exception("worker_process_failed")
         code = 1

@@ -23,7 +23,8 @@ import psycopg
 import structlog
 
 from pgjobs import log as pgjobs_log
-from pgjobs import registry, sql
+from pgjobs import sql
+from pgjobs.registry import Registry, current
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.exporter import MetricsServer, exporter_main
@@ -40,9 +41,14 @@ _PRUNE_RETRY_SECONDS = 300.0  # a failed prune run (Postgres away, say) is retri
 
 class Supervisor:
     def __init__(
-        self, cfg: WorkerConfig, log_json: bool | None = None, log_level: str = "info"
+        self,
+        cfg: WorkerConfig,
+        log_json: bool | None = None,
+        log_level: str = "info",
+        registry: Registry | None = None,
     ) -> None:
         self.cfg = cfg
+        self.registry = registry or current()
         self.log_json = log_json
         self.log_level = log_level
         # fork: workers inherit the imported handlers and start in milliseconds.
@@ -73,7 +79,7 @@ class Supervisor:
             importlib.import_module(module)  # before the fork: workers inherit handlers
         self._connect()
         assert self.conn is not None
-        registry.sync(self.conn)
+        self.registry.sync(self.conn)
         try:
             self._serve_metrics()
             for index in range(self.cfg.processes):
@@ -109,7 +115,7 @@ class Supervisor:
         self.slots.reset(index)
         proc = self.mp.Process(
             target=child_main,
-            args=(self.cfg, index, self.slots.array, self.log_json, self.log_level),
+            args=(self.cfg, index, self.slots.array, self.log_json, self.log_level, self.registry),
             name=f"pgjobs-worker-{index}",
             daemon=False,
         )
@@ -404,6 +410,14 @@ class Supervisor:
         return self._all_exited()
 
 
-def run(cfg: WorkerConfig, *, log_json: bool | None = None, log_level: str = "info") -> int:
+def run(
+    cfg: WorkerConfig,
+    *,
+    log_json: bool | None = None,
+    log_level: str = "info",
+    registry: Registry | None = None,
+) -> int:
+    """Runs a worker until it stops; its handlers come from ``registry`` (default:
+    the current one), else from the paths stored with the job types."""
     pgjobs_log.configure(level=log_level, json_lines=log_json)
-    return Supervisor(cfg, log_json=log_json, log_level=log_level).run()
+    return Supervisor(cfg, log_json=log_json, log_level=log_level, registry=registry).run()

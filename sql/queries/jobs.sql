@@ -53,9 +53,12 @@ select pgjobs.cancel(%(id)s) as state;
 select pgjobs.retry(%(id)s) as state;
 
 -- name: job_list
--- Newest first, keyset on id (never OFFSET); every filter optional.
-select id, job_type, organization, queue, priority, state, attempt, max_attempts, run_at,
-       progress, created_at, started_at, finished_at, last_error
+-- Newest first, keyset on id (never OFFSET); every filter optional. The same
+-- columns as job_get: both make the public Job record.
+select id, job_type, organization, queue, priority, payload, state, run_at, attempt,
+       max_attempts, timeout_seconds, dedup_key, depends_on, progress, progress_message,
+       checkpoint, result, last_error, created_at, started_at, finished_at, canceled_by,
+       worker, last_error_class
   from pgjobs.jobs
  where (%(organization)s::text is null or organization = %(organization)s)
    and (%(state)s::text is null or state = %(state)s)
