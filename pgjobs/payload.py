@@ -120,3 +120,7 @@ def check_text(name: str, value: str | None, *, max_length: int = 1000) -> None:
         raise InvalidJob(f"{name} may not contain NUL (\\x00)")
     if len(value) > max_length:
         raise InvalidJob(f"{name} is longer than {max_length} characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidJob(f"{name} is not valid Unicode text") from exc
