@@ -9,7 +9,7 @@
 --   4,300-digit integer back), a timeout a statement_timeout can express with
 --   the worker's margin, a run_at that is finite and a Python datetime, bounded
 --   attempts and priority. The insert trigger says which limit a row broke
---   (PJ001); CHECK constraints hold the same limits for UPDATEs.
+--   (PJ001); a CHECK constraint and an update trigger hold them for UPDATEs.
 -- * Each NOTIFY payload is bounded by construction, whatever a row holds: the
 --   text in it is cut to what the limits allow.
 -- * pgjobs_app changes jobs only through the verbs. It may INSERT a job's input
@@ -97,7 +97,10 @@ language sql immutable parallel safe as $$
 $$;
 
 -- One constraint (Postgres prepares each constraint for every statement that
--- writes the table, 0006). Added unchecked first, then checked: a database
+-- writes the table, 0006), of cheap tests only: every claim and completion
+-- evaluates it again. The characters of names and the payload's content are
+-- checked by the insert trigger and, for an UPDATE that sets them, by
+-- jobs_update_guard below. Added unchecked first, then checked: a database
 -- whose old rows break a limit still migrates, and says so.
 alter table pgjobs.jobs drop constraint jobs_values_check;
 do $$
@@ -110,8 +113,8 @@ declare
         and (state <> 'running' or lease_token is not null)
         and attempt >= 0
         and run_at > '0001-01-02 00:00:00+00' and run_at < '9999-12-30 00:00:00+00'
-        and pgjobs.name_ok(job_type) and pgjobs.name_ok(queue)
-        and (organization is null or pgjobs.name_ok(organization))
+        and length(job_type) between 1 and 200 and length(queue) between 1 and 200
+        and (organization is null or length(organization) between 1 and 200)
         and (dedup_key is null or octet_length(dedup_key) <= 1000)
         and (depends_on is null or cardinality(depends_on) <= 1000))$r$;
 begin
@@ -196,12 +199,70 @@ language sql stable as $$
 $$;
 
 -- ---------------------------------------------------------------------------
--- The insert trigger: limits checked, internal columns cleared, and the dedup
--- key written as the owner (restated whole from 0008).
+-- The insert trigger's two writes a tenant may not make itself, as the owner.
+-- The trigger stays SECURITY INVOKER: a definer function with a pinned
+-- search_path costs every inserted row a fifth more CPU, and only these rarer
+-- paths (a dedup key, dependencies) need the owner's rights.
+-- ---------------------------------------------------------------------------
+
+-- Locks a new job's parents (FOR SHARE, which takes UPDATE rights the app
+-- does not have) so none finishes unseen before the insert commits. Row-level
+-- security scopes it to what the caller sees; called directly, it only locks
+-- and counts the caller's own jobs.
+create function pgjobs.parents_lock(ids bigint[], organization text,
+                                    out n_found int, out n_done int, out failed bigint,
+                                    out failed_state text)
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    select count(*), count(*) filter (where p.state = 'completed'),
+           min(p.id) filter (where p.state in ('dead', 'canceled'))
+      into n_found, n_done, failed
+      from (select j.id, j.state from pgjobs.jobs j
+             where j.id = any(ids)
+               and j.organization is not distinct from parents_lock.organization
+               for share) p;
+    if failed is not null then
+        select j.state into failed_state from pgjobs.jobs j where j.id = failed;
+    end if;
+end
+$$;
+
+-- Takes a dedup key for the job being inserted; false when a live job holds
+-- it (the row is then skipped). Only for the id this session's insert trigger
+-- just drew and not yet stored, so a direct call can write no key but the one
+-- of the job its own insert is making, in its own organization.
+create function pgjobs.dedup_take(organization text, job_type text, dedup_key text,
+                                  job_id bigint, active boolean)
+returns boolean
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    -- currval fails in a session that drew no id: a refusal too.
+    if currval('pgjobs.jobs_id_seq') <> job_id
+       or exists (select from pgjobs.jobs j where j.id = dedup_take.job_id) then
+        raise exception 'pgjobs: dedup keys are written by the insert trigger only'
+            using errcode = 'insufficient_privilege';
+    end if;
+    insert into pgjobs.dedup_keys as d
+           (organization, job_type, dedup_key, job_id, active, expires_at)
+    select coalesce(dedup_take.organization, ''), dedup_take.job_type, dedup_take.dedup_key,
+           dedup_take.job_id, dedup_take.active,
+           now() + make_interval(secs => t.dedup_window_seconds)
+      from pgjobs.job_types t where t.name = dedup_take.job_type
+    on conflict on constraint dedup_keys_pkey do update
+           set job_id = excluded.job_id, active = excluded.active,
+               expires_at = excluded.expires_at
+         where not d.active and d.expires_at <= now();
+    return found;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- The insert trigger: limits checked, the dedup key and the parents' locks
+-- taken through the functions above (restated whole from 0008).
 -- ---------------------------------------------------------------------------
 
 create or replace function pgjobs.jobs_before_insert() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql as $$
 declare
     t        pgjobs.job_types;
     n_given  int;
@@ -244,12 +305,6 @@ begin
     new.run_at          := coalesce(new.run_at, now());
     new.created_at      := now();
     new.attempt         := 0;
-    -- What only pgjobs writes starts empty, whatever the INSERT named.
-    new.progress := null; new.progress_message := null; new.checkpoint := null;
-    new.result := null; new.last_error := null; new.started_at := null;
-    new.finished_at := null; new.canceled_by := null; new.cancel_requested_at := null;
-    new.worker := null; new.lease_token := null; new.lease_expires_at := null;
-    new.last_error_class := null; new.last_traceback := null; new.last_duration_ms := null;
 
     if new.organization = '' then
         perform pgjobs.invalid_job('organization must not be empty (NULL is a system job)');
@@ -279,18 +334,13 @@ begin
         select array_agg(distinct d order by d) into new.depends_on
           from unnest(new.depends_on) d;
         n_given := cardinality(new.depends_on);
-        select count(*), count(*) filter (where p.state = 'completed'),
-               min(p.id) filter (where p.state in ('dead', 'canceled'))
-          into n_found, n_done, failed
-          from (select j.id, j.state from pgjobs.jobs j
-                 where j.id = any(new.depends_on)
-                   and j.organization is not distinct from new.organization
-                   for share) p;
+        select p.n_found, p.n_done, p.failed, p.failed_state
+          into n_found, n_done, failed, failed_state
+          from pgjobs.parents_lock(new.depends_on, new.organization) p;
         if n_found < n_given then
             perform pgjobs.invalid_job('depends_on names a job that does not exist');
         end if;
         if failed is not null then
-            select j.state into failed_state from pgjobs.jobs j where j.id = failed;
             new.state       := 'canceled';
             new.canceled_by := 'dependency';
             new.last_error  := format('dependency %s ended %s', failed, failed_state);
@@ -309,16 +359,8 @@ begin
         new.dedup_key := pgjobs.payload_key(new.payload);
     end if;
     if new.dedup_key is not null then
-        insert into pgjobs.dedup_keys as d
-               (organization, job_type, dedup_key, job_id, active, expires_at)
-        values (coalesce(new.organization, ''), new.job_type, new.dedup_key, new.id,
-                new.state not in ('completed', 'dead', 'canceled'),
-                now() + make_interval(secs => t.dedup_window_seconds))
-        on conflict (organization, job_type, dedup_key) do update
-               set job_id = excluded.job_id, active = excluded.active,
-                   expires_at = excluded.expires_at
-             where not d.active and d.expires_at <= now();
-        if not found then
+        if not pgjobs.dedup_take(new.organization, new.job_type, new.dedup_key, new.id,
+                                 new.state not in ('completed', 'dead', 'canceled')) then
             -- A duplicate: write nothing. enqueue_jobs gives each row its
             -- position in the input as its id, and learns here which it skipped.
             perform set_config('pgjobs.skipped_inputs',
@@ -337,12 +379,12 @@ begin
 end
 $$;
 
--- A payload changed by an UPDATE meets the same limits (the claim and the
--- completions never name payload, so they never run this).
-create function pgjobs.jobs_payload_guard() returns trigger
+-- An UPDATE that sets a name or the payload meets the insert's limits (the
+-- claim and the completions set neither, so they never run this).
+create function pgjobs.jobs_update_guard() returns trigger
 language plpgsql as $$
 declare
-    problem text := pgjobs.payload_problem(new.payload);
+    problem text := coalesce(pgjobs.job_problem(new), pgjobs.payload_problem(new.payload));
 begin
     if problem is not null then
         perform pgjobs.invalid_job(problem);
@@ -351,10 +393,14 @@ begin
 end
 $$;
 
-create trigger jobs_payload_guard
-    before update of payload on pgjobs.jobs
-    for each row when (old.payload is distinct from new.payload)
-    execute function pgjobs.jobs_payload_guard();
+create trigger jobs_update_guard
+    before update of payload, job_type, queue, organization, dedup_key on pgjobs.jobs
+    for each row
+    when (old.payload is distinct from new.payload or old.job_type is distinct from new.job_type
+          or old.queue is distinct from new.queue
+          or old.organization is distinct from new.organization
+          or old.dedup_key is distinct from new.dedup_key)
+    execute function pgjobs.jobs_update_guard();
 
 -- ---------------------------------------------------------------------------
 -- The state-change trigger writes history, dedup keys and the dependency
@@ -486,7 +532,9 @@ begin
             current_user;
         return;
     end if;
-    foreach f in array array['pgjobs.jobs_before_insert()', 'pgjobs.jobs_after_update()',
+    foreach f in array array['pgjobs.parents_lock(bigint[], text)',
+                             'pgjobs.dedup_take(text, text, text, bigint, boolean)',
+                             'pgjobs.jobs_after_update()',
                              'pgjobs.jobs_after_delete()', 'pgjobs.cancel(bigint)',
                              'pgjobs.retry(bigint)'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
@@ -508,7 +556,9 @@ grant insert (id, job_type, payload, organization, queue, priority, run_at, dedu
 revoke insert, update, delete on pgjobs.job_events, pgjobs.dedup_keys, pgjobs.rate_windows,
                                  pgjobs.job_types
     from pgjobs_app;
-revoke usage on sequence pgjobs.jobs_id_seq, pgjobs.job_events_id_seq from pgjobs_app;
+-- The insert trigger draws ids as the caller: the app keeps USAGE on jobs_id_seq
+-- (nextval only: it cannot set the sequence).
+revoke usage on sequence pgjobs.job_events_id_seq from pgjobs_app;
 
 -- History is written by pgjobs alone; prune deletes it.
 revoke insert, update on pgjobs.job_events from pgjobs_worker, pgjobs_admin;
