@@ -24,6 +24,14 @@ from pgjobs.monitoring import metrics
 from pgjobs.notify import subscribe
 from pgjobs.records import Event, Job
 from pgjobs.registry import Registry, job
+from pgjobs.schedules import (
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    schedule,
+    trigger_schedule,
+    unschedule,
+)
 from pgjobs.states import State
 from pgjobs.tenancy import tenant
 
@@ -61,9 +69,15 @@ __all__ = [
     "history",
     "job",
     "list_jobs",
+    "list_schedules",
     "metrics",
+    "pause_schedule",
+    "resume_schedule",
     "retry",
+    "schedule",
     "subscribe",
     "tenant",
     "testing",
+    "trigger_schedule",
+    "unschedule",
 ]

@@ -17,6 +17,7 @@ from pgjobs import commands
 from pgjobs import log as pgjobs_log
 from pgjobs.cli_exit import OneLineErrors
 from pgjobs.cli_exit import run as _run
+from pgjobs.schedules import cli as schedule_commands
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -168,6 +169,7 @@ def worker(
 @click.option("--depends-on", multiple=True, type=int)
 @click.option("--max-attempts", type=int, default=None)
 @click.option("--timeout", type=int, default=None, help="Seconds; 0 = none.")
+@click.option("--actor", default=None, help="Who creates the job (recorded as created_by).")
 def enqueue(
     dsn: str | None,
     job_type: str,
@@ -180,6 +182,7 @@ def enqueue(
     depends_on: tuple[int, ...],
     max_attempts: int | None,
     timeout: int | None,
+    actor: str | None,
 ) -> None:
     """Add a job; prints its id (and whether it was a duplicate) as JSON."""
     _run(
@@ -196,6 +199,7 @@ def enqueue(
             depends_on=depends_on,
             max_attempts=max_attempts,
             timeout=timeout,
+            actor=actor,
         )
     )
 
@@ -270,9 +274,14 @@ def history(dsn: str | None, job_id: int, organization: str | None, as_json: boo
 @_dsn_option
 @click.argument("job_id", type=int)
 @click.option("--org", "organization", default=None)
-def cancel(dsn: str | None, job_id: int, organization: str | None) -> None:
-    """Cancel a job (exit 1 if it already finished)."""
-    _run(lambda: commands.cancel(dsn, job_id, click.echo, organization=organization))
+@click.option(
+    "--actor", default=None, help="Who cancels (a 'creator' cancel policy checks it)."
+)
+def cancel(dsn: str | None, job_id: int, organization: str | None, actor: str | None) -> None:
+    """Cancel a job (exit 1 if it already finished or is not yours to cancel)."""
+    _run(
+        lambda: commands.cancel(dsn, job_id, click.echo, organization=organization, actor=actor)
+    )
 
 
 @main.command()
@@ -380,6 +389,31 @@ def watch(dsn: str | None, job_id: int, organization: str | None) -> None:
 def prune(dsn: str | None, older_than: str, batch_size: int) -> None:
     """Delete finished jobs and their history, in short batches."""
     _run(lambda: commands.prune(dsn, click.echo, older_than=older_than, batch_size=batch_size))
+
+
+@main.command()
+@_dsn_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8465, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--allow-actions", is_flag=True, help="Allow enqueue, cancel and retry (default: read-only)."
+)
+def dashboard(dsn: str | None, host: str, port: int, allow_actions: bool) -> None:
+    """Serve the web dashboard and JSON API for operators.
+
+    It shows every organization with pgjobs_admin's rights; to show each user
+    only their organization, mount pgjobs.web.create_app(dsn,
+    organization_for=...) in your own application instead.
+
+    Example: pgjobs dashboard --port 8465 --allow-actions
+    """
+    _run(
+        lambda: commands.dashboard(
+            dsn, click.echo, host=host, port=port, allow_actions=allow_actions
+        )
+    )
+# Periodic jobs (pgjobs/schedules/cli.py).
+schedule_commands.register(main, _run, _dsn_option)
 
 
 if __name__ == "__main__":  # pragma: no cover

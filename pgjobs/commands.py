@@ -17,7 +17,7 @@ from pgjobs.enqueue import enqueue as add_job
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import decode_cli
 from pgjobs.records import Job
-from pgjobs.tenancy import set_organization
+from pgjobs.tenancy import set_actor, set_organization
 from pgjobs.terminal import printable
 
 Echo = Callable[[Any], None]
@@ -35,11 +35,16 @@ def parse_duration(text: str) -> float:
 
 
 @contextlib.contextmanager
-def connection(dsn: str | None, organization: str | None = None) -> Iterator[psycopg.Connection]:
-    """One transaction on the resolved server, scoped to ``organization`` if given."""
+def connection(
+    dsn: str | None, organization: str | None = None, actor: str | None = None
+) -> Iterator[psycopg.Connection]:
+    """One transaction on the resolved server, scoped to ``organization`` and
+    acting as ``actor`` (pgjobs.actor) if given."""
     with psycopg.connect(db.resolve_dsn(dsn)) as conn, conn.transaction():
         if organization is not None:
             set_organization(conn, organization)
+        if actor is not None:
+            set_actor(conn, actor)
         yield conn
 
 
@@ -78,9 +83,10 @@ def enqueue(
     **options: Any,
 ) -> int:
     body = decode_cli(payload)
+    actor = options.pop("actor", None)
     # --org names the job's organization and scopes the session to it, so an
     # application role (pgjobs_app) may enqueue with it.
-    with connection(dsn, options.get("organization")) as conn:
+    with connection(dsn, options.get("organization"), actor) as conn:
         result = add_job(
             conn,
             job_type,
@@ -134,8 +140,15 @@ def history(
     return 0
 
 
-def cancel(dsn: str | None, job_id: int, echo: Echo, *, organization: str | None) -> int:
-    with connection(dsn, organization) as conn:
+def cancel(
+    dsn: str | None,
+    job_id: int,
+    echo: Echo,
+    *,
+    organization: str | None,
+    actor: str | None = None,
+) -> int:
+    with connection(dsn, organization, actor) as conn:
         state = jobs.cancel(conn, job_id)
     echo(state)
     return 0
@@ -356,4 +369,19 @@ def prune(dsn: str | None, echo: Echo, *, older_than: str, batch_size: int) -> i
             conn, seconds, batch_size=batch_size, progress=lambda n: echo(f"pruned {n} jobs")
         )
     echo(f"done: pruned {total} jobs finished more than {older_than} ago")
+    return 0
+
+
+def dashboard(dsn: str | None, echo: Echo, *, host: str, port: int, allow_actions: bool) -> int:
+    """Serves the operator dashboard (every organization, pgjobs_admin rights)."""
+    try:
+        import uvicorn
+
+        from pgjobs.web import create_app
+    except ImportError as exc:
+        raise InvalidJob(f"the dashboard needs: pip install 'pgjobs[web]' ({exc})") from exc
+    app = create_app(db.resolve_dsn(dsn), allow_actions=allow_actions)
+    mode = "actions allowed" if allow_actions else "read-only"
+    echo(f"pgjobs dashboard on http://{host}:{port}/ ({mode})")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

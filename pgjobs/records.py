@@ -67,6 +67,7 @@ class Job(_Record):
     canceled_by: str | None
     worker: str | None  # the worker running (or that last ran) the attempt
     last_error_class: str | None
+    created_by: str | None  # the actor (pgjobs.actor, else the login role) who enqueued it
 
     # The generated hash would fail on the payload (a dict); equal records share an id.
     def __hash__(self) -> int:
@@ -94,6 +95,7 @@ class Event(_Record):
     traceback: str | None
     duration_ms: float | None
     at: dt.datetime
+    actor: str | None  # who made the change (pgjobs.actor, else the login role)
 
     def __hash__(self) -> int:
         return hash((Event, self.id))

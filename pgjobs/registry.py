@@ -25,6 +25,10 @@ from pgjobs.errors import InvalidJob, translated
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Who may cancel a job: any member of its organization, or only its creator
+# (and pgjobs_admin). Enforced by pgjobs.cancel in the database.
+CANCEL_POLICIES = ("organization", "creator")
+
 
 @dataclasses.dataclass(frozen=True)
 class JobType:
@@ -43,6 +47,10 @@ class JobType:
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 3600.0
     enabled: bool = True
+    cancel_policy: str = "organization"  # or "creator": only who created a job cancels it
+    # A system schedule declared with the handler (pgjobs/schedules/declare.py).
+    schedule: str | None = None
+    schedule_timezone: str = "UTC"
 
     def validate(self) -> None:
         if not self.name:
@@ -60,6 +68,12 @@ class JobType:
             raise InvalidJob("rate_period must be > 0 seconds")
         if self.retry_base_seconds < 0 or self.retry_cap_seconds < 0:
             raise InvalidJob("retry_base and retry_cap must be >= 0")
+        if self.cancel_policy not in CANCEL_POLICIES:
+            raise InvalidJob(f"cancel_policy must be one of {', '.join(CANCEL_POLICIES)}")
+        if self.schedule is not None:
+            from pgjobs.schedules.cron import check
+
+            check(self.schedule, self.schedule_timezone)
 
 
 def handler_path(fn: Callable[..., Any]) -> str:
@@ -90,6 +104,10 @@ def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
     resolve_handler(spec.handler)
     with translated():
         _conn.raw(conn).execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
+    if spec.schedule is not None:
+        from pgjobs.schedules.declare import declare
+
+        declare(_conn.raw(conn), spec.name, spec.schedule, spec.schedule_timezone)
 
 
 def _database_key(conn: psycopg.Connection[Any]) -> str:
@@ -123,11 +141,16 @@ class Registry:
         retry_base: float = 1.0,
         retry_cap: float = 3600.0,
         enabled: bool = True,
+        cancel_policy: str = "organization",
+        schedule: str | None = None,
+        timezone: str = "UTC",
     ) -> Callable[[F], F]:
         """Registers ``fn`` as the handler of job type ``name``.
 
         The type reaches the database on the first enqueue of it from this process
         (while this registry is current), on worker start, or through :meth:`sync`.
+        ``schedule`` (a cron expression, read in ``timezone``) declares a system
+        schedule of the same name, written whenever the type is.
         """
 
         def register(fn: F) -> F:
@@ -145,6 +168,9 @@ class Registry:
                 retry_base_seconds=float(retry_base),
                 retry_cap_seconds=float(retry_cap),
                 enabled=enabled,
+                cancel_policy=cancel_policy,
+                schedule=schedule,
+                schedule_timezone=timezone,
             )
             if "<" in fn.__qualname__:
                 raise InvalidJob(f"handler {spec.handler!r} must be a module-level function")

@@ -24,6 +24,16 @@ def set_organization(conn: psycopg.Connection[Any], organization: str | None) ->
     conn.execute(sql.query("tenant_set"), {"organization": organization or ""})
 
 
+def set_actor(conn: psycopg.Connection[Any], actor: str | None) -> None:
+    """Names who acts in the current transaction (``pgjobs.actor``; None clears it).
+
+    Jobs record it in ``created_by``, history rows in ``actor``, and a job type
+    whose ``cancel_policy`` is 'creator' lets only that actor (or an admin) cancel.
+    """
+    check_text("actor", actor)
+    conn.execute(sql.query("actor_set"), {"actor": actor or ""})
+
+
 def current_organization(conn: psycopg.Connection[Any]) -> str | None:
     """The organization the current transaction is scoped to, if any."""
     with conn.cursor(row_factory=tuple_row) as cur:
@@ -32,8 +42,9 @@ def current_organization(conn: psycopg.Connection[Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def tenant(conn: Any, organization: str) -> Iterator[Any]:
-    """Scopes the caller's transaction to one organization for the block.
+def tenant(conn: Any, organization: str, *, actor: str | None = None) -> Iterator[Any]:
+    """Scopes the caller's transaction to one organization for the block, acting
+    as ``actor`` when given (see :func:`set_actor`).
 
     Joins the transaction ``conn`` is in (or begins, as its first statement, the
     one psycopg or the ORM begins implicitly) and leaves its end to the caller:
@@ -46,6 +57,7 @@ def tenant(conn: Any, organization: str) -> Iterator[Any]:
     if not isinstance(organization, str) or not organization:
         raise InvalidJob("organization must be a non-empty string")
     check_text("organization", organization)
+    check_text("actor", actor)
     pg = _conn.raw(conn)
     # An autocommit connection inside conn.transaction() has a transaction to join.
     if pg.autocommit and pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
@@ -55,9 +67,11 @@ def tenant(conn: Any, organization: str) -> Iterator[Any]:
             "`with transaction.atomic():`)"
         )
     with pg.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute(sql.query("tenant_enter"), {"organization": organization}).fetchone()
+        row = cur.execute(
+            sql.query("tenant_enter"), {"organization": organization, "actor": actor}
+        ).fetchone()
     assert row is not None
-    previous, began = row[0], row[1]
+    previous, previous_actor, began = row[0], row[1], row[2]
     try:
         yield conn
     finally:
@@ -65,4 +79,7 @@ def tenant(conn: Any, organization: str) -> Iterator[Any]:
         # owes undoes the scope anyway; after a commit inside the block, the
         # scope ended with that transaction.
         if not pg.broken and pg.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-            pg.execute(sql.query("tenant_restore"), {"previous": previous, "began": began})
+            pg.execute(
+                sql.query("tenant_restore"),
+                {"previous": previous, "previous_actor": previous_actor, "began": began},
+            )

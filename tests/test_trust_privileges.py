@@ -132,8 +132,7 @@ def test_definer_functions_belong_to_the_rls_bound_owner(conn: psycopg.Connectio
         " where p.pronamespace = 'pgjobs'::regnamespace and p.prosecdef"
     ).fetchall()
     assert {o["proname"] for o in owners} >= {
-        "parents_lock",
-        "dedup_take",
+        "jobs_before_insert",
         "jobs_after_update",
         "jobs_after_delete",
         "cancel",
@@ -256,10 +255,7 @@ DIRECT_WRITES = {
     "delete rate_windows": "delete from pgjobs.rate_windows",
     "insert job_types": "insert into pgjobs.job_types (name, handler) values ('evil', 'os:system')",
     "update job_types": "update pgjobs.job_types set handler = 'os:system'",
-    "setval": "select setval('pgjobs.jobs_id_seq', 1)",
-    # The trigger's helper, called for the job the session just stored.
-    "dedup key for a stored job": "select pgjobs.dedup_take('org-A', 'a.type', 'k',"
-    " (select pgjobs.enqueue('a.type')), true)",
+    "next id": "select nextval('pgjobs.jobs_id_seq')",
 }
 
 

@@ -56,10 +56,8 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
 def _fit(fn: Callable[..., Any]) -> _Fit | None:
     """None when only a full bind can tell (positional-only parameters)."""
     params = list(_signature(fn).parameters.values())
-    if not params or params[0].kind not in (
-        params[0].POSITIONAL_ONLY,
-        params[0].POSITIONAL_OR_KEYWORD,
-    ):
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY,
+                                            params[0].POSITIONAL_OR_KEYWORD):
         return None
     rest = params[1:]
     if any(p.kind is p.POSITIONAL_ONLY for p in rest):

@@ -25,6 +25,7 @@ import structlog
 from pgjobs import log as pgjobs_log
 from pgjobs import sql
 from pgjobs.registry import Registry, current
+from pgjobs.schedules.fire import Firer
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.exporter import MetricsServer, exporter_main
@@ -69,6 +70,7 @@ class Supervisor:
         self.next_exporter = 0.0
         self.pruner: multiprocessing.context.ForkProcess | None = None
         self.next_prune = 0.0  # at start, then every prune_every_seconds
+        self.schedules = Firer()  # fires due periodic jobs (pgjobs/schedules/fire.py)
 
     # -- entry -------------------------------------------------------------
 
@@ -204,6 +206,9 @@ class Supervisor:
             self._wait_for_cancels(_TICK_SECONDS)
             self._enforce()
             self._reap()
+            if self.stop_deadline is None:
+                assert self.conn is not None
+                self.schedules.tick(self.conn)
             if time.monotonic() >= self.next_rescue:
                 self._rescue()
                 self.next_rescue = time.monotonic() + max(self.cfg.lease_seconds / 4, 0.2)

@@ -199,120 +199,22 @@ language sql stable as $$
 $$;
 
 -- ---------------------------------------------------------------------------
--- The insert trigger's two writes a tenant may not make itself, as the owner.
--- The trigger stays SECURITY INVOKER: a definer function with a pinned
--- search_path costs every inserted row a fifth more CPU, and only these rarer
--- paths (a dedup key, dependencies) need the owner's rights.
+-- The limits, checked before anything else of an insert happens
 -- ---------------------------------------------------------------------------
 
--- Locks a new job's parents (FOR SHARE, which takes UPDATE rights the app
--- does not have) so none finishes unseen before the insert commits. Row-level
--- security scopes it to what the caller sees; called directly, it only locks
--- and counts the caller's own jobs.
-create function pgjobs.parents_lock(ids bigint[], organization text,
-                                    out n_found int, out n_done int, out failed bigint,
-                                    out failed_state text)
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
-begin
-    select count(*), count(*) filter (where p.state = 'completed'),
-           min(p.id) filter (where p.state in ('dead', 'canceled'))
-      into n_found, n_done, failed
-      from (select j.id, j.state from pgjobs.jobs j
-             where j.id = any(ids)
-               and j.organization is not distinct from parents_lock.organization
-               for share) p;
-    if failed is not null then
-        select j.state into failed_state from pgjobs.jobs j where j.id = failed;
-    end if;
-end
-$$;
-
--- Takes a dedup key for the job being inserted; false when a live job holds
--- it (the row is then skipped). Only for the id this session's insert trigger
--- just drew and not yet stored, so a direct call can write no key but the one
--- of the job its own insert is making, in its own organization.
-create function pgjobs.dedup_take(organization text, job_type text, dedup_key text,
-                                  job_id bigint, active boolean)
-returns boolean
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
-begin
-    -- currval fails in a session that drew no id: a refusal too.
-    if currval('pgjobs.jobs_id_seq') <> job_id
-       or exists (select from pgjobs.jobs j where j.id = dedup_take.job_id) then
-        raise exception 'pgjobs: dedup keys are written by the insert trigger only'
-            using errcode = 'insufficient_privilege';
-    end if;
-    insert into pgjobs.dedup_keys as d
-           (organization, job_type, dedup_key, job_id, active, expires_at)
-    select coalesce(dedup_take.organization, ''), dedup_take.job_type, dedup_take.dedup_key,
-           dedup_take.job_id, dedup_take.active,
-           now() + make_interval(secs => t.dedup_window_seconds)
-      from pgjobs.job_types t where t.name = dedup_take.job_type
-    on conflict on constraint dedup_keys_pkey do update
-           set job_id = excluded.job_id, active = excluded.active,
-               expires_at = excluded.expires_at
-         where not d.active and d.expires_at <= now();
-    return found;
-end
-$$;
-
--- ---------------------------------------------------------------------------
--- The insert trigger: limits checked, the dedup key and the parents' locks
--- taken through the functions above (restated whole from 0008).
--- ---------------------------------------------------------------------------
-
-create or replace function pgjobs.jobs_before_insert() returns trigger
+-- A trigger of its own rather than a new version of jobs_before_insert (which
+-- other migrations restate): triggers of one event fire in name order, so
+-- jobs_authorize_insert (0011, no scope) runs first, then this one, then
+-- jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup key
+-- only for a row that met every limit. Values left NULL come from the job
+-- type, whose own constraint holds them to the same limits.
+create function pgjobs.jobs_check_input() returns trigger
 language plpgsql as $$
-declare
-    t        pgjobs.job_types;
-    n_given  int;
-    n_found  int;
-    n_done   int;
-    failed   bigint;
-    failed_state text;
-    scope    text := pgjobs.current_organization();
-    given    bigint := new.id;
 begin
-    select * into t from pgjobs.job_types where name = new.job_type;
-    if not found then
-        perform pgjobs.invalid_job(format('unknown job type %L', left(new.job_type, 200)));
-    end if;
-    if not t.enabled then
-        perform pgjobs.invalid_job(format('job type %L is disabled', new.job_type));
-    end if;
-    if new.state is distinct from 'queued' then
-        perform pgjobs.invalid_job(format('a new job starts queued, not %L', left(new.state, 20)));
-    end if;
-
-    new.organization    := coalesce(new.organization, scope);
-    -- A scoped session writes its own organization's jobs only. Checked before
-    -- any dedup key or dependency is read, so naming another organization
-    -- fails the same way whatever that organization holds.
-    if new.organization is distinct from scope or new.organization is null then
-        if not pgjobs.sees_all() then
-            raise exception '%', case when scope is null
-                then 'pgjobs: this session is scoped to no organization (see pgjobs.tenant)'
-                else format('pgjobs: organization %L is outside this session''s scope',
-                            left(new.organization, 200)) end
-                using errcode = 'insufficient_privilege';
-        end if;
-    end if;
-    new.queue           := coalesce(new.queue, t.queue);
-    new.priority        := coalesce(new.priority, t.priority);
-    new.max_attempts    := coalesce(new.max_attempts, t.max_attempts);
-    new.timeout_seconds := coalesce(new.timeout_seconds, t.timeout_seconds);
-    new.payload         := coalesce(new.payload, '{}');
-    new.run_at          := coalesce(new.run_at, now());
-    new.created_at      := now();
-    new.attempt         := 0;
-
-    if new.organization = '' then
-        perform pgjobs.invalid_job('organization must not be empty (NULL is a system job)');
-    end if;
-    -- The limits, in one expression for speed (the job type's own name and
-    -- queue already met them in job_types); the message only on a failure.
+    new.organization := coalesce(new.organization, pgjobs.current_organization());
+    -- One expression for speed; the message only on a failure.
     if not (new.organization is null or pgjobs.name_ok(new.organization))
-       or (new.queue is distinct from t.queue and not pgjobs.name_ok(new.queue))
+       or not pgjobs.name_ok(new.queue)
        or octet_length(new.dedup_key) > 1000
        or new.priority not between 0 and 3
        or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
@@ -327,57 +229,13 @@ begin
         perform pgjobs.invalid_job(coalesce(pgjobs.job_problem(new),
                                             pgjobs.payload_problem(new.payload)));
     end if;
-
-    -- Dependencies: parents must exist in the same organization. FOR SHARE holds
-    -- them still until we commit, so a parent cannot finish unseen in between.
-    if new.depends_on is not null and cardinality(new.depends_on) > 0 then
-        select array_agg(distinct d order by d) into new.depends_on
-          from unnest(new.depends_on) d;
-        n_given := cardinality(new.depends_on);
-        select p.n_found, p.n_done, p.failed, p.failed_state
-          into n_found, n_done, failed, failed_state
-          from pgjobs.parents_lock(new.depends_on, new.organization) p;
-        if n_found < n_given then
-            perform pgjobs.invalid_job('depends_on names a job that does not exist');
-        end if;
-        if failed is not null then
-            new.state       := 'canceled';
-            new.canceled_by := 'dependency';
-            new.last_error  := format('dependency %s ended %s', failed, failed_state);
-            new.finished_at := now();
-        elsif n_done < n_given then
-            new.state := 'waiting';
-        end if;
-    else
-        new.depends_on := null;
-    end if;
-
-    -- The id is always drawn here: whatever the caller gave is not kept (0008).
-    new.id := nextval('pgjobs.jobs_id_seq');
-
-    if new.dedup_key is null and t.dedup_by_payload then
-        new.dedup_key := pgjobs.payload_key(new.payload);
-    end if;
-    if new.dedup_key is not null then
-        if not pgjobs.dedup_take(new.organization, new.job_type, new.dedup_key, new.id,
-                                 new.state not in ('completed', 'dead', 'canceled')) then
-            -- A duplicate: write nothing. enqueue_jobs gives each row its
-            -- position in the input as its id, and learns here which it skipped.
-            perform set_config('pgjobs.skipped_inputs',
-                               coalesce(current_setting('pgjobs.skipped_inputs', true), '')
-                               || given || ',', true);
-            return null;
-        end if;
-    end if;
-
-    -- Wake the queue's workers. Postgres sends one notification per distinct
-    -- payload per transaction, so a bulk insert still wakes each queue once.
-    if new.state = 'queued' then
-        perform pg_notify('pgjobs_wakeup', new.queue);
-    end if;
     return new;
 end
 $$;
+
+create trigger jobs_check_input
+    before insert on pgjobs.jobs
+    for each row execute function pgjobs.jobs_check_input();
 
 -- An UPDATE that sets a name or the payload meets the insert's limits (the
 -- claim and the completions set neither, so they never run this).
@@ -403,117 +261,18 @@ create trigger jobs_update_guard
     execute function pgjobs.jobs_update_guard();
 
 -- ---------------------------------------------------------------------------
--- The state-change trigger writes history, dedup keys and the dependency
--- cascade as the owner (restated whole from 0005, notifications bounded).
+-- What the verbs write on the app's behalf, written as the owner
 -- ---------------------------------------------------------------------------
 
--- CREATE OR REPLACE drops a function's settings: JIT (0006) and sequential
--- scans (0007) stay off, as before.
-create or replace function pgjobs.jobs_after_update() returns trigger
-language plpgsql security definer
-set search_path = pg_catalog, pg_temp set jit = off set enable_seqscan = off as $$
-declare
-    completed_ids bigint[];
-    failed_ids    bigint[];
-    woken_queues  text[];
-    dedup_changed boolean;
-    refused       text[];
-    children      bigint[];
-    q             text;
-begin
-    -- Only the columns the history and the events need: never the payload.
-    with changed as (
-        select n.id, n.organization, n.job_type, n.queue, n.attempt, n.state, n.dedup_key,
-               n.last_error_class, n.last_error, n.last_traceback, n.last_duration_ms,
-               n.started_at, coalesce(n.worker, o.worker) as worker, o.state as from_state
-          from new_rows n join old_rows o on o.id = n.id
-         where n.state <> o.state
-    ), history as (
-        insert into pgjobs.job_events
-               (job_id, organization, job_type, attempt, from_state, to_state,
-                worker, error_class, message, traceback, duration_ms)
-        select c.id, c.organization, c.job_type, c.attempt, c.from_state, c.state, c.worker,
-               case when c.from_state = 'running' and c.state <> 'completed' then c.last_error_class end,
-               case when c.state in ('retrying', 'dead', 'canceled') then c.last_error end,
-               case when c.from_state = 'running' and c.state <> 'completed' then c.last_traceback end,
-               case when c.from_state = 'running' then
-                    coalesce(c.last_duration_ms,
-                             extract(epoch from now() - c.started_at) * 1000) end
-          from changed c
-    ), notified as (
-        select c.*,
-               pg_notify('pgjobs_state', pgjobs.state_event(c.id, c.organization, c.job_type,
-                                                            c.state, c.attempt)) as sent
-          from changed c
-    )
-    select array_agg(id) filter (where state = 'completed'),
-           array_agg(id) filter (where state in ('dead', 'canceled')),
-           array_agg(distinct left(queue, 200)) filter (where state in ('queued', 'retrying')),
-           bool_or(dedup_key is not null
-                   and (state in ('completed', 'dead', 'canceled')
-                        or from_state in ('completed', 'dead', 'canceled'))),
-           min(array[id::text, from_state, state])
-               filter (where not pgjobs.transition_allowed(from_state, state))
-      into completed_ids, failed_ids, woken_queues, dedup_changed, refused
-      from notified;
-
-    -- A forbidden transition undoes the whole statement (its history and
-    -- NOTIFYs with it).
-    if refused is not null then
-        raise exception 'pgjobs: job % cannot go from % to %', refused[1], refused[2], refused[3]
-            using errcode = 'PJ003';
-    end if;
-
-    if woken_queues is not null then
-        foreach q in array woken_queues loop
-            perform pg_notify('pgjobs_wakeup', q);
-        end loop;
-    end if;
-
-    if dedup_changed then
-        update pgjobs.dedup_keys d
-           set active = n.state not in ('completed', 'dead', 'canceled')
-          from new_rows n
-         where n.dedup_key is not null
-           and d.organization = coalesce(n.organization, '')
-           and d.job_type = n.job_type and d.dedup_key = n.dedup_key
-           and d.job_id = n.id
-           and d.active <> (n.state not in ('completed', 'dead', 'canceled'));
-    end if;
-
-    if completed_ids is not null then
-        -- Lock the waiting children first, in id order (see 0005).
-        select array_agg(w.id) into children
-          from (select c.id from pgjobs.jobs c
-                 where c.state = 'waiting' and c.depends_on && completed_ids
-                 order by c.id
-                   for update) w;
-        if children is not null then
-            -- A waiting child runs once its last parent has completed.
-            update pgjobs.jobs c
-               set state = 'queued', run_at = greatest(c.run_at, now())
-             where c.id = any(children)
-               and c.state = 'waiting'
-               and not exists (select 1 from pgjobs.jobs p
-                                where p.id = any(c.depends_on) and p.state <> 'completed');
-        end if;
-    end if;
-
-    if failed_ids is not null then
-        -- A failed parent cancels its waiting children; their own update
-        -- re-enters this trigger, which reaches the grandchildren.
-        update pgjobs.jobs c
-           set state = 'canceled', canceled_by = 'dependency', finished_at = now(),
-               last_error = (select format('dependency %s ended %s', p.id, p.state)
-                               from pgjobs.jobs p
-                              where p.id = any(c.depends_on) and p.id = any(failed_ids)
-                              order by p.id limit 1)
-         where c.state = 'waiting' and c.depends_on && failed_ids;
-    end if;
-    return null;
-end
-$$;
-
+-- ALTER, not a restatement: the bodies stay those of 0008 (insert) and 0005
+-- (state change), or of whichever migration restates them.
+-- jobs_before_insert takes the dedup key and locks parents FOR SHARE;
+-- jobs_after_update writes history, dedup keys and the dependency cascade;
+-- jobs_after_delete releases dedup keys (prune).
+alter function pgjobs.jobs_before_insert() security definer
+    set search_path = pg_catalog, pg_temp;
+alter function pgjobs.jobs_after_update() security definer
+    set search_path = pg_catalog, pg_temp;
 alter function pgjobs.jobs_after_delete() security definer
     set search_path = pg_catalog, pg_temp;
 -- cancel and retry are the app's only way to change a job. Row-level security
@@ -532,9 +291,7 @@ begin
             current_user;
         return;
     end if;
-    foreach f in array array['pgjobs.parents_lock(bigint[], text)',
-                             'pgjobs.dedup_take(text, text, text, bigint, boolean)',
-                             'pgjobs.jobs_after_update()',
+    foreach f in array array['pgjobs.jobs_before_insert()', 'pgjobs.jobs_after_update()',
                              'pgjobs.jobs_after_delete()', 'pgjobs.cancel(bigint)',
                              'pgjobs.retry(bigint)'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
@@ -556,9 +313,7 @@ grant insert (id, job_type, payload, organization, queue, priority, run_at, dedu
 revoke insert, update, delete on pgjobs.job_events, pgjobs.dedup_keys, pgjobs.rate_windows,
                                  pgjobs.job_types
     from pgjobs_app;
--- The insert trigger draws ids as the caller: the app keeps USAGE on jobs_id_seq
--- (nextval only: it cannot set the sequence).
-revoke usage on sequence pgjobs.job_events_id_seq from pgjobs_app;
+revoke usage on sequence pgjobs.jobs_id_seq, pgjobs.job_events_id_seq from pgjobs_app;
 
 -- History is written by pgjobs alone; prune deletes it.
 revoke insert, update on pgjobs.job_events from pgjobs_worker, pgjobs_admin;

@@ -7,10 +7,11 @@
 insert into pgjobs.job_types as t
        (name, handler, queue, priority, max_attempts, timeout_seconds, dedup_window_seconds,
         dedup_by_payload, rate_limit, rate_period_seconds, retry_base_seconds,
-        retry_cap_seconds, enabled)
+        retry_cap_seconds, enabled, cancel_policy)
 values (%(name)s, %(handler)s, %(queue)s, %(priority)s, %(max_attempts)s, %(timeout_seconds)s,
         %(dedup_window_seconds)s, %(dedup_by_payload)s, %(rate_limit)s,
-        %(rate_period_seconds)s, %(retry_base_seconds)s, %(retry_cap_seconds)s, %(enabled)s)
+        %(rate_period_seconds)s, %(retry_base_seconds)s, %(retry_cap_seconds)s, %(enabled)s,
+        %(cancel_policy)s)
 on conflict (name) do update
    set handler = excluded.handler, queue = excluded.queue, priority = excluded.priority,
        max_attempts = excluded.max_attempts, timeout_seconds = excluded.timeout_seconds,
@@ -19,7 +20,7 @@ on conflict (name) do update
        rate_period_seconds = excluded.rate_period_seconds,
        retry_base_seconds = excluded.retry_base_seconds,
        retry_cap_seconds = excluded.retry_cap_seconds, enabled = excluded.enabled,
-       updated_at = now()
+       cancel_policy = excluded.cancel_policy, updated_at = now()
 returning *;
 
 -- name: job_type_get
@@ -43,7 +44,7 @@ select ord, id, duplicate from pgjobs.enqueue_jobs(%(jobs)s::jsonb);
 select id, job_type, organization, queue, priority, payload, state, run_at, attempt,
        max_attempts, timeout_seconds, dedup_key, depends_on, progress, progress_message,
        checkpoint, result, last_error, created_at, started_at, finished_at, canceled_by,
-       worker, last_error_class
+       worker, last_error_class, created_by
   from pgjobs.jobs where id = %(id)s;
 
 -- name: job_cancel
@@ -58,7 +59,7 @@ select pgjobs.retry(%(id)s) as state;
 select id, job_type, organization, queue, priority, payload, state, run_at, attempt,
        max_attempts, timeout_seconds, dedup_key, depends_on, progress, progress_message,
        checkpoint, result, last_error, created_at, started_at, finished_at, canceled_by,
-       worker, last_error_class
+       worker, last_error_class, created_by
   from pgjobs.jobs
  where (%(organization)s::text is null or organization = %(organization)s)
    and (%(state)s::text is null or state = %(state)s)
@@ -73,7 +74,7 @@ select id, job_type, organization, queue, priority, payload, state, run_at, atte
 -- name: job_history
 -- Every state change and attempt of one job, oldest first.
 select id, job_id, organization, job_type, attempt, from_state, to_state, worker,
-       error_class, message, traceback, duration_ms, at
+       error_class, message, traceback, duration_ms, at, actor
   from pgjobs.job_events where job_id = %(id)s order by id;
 
 -- name: job_state_counts
@@ -242,10 +243,11 @@ with written as (
     insert into pgjobs.job_types
            (name, handler, queue, priority, max_attempts, timeout_seconds, dedup_window_seconds,
             dedup_by_payload, rate_limit, rate_period_seconds, retry_base_seconds,
-            retry_cap_seconds, enabled)
+            retry_cap_seconds, enabled, cancel_policy)
     values (%(name)s, %(handler)s, %(queue)s, %(priority)s, %(max_attempts)s,
             %(timeout_seconds)s, %(dedup_window_seconds)s, %(dedup_by_payload)s, %(rate_limit)s,
-            %(rate_period_seconds)s, %(retry_base_seconds)s, %(retry_cap_seconds)s, %(enabled)s)
+            %(rate_period_seconds)s, %(retry_base_seconds)s, %(retry_cap_seconds)s, %(enabled)s,
+            %(cancel_policy)s)
     on conflict (name) do nothing
     returning 1
 )
@@ -260,6 +262,10 @@ select pgjobs.current_organization();
 -- name: tenant_set
 -- Transaction-local: the scope ends with the transaction.
 select set_config('pgjobs.organization', %(organization)s, true);
+
+-- name: actor_set
+-- Transaction-local, like the organization: who acts (jobs.created_by, history actor).
+select set_config('pgjobs.actor', %(actor)s, true);
 
 -- name: session_configure
 -- Every worker session bounds its statements and idle transactions, and may

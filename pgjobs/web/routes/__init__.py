@@ -1,0 +1,1 @@
+"""Route tables: the JSON API (api.py) and its OpenAPI document (openapi.py)."""
