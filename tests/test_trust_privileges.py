@@ -63,6 +63,13 @@ WRITES: dict[tuple[str, str], dict[str, set[str] | str]] = {
     ("pgjobs_admin", "job_events"): {"DELETE": ALL},
     ("pgjobs_admin", "rate_windows"): {"DELETE": ALL},
     ("pgjobs_admin", "worker_processes"): {"DELETE": ALL},
+    # Schedules (0013) as granted there: each role writes its organization's
+    # schedules and their fire records directly, row-level security scoping it.
+    **{
+        (role, table): {"INSERT": ALL, "UPDATE": ALL, "DELETE": ALL}
+        for role in ("pgjobs_app", "pgjobs_worker", "pgjobs_admin")
+        for table in ("schedules", "schedule_fires")
+    },
 }
 RUNTIME_ROLES = ("pgjobs_app", "pgjobs_worker", "pgjobs_admin")
 KNOWN_TABLES = {
@@ -73,6 +80,8 @@ KNOWN_TABLES = {
     "worker_processes",
     "job_types",
     "schema_migrations",
+    "schedules",
+    "schedule_fires",
 }
 
 

@@ -204,11 +204,11 @@ $$;
 
 -- A trigger of its own rather than a new version of jobs_before_insert (which
 -- other migrations restate): triggers of one event fire in name order, so
--- jobs_authorize_insert (0011, no scope) runs first, then this one, then
--- jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup key
--- only for a row that met every limit. Values left NULL come from the job
+-- jobs_accept_input runs first, then jobs_authorize_insert (0011, no scope),
+-- then jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup
+-- key only for a row that met every limit. Values left NULL come from the job
 -- type, whose own constraint holds them to the same limits.
-create function pgjobs.jobs_check_input() returns trigger
+create function pgjobs.jobs_accept_input() returns trigger
 language plpgsql as $$
 begin
     new.organization := coalesce(new.organization, pgjobs.current_organization());
@@ -233,9 +233,9 @@ begin
 end
 $$;
 
-create trigger jobs_check_input
+create trigger jobs_accept_input
     before insert on pgjobs.jobs
-    for each row execute function pgjobs.jobs_check_input();
+    for each row execute function pgjobs.jobs_accept_input();
 
 -- An UPDATE that sets a name or the payload meets the insert's limits (the
 -- claim and the completions set neither, so they never run this).
