@@ -33,6 +33,7 @@ SETTINGS = settings(
 
 @pytest.fixture
 def contract_dsn(dsn: str, roles: Roles) -> str:  # noqa: F811
+    """The app login's DSN to a database of this test's own (``dsn``: the superuser's)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "insert into pgjobs.job_types (name, handler) values (%s, 'tests.handlers:noop')",
@@ -98,15 +99,15 @@ def test_enqueue_many_refuses_what_is_not_a_job(app: psycopg.Connection[Any]) ->
     options=hostile.CLI_OPTIONS,
 )
 def test_cli_enqueue_ends_in_one_line_and_an_exit_code(
-    contract_dsn: str, job_type: str, payload: str, options: dict[str, str]
+    dsn: str, contract_dsn: str, job_type: str, payload: str, options: dict[str, str]
 ) -> None:
     args = ["enqueue", job_type, "--payload", payload, "--dsn", contract_dsn]
     for name, value in options.items():
         args += [name, value]
     if "--org" not in options:
         args += ["--org", hostile.ORG]
-    with psycopg.connect(contract_dsn) as conn:
-        conn.execute("select set_config('pgjobs.organization', %s, false)", (hostile.ORG,))
+    # Counted as the superuser: --org may name any organization.
+    with psycopg.connect(dsn, autocommit=True) as conn:
         before = _count(conn)
         result = CliRunner().invoke(cli.main, args)
         after = _count(conn)

@@ -208,34 +208,38 @@ $$;
 -- then jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup
 -- key only for a row that met every limit. Values left NULL come from the job
 -- type, whose own constraint holds them to the same limits.
+-- The trigger's WHEN clause is the test, evaluated without entering PL/pgSQL
+-- (a trigger function call per row cost a bulk enqueue a fifth more CPU);
+-- the function runs only to say which limit a row broke.
 create function pgjobs.jobs_accept_input() returns trigger
 language plpgsql as $$
 begin
-    new.organization := coalesce(new.organization, pgjobs.current_organization());
-    -- One expression for speed; the message only on a failure.
-    if not (new.organization is null or pgjobs.name_ok(new.organization))
-       or not pgjobs.name_ok(new.queue)
-       or octet_length(new.dedup_key) > 1000
-       or new.priority not between 0 and 3
-       or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
-       or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
-       or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
-       or cardinality(new.depends_on) > 1000
-       or jsonb_typeof(new.payload) <> 'object'
-       or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
-       or jsonb_path_exists(new.payload, 'strict $.**{32}')
-       or jsonb_path_exists(new.payload,
-              'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))') then
-        perform pgjobs.invalid_job(coalesce(pgjobs.job_problem(new),
-                                            pgjobs.payload_problem(new.payload)));
-    end if;
+    perform pgjobs.invalid_job(coalesce(
+        pgjobs.job_problem(new),
+        pgjobs.payload_problem(new.payload),
+        -- Left NULL, the organization is the session's scope.
+        'organization must be 1-200 characters without control characters'));
     return new;
 end
 $$;
 
 create trigger jobs_accept_input
     before insert on pgjobs.jobs
-    for each row execute function pgjobs.jobs_accept_input();
+    for each row
+    when (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
+          or not pgjobs.name_ok(new.queue)
+          or octet_length(new.dedup_key) > 1000
+          or new.priority not between 0 and 3
+          or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
+          or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
+          or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
+          or cardinality(new.depends_on) > 1000
+          or jsonb_typeof(new.payload) <> 'object'
+          or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
+          or jsonb_path_exists(new.payload, 'strict $.**{32}')
+          or jsonb_path_exists(new.payload,
+                 'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))'))
+    execute function pgjobs.jobs_accept_input();
 
 -- An UPDATE that sets a name or the payload meets the insert's limits (the
 -- claim and the completions set neither, so they never run this).
