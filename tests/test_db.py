@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from pgjobs import db
+from pgjobs import db, embedded
 
 # Runs in a fresh interpreter: connects to whatever resolve_dsn() picks and
 # reports which postmaster answered.
@@ -61,6 +61,10 @@ def embedded_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     db.stop_embedded(home / "pgdata")
     if base != tmp_path:
         shutil.rmtree(base, ignore_errors=True)
+    # As root the server ran as an OS user made for this data directory.
+    user = embedded.server_user((home / "pgdata").resolve())
+    if user is not None:
+        subprocess.run(["userdel", user], capture_output=True)
 
 
 def test_explicit_dsn_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
