@@ -48,7 +48,7 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
-# Leaves .venv and .pgjobs (the embedded server's data) alone: both are slow to
+# Leaves .venv and a project-local .pgjobs (PGJOBS_HOME=./.pgjobs) alone: both are slow to
 # rebuild and .pgjobs may hold a running server.
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pgjobs import commands
+from pgjobs import cli_help, cli_server, cli_worker, commands
 from pgjobs import log as pgjobs_log
 from pgjobs.cli_exit import OneLineErrors
 from pgjobs.cli_exit import run as _run
@@ -53,122 +53,20 @@ def migrate(dsn: str | None) -> None:
 
 @main.command()
 @_dsn_option
-@click.option("--processes", "-p", default=2, show_default=True, type=click.IntRange(1, 256))
-@click.option(
-    "--queues", "-q", default="default", show_default=True, help="Comma-separated queues to serve."
-)
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    help="Module that registers handlers with @pgjobs.job (repeatable).",
-)
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
-@click.option(
-    "--lease",
-    "lease_seconds",
-    default=30.0,
-    show_default=True,
-    type=float,
-    help="Seconds a claim stays valid without a heartbeat.",
-)
-@click.option(
-    "--grace",
-    "grace_seconds",
-    default=30.0,
-    show_default=True,
-    type=float,
-    help="On SIGTERM, seconds running jobs may take to finish.",
-)
-@click.option(
-    "--cancel-grace",
-    "cancel_grace_seconds",
-    default=5.0,
-    show_default=True,
-    type=float,
-    help="Seconds a canceled running job has to return before it is killed.",
-)
-@click.option(
-    "--poll",
-    "poll_seconds",
-    default=5.0,
-    show_default=True,
-    type=float,
-    help="Seconds between polls when no NOTIFY arrives (the safety net).",
-)
-@click.option("--no-listen", is_flag=True, help="Poll only (e.g. behind PgBouncer).")
-@click.option("--exit-when-idle", is_flag=True, help="Stop once no job is left to run.")
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve Prometheus metrics on this port (0: any free port, logged at start).",
-)
-@click.option(
-    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
-)
-@click.option(
-    "--prune-after",
-    default=None,
-    help="Delete finished jobs older than this (e.g. 30d), at start and daily.",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
-def worker(
-    dsn: str | None,
-    processes: int,
-    queues: str,
-    imports: tuple[str, ...],
-    batch_size: int,
-    lease_seconds: float,
-    grace_seconds: float,
-    cancel_grace_seconds: float,
-    poll_seconds: float,
-    no_listen: bool,
-    exit_when_idle: bool,
-    metrics_port: int | None,
-    metrics_host: str,
-    prune_after: str | None,
-    log_level: str,
-) -> None:
-    """Run a supervisor and N worker processes."""
-    _run(
-        lambda: commands.worker(
-            dsn,
-            processes=processes,
-            queues=queues,
-            imports=imports,
-            batch_size=batch_size,
-            lease_seconds=lease_seconds,
-            grace_seconds=grace_seconds,
-            cancel_grace_seconds=cancel_grace_seconds,
-            poll_seconds=poll_seconds,
-            listen=not no_listen,
-            exit_when_idle=exit_when_idle,
-            metrics_port=metrics_port,
-            metrics_host=metrics_host,
-            prune_after=prune_after,
-            log_level=log_level,
-        )
-    )
-
-
-@main.command()
-@_dsn_option
 @click.argument("job_type")
-@click.option("--payload", default="{}", help="JSON object.")
-@click.option("--org", "organization", default=None)
-@click.option("--queue", default=None)
-@click.option("--priority", type=int, default=None, help="0 critical .. 3 low.")
-@click.option("--delay", default=None, help="e.g. 30s, 5m, 2h, 1d.")
-@click.option("--dedup-key", default=None)
-@click.option("--depends-on", multiple=True, type=int)
-@click.option("--max-attempts", type=int, default=None)
-@click.option("--timeout", type=int, default=None, help="Seconds; 0 = none.")
+@click.option("--payload", default="{}", help="The handler's keyword arguments, a JSON object.")
+@click.option("--org", "organization", default=None, help="The job's organization (tenant).")
+@click.option("--queue", default=None, help="Queue (default: the job type's).")
+@click.option("--priority", type=int, default=None, help="0 critical .. 3 low (default: 2).")
+@click.option("--delay", default=None, help="Run no sooner than this from now: 30s, 5m, 2h, 1d.")
+@click.option("--dedup-key", default=None, help="A live job with this key makes this a no-op.")
+@click.option(
+    "--depends-on", multiple=True, type=int, help="Run after this job completes (repeatable)."
+)
+@click.option(
+    "--max-attempts", type=int, default=None, help="Attempts before dead (default: the type's)."
+)
+@click.option("--timeout", type=int, default=None, help="Seconds per attempt; 0 = none.")
 @click.option("--actor", default=None, help="Who creates the job (recorded as created_by).")
 def enqueue(
     dsn: str | None,
@@ -184,7 +82,11 @@ def enqueue(
     timeout: int | None,
     actor: str | None,
 ) -> None:
-    """Add a job; prints its id (and whether it was a duplicate) as JSON."""
+    """Add a job; print its id as JSON.
+
+    Prints {"id": ..., "duplicate": ...}: a live job with the same dedup key
+    is returned instead of a new one.
+    """
     _run(
         lambda: commands.enqueue(
             dsn,
@@ -215,13 +117,13 @@ def status(dsn: str | None, job_id: int, organization: str | None) -> None:
 
 @main.command(name="list")
 @_dsn_option
-@click.option("--org", "organization", default=None)
-@click.option("--state", default=None)
-@click.option("--type", "job_type", default=None)
-@click.option("--queue", default=None)
-@click.option("--since", type=click.DateTime(), default=None)
-@click.option("--until", type=click.DateTime(), default=None)
-@click.option("--limit", default=50, show_default=True, type=int)
+@click.option("--org", "organization", default=None, help="Act as this organization.")
+@click.option("--state", default=None, help="Only jobs in this state (e.g. dead).")
+@click.option("--type", "job_type", default=None, help="Only jobs of this type.")
+@click.option("--queue", default=None, help="Only jobs on this queue.")
+@click.option("--since", type=click.DateTime(), default=None, help="Created at or after.")
+@click.option("--until", type=click.DateTime(), default=None, help="Created before.")
+@click.option("--limit", default=50, show_default=True, type=int, help="Most jobs shown.")
 @click.option(
     "--after-id", type=int, default=None, help="Keyset: the last id of the previous page."
 )
@@ -259,10 +161,10 @@ def list_(
 @main.command()
 @_dsn_option
 @click.argument("job_id", type=int)
-@click.option("--org", "organization", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--org", "organization", default=None, help="Act as this organization.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def history(dsn: str | None, job_id: int, organization: str | None, as_json: bool) -> None:
-    """Every state change and attempt of a job."""
+    """Show every state change and attempt of a job."""
     _run(
         lambda: commands.history(
             dsn, job_id, click.echo, organization=organization, as_json=as_json
@@ -273,23 +175,19 @@ def history(dsn: str | None, job_id: int, organization: str | None, as_json: boo
 @main.command()
 @_dsn_option
 @click.argument("job_id", type=int)
-@click.option("--org", "organization", default=None)
-@click.option(
-    "--actor", default=None, help="Who cancels (a 'creator' cancel policy checks it)."
-)
+@click.option("--org", "organization", default=None, help="Act as this organization.")
+@click.option("--actor", default=None, help="Who cancels (a 'creator' cancel policy checks it).")
 def cancel(dsn: str | None, job_id: int, organization: str | None, actor: str | None) -> None:
-    """Cancel a job (exit 1 if it already finished or is not yours to cancel)."""
-    _run(
-        lambda: commands.cancel(dsn, job_id, click.echo, organization=organization, actor=actor)
-    )
+    """Cancel a job (exit 1 if finished or not yours to cancel)."""
+    _run(lambda: commands.cancel(dsn, job_id, click.echo, organization=organization, actor=actor))
 
 
 @main.command()
 @_dsn_option
 @click.argument("job_id", type=int, required=False)
-@click.option("--org", "organization", default=None)
+@click.option("--org", "organization", default=None, help="Act as this organization.")
 @click.option("--all-dead", is_flag=True, help="Requeue every dead job (see --type).")
-@click.option("--type", "job_type", default=None)
+@click.option("--type", "job_type", default=None, help="With --all-dead: only this type.")
 def retry(
     dsn: str | None,
     job_id: int | None,
@@ -310,11 +208,29 @@ def retry(
 
 
 @main.command()
-@click.option("--jobs", "count", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--processes", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--jobs",
+    "count",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Jobs to enqueue.",
+)
+@click.option(
+    "--processes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes.",
+)
 @_dsn_option
 def demo(count: int, processes: int, dsn: str | None) -> None:
-    """Embedded server, migrate, 1,000 jobs, a 2-process worker, the counts."""
+    """Run 1,000 demo jobs through a worker and show the counts.
+
+    Creates (or recreates) the database pgjobs_demo on the server pgjobs uses
+    (the embedded one without --dsn / PGJOBS_DSN), migrates it, enqueues jobs
+    of three types, runs a worker until they are done and prints the counts.
+    """
     _run(lambda: commands.demo(dsn, click.echo, count=count, processes=processes))
 
 
@@ -326,19 +242,23 @@ def demo(count: int, processes: int, dsn: str | None) -> None:
     default="table",
     show_default=True,
     type=click.Choice(["table", "json", "prometheus"]),
+    help="Tables for people, one JSON object, or Prometheus text.",
 )
-@click.option("--org", "organization", default=None)
+@click.option("--org", "organization", default=None, help="Act as this organization.")
 def metrics(dsn: str | None, fmt: str, organization: str | None) -> None:
-    """Queue depth, processing times, failure rates, workers, Postgres health."""
+    """Show queue depth, timings, failures and workers.
+
+    And Postgres health: jobs' dead tuples, oldest transaction, NOTIFY queue use.
+    """
     _run(lambda: commands.metrics(dsn, click.echo, fmt=fmt, organization=organization))
 
 
 @main.command(name="dead-letter")
 @_dsn_option
-@click.option("--org", "organization", default=None)
-@click.option("--type", "job_type", default=None)
-@click.option("--limit", default=50, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--org", "organization", default=None, help="Act as this organization.")
+@click.option("--type", "job_type", default=None, help="Only jobs of this type.")
+@click.option("--limit", default=50, show_default=True, type=int, help="Most jobs shown.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def dead_letter(
     dsn: str | None, organization: str | None, job_type: str | None, limit: int, as_json: bool
 ) -> None:
@@ -357,8 +277,8 @@ def dead_letter(
 
 @main.command()
 @_dsn_option
-@click.option("--org", "organization", default=None)
-@click.option("--job", "job_id", type=int, default=None)
+@click.option("--org", "organization", default=None, help="Act as this organization.")
+@click.option("--job", "job_id", type=int, default=None, help="Only events of this job.")
 @click.option(
     "--timeout", type=float, default=None, help="Stop after this many seconds without an event."
 )
@@ -376,16 +296,25 @@ def listen(
 @main.command()
 @_dsn_option
 @click.argument("job_id", type=int)
-@click.option("--org", "organization", default=None)
+@click.option("--org", "organization", default=None, help="Act as this organization.")
 def watch(dsn: str | None, job_id: int, organization: str | None) -> None:
-    """A live progress bar until the job ends (exit 0 completed, 1 dead or canceled)."""
+    """Show a live progress bar until the job ends.
+
+    Exits 0 when the job completes, 1 when it ends dead or canceled.
+    """
     _run(lambda: commands.watch(dsn, job_id, click.echo, organization=organization))
 
 
 @main.command()
 @_dsn_option
-@click.option("--older-than", required=True, help="e.g. 30d, 12h.")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--older-than", required=True, help="Finished longer ago than this: e.g. 30d, 12h.")
+@click.option(
+    "--batch-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Jobs deleted per transaction.",
+)
 def prune(dsn: str | None, older_than: str, batch_size: int) -> None:
     """Delete finished jobs and their history, in short batches."""
     _run(lambda: commands.prune(dsn, click.echo, older_than=older_than, batch_size=batch_size))
@@ -394,7 +323,13 @@ def prune(dsn: str | None, older_than: str, batch_size: int) -> None:
 @main.command()
 @_dsn_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8465, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port",
+    default=8465,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
 @click.option(
     "--allow-actions", is_flag=True, help="Allow enqueue, cancel and retry (default: read-only)."
 )
@@ -412,8 +347,15 @@ def dashboard(dsn: str | None, host: str, port: int, allow_actions: bool) -> Non
             dsn, click.echo, host=host, port=port, allow_actions=allow_actions
         )
     )
+
+
 # Periodic jobs (pgjobs/schedules/cli.py).
 schedule_commands.register(main, _run, _dsn_option)
+
+
+cli_worker.attach(main, _run, _dsn_option)
+cli_server.attach(main, _run, _dsn_option)
+cli_help.add_examples(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,8 @@ from typing import NoReturn
 import click
 import psycopg
 
+from pgjobs import diagnose
+from pgjobs.diagnose import SetupError
 from pgjobs.errors import AccessDenied, InvalidJob, InvalidTransition, JobNotFound, PgJobsError
 from pgjobs.terminal import printable
 
@@ -37,11 +39,14 @@ def run(fn: Callable[[], int | None]) -> None:
         _fail(EXIT_USAGE, str(exc))
     except (InvalidTransition, JobNotFound, AccessDenied) as exc:
         _fail(EXIT_JOB_FAILURE, str(exc))
-    except psycopg.OperationalError as exc:
-        # Above all a --dsn / PGJOBS_DSN that does not connect: an input error.
-        _fail(EXIT_USAGE, f"database: {exc}")
+    except SetupError as exc:
+        _fail(EXIT_USAGE, str(exc))
     except psycopg.Error as exc:
-        _fail(EXIT_JOB_FAILURE, f"database: {exc.diag.message_primary or exc}")
+        # A bad DSN, a database never migrated: one line saying what to do.
+        message = diagnose.explain(exc)
+        if message is not None:
+            _fail(EXIT_USAGE, message)
+        _database_failure(exc)
     except PgJobsError as exc:
         _fail(EXIT_JOB_FAILURE, str(exc))
     except Exception as exc:
@@ -52,6 +57,13 @@ def run(fn: Callable[[], int | None]) -> None:
             f"{type(exc).__name__}: {exc} (set PGJOBS_DEBUG=1 for the traceback)",
         )
     sys.exit(code or 0)
+
+
+def _database_failure(exc: psycopg.Error) -> NoReturn:
+    if isinstance(exc, psycopg.OperationalError):
+        # Above all a --dsn / PGJOBS_DSN that does not connect: an input error.
+        _fail(EXIT_USAGE, f"database: {exc}")
+    _fail(EXIT_JOB_FAILURE, f"database: {exc.diag.message_primary or exc}")
 
 
 class OneLineErrors(click.Group):

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs import db, jobs
+from pgjobs import db, diagnose, jobs, startup
 from pgjobs import migrate as migrate_mod
 from pgjobs.enqueue import enqueue as add_job
 from pgjobs.errors import InvalidJob
@@ -55,7 +55,14 @@ def migrate(dsn: str | None, echo: Echo) -> int:
     return 0
 
 
-def worker(dsn: str | None, *, queues: str, imports: Sequence[str], **settings: Any) -> int:
+def worker(
+    dsn: str | None,
+    *,
+    queues: str,
+    imports: Sequence[str],
+    wait_for_database: float | None = None,
+    **settings: Any,
+) -> int:
     from pgjobs.worker.config import WorkerConfig
     from pgjobs.worker.supervisor import run
 
@@ -63,13 +70,24 @@ def worker(dsn: str | None, *, queues: str, imports: Sequence[str], **settings: 
     prune_after = settings.pop("prune_after", None)
     if prune_after is not None:
         settings["prune_after_seconds"] = parse_duration(prune_after)
-    cfg = WorkerConfig(
-        dsn=db.resolve_dsn(dsn),
-        queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
-        imports=tuple(imports),
-        **settings,
-    )
+    resolved = db.resolve_dsn(dsn)
+    served = tuple(q.strip() for q in queues.split(",") if q.strip())
+    startup.import_modules(imports)
+    if wait_for_database is None and settings.get("exit_when_idle"):
+        wait_for_database = WAIT_WHEN_EXITING_IDLE
+    diagnose.wait_for_database(resolved, timeout=wait_for_database)
+    startup.check_worker(resolved, served, imports)
+    cfg = WorkerConfig(dsn=resolved, queues=served, imports=tuple(imports), **settings)
     return run(cfg, log_level=log_level)
+
+
+# How long `worker --exit-when-idle` waits for an unreachable database before
+# giving up: a batch run or a test must end, not retry for ever.
+WAIT_WHEN_EXITING_IDLE = 30.0
+
+
+def register(dsn: str | None, imports: Sequence[str], echo: Echo) -> int:
+    return startup.register(db.resolve_dsn(dsn), imports, echo)
 
 
 def enqueue(
@@ -322,9 +340,12 @@ def listen(
 ) -> int:
     from pgjobs.notify import subscribe
 
-    for event in subscribe(
-        db.resolve_dsn(dsn), organization=organization, job_id=job_id, timeout=timeout
-    ):
+    resolved = db.resolve_dsn(dsn)
+    # LISTEN works on any database, so without this check an unmigrated one
+    # would print nothing, for ever, and exit 0.
+    with psycopg.connect(resolved) as conn:
+        diagnose.require_schema(conn, resolved)
+    for event in subscribe(resolved, organization=organization, job_id=job_id, timeout=timeout):
         echo(json.dumps(event, ensure_ascii=False))
     return 0
 

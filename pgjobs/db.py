@@ -52,9 +52,50 @@ def resolve_dsn(dsn: str | None = None) -> str:
 
 
 def default_home() -> Path:
-    """``PGJOBS_HOME`` or ``./.pgjobs``: per project, like a virtualenv, so two
-    checkouts never share (or clobber) one another's jobs."""
-    return Path(os.environ.get(HOME_ENV) or ".pgjobs").expanduser().resolve()
+    """``PGJOBS_HOME``, else one directory per user: ``$XDG_DATA_HOME/pgjobs``
+    (``~/.local/share/pgjobs``), or ``/var/lib/pgjobs`` for root.
+
+    Per user, not per working directory: a home under ``./.pgjobs`` started one
+    more server in every directory a command ran from. Root is the exception
+    because the server then runs as an unprivileged OS user of its own
+    (pgjobs.embedded), which must be able to reach the data: ``/root`` is closed
+    to it, and pgjobs opens no directory it did not make.
+    A project that wants a server of its own sets ``PGJOBS_HOME``.
+    """
+    override = os.environ.get(HOME_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    if os.geteuid() == 0:
+        return Path("/var/lib/pgjobs")
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return (Path(data_home) / "pgjobs").expanduser().resolve()
+
+
+def embedded_info(data_dir: Path | None = None) -> PostmasterInfo | None:
+    """The running embedded server on ``data_dir`` (default ``<home>/pgdata``), or
+    None; never starts one (``pgjobs server status``)."""
+    pgdata = _pgdata(data_dir)
+    if not pgdata.exists():
+        return None
+    with _locked(pgdata.parent / "lock"):
+        return _running_postmaster(pgdata)
+
+
+def embedded_pgdata(data_dir: Path | None = None) -> Path:
+    """The data directory the embedded server uses (``<home>/pgdata`` by default)."""
+    return _pgdata(data_dir)
+
+
+def is_embedded(dsn: str) -> bool:
+    """Whether ``dsn`` points at the embedded server of the current home."""
+    host = conninfo_to_dict(dsn).get("host") or ""
+    info = embedded_info()
+    return info is not None and info.socket_dir is not None and host == str(info.socket_dir)
+
+
+def dsn_for_info(info: PostmasterInfo) -> str:
+    """The DSN of a running embedded server's ``postgres`` database."""
+    return _dsn_for(info)
 
 
 def embedded_dsn(data_dir: Path | None = None) -> str:

@@ -66,6 +66,7 @@ def run(
     )
     with psycopg.connect(dsn) as conn:
         pgjobs.enqueue_many(conn, batch)
+    echo(f"database {DEMO_DATABASE}: {where(server_dsn)}")
     echo(f"enqueued {len(batch)} jobs; running a {processes}-process worker until done")
     started = time.monotonic()
     cfg = WorkerConfig(
@@ -83,4 +84,14 @@ def run(
     echo("jobs per type and state:")
     for job_type, state_name, n in by_type:
         echo(f"  {job_type:<16} {state_name:<10} {n:>6}")
+    echo(f'look inside: psql "$(pgjobs server url --database {DEMO_DATABASE})"')
     return code
+
+
+def where(server_dsn: str) -> str:
+    """The demo database's server in words: the embedded one or the DSN's host."""
+    from pgjobs import diagnose
+
+    if db.is_embedded(server_dsn):
+        return f"on the embedded server ({db.embedded_pgdata()})"
+    return f"on {diagnose.describe(server_dsn).rsplit('/', 1)[0]}"

@@ -17,6 +17,20 @@ class InvalidJob(PgJobsError, ValueError):
     """Bad input to enqueue or registration; nothing was written."""
 
 
+class UnknownJobType(InvalidJob):
+    """Enqueue of a job type the database has never been told about."""
+
+
+# What to do about an unknown type: the type reaches the database only when a
+# process that imported its @pgjobs.job handler enqueues it, a worker starts
+# with it, or `pgjobs register` writes it.
+UNKNOWN_TYPE_HINT = (
+    "register it first: import the module with its @pgjobs.job handler before "
+    "enqueueing (the first enqueue writes the type), run `pgjobs register --import "
+    "<module>`, or start a worker with `--import <module>`"
+)
+
+
 class JobNotFound(PgJobsError, LookupError):
     """No such job, or not visible to the current organization."""
 
@@ -62,7 +76,10 @@ def translated() -> Iterator[None]:
     except psycopg.Error as exc:
         state = exc.sqlstate or ""
         if state == _INVALID_JOB:
-            raise InvalidJob(_message(exc)) from exc
+            message = _message(exc)
+            if message.startswith("unknown job type"):
+                raise UnknownJobType(f"{message}: {UNKNOWN_TYPE_HINT}") from exc
+            raise InvalidJob(message) from exc
         if state == _NOT_FOUND:
             raise JobNotFound(_message(exc)) from exc
         if state == _BAD_STATE:

@@ -1,4 +1,5 @@
-"""Loads the SQL that lives in ``sql/``: migrations and named runtime queries.
+"""Loads the SQL that lives in ``sql/``: the current schema, the migrations and
+the named runtime queries.
 
 Python holds no SQL text; it asks for a query by name (``query("job_claim")``).
 """
@@ -12,10 +13,16 @@ from typing import Any, LiteralString, NamedTuple
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_SCHEMA_FILE = re.compile(r"^(\d{2})_([a-z0-9_]+)\.sql$")
 
 
 class Migration(NamedTuple):
     version: int
+    name: str
+    sql: str
+
+
+class SchemaFile(NamedTuple):
     name: str
     sql: str
 
@@ -71,4 +78,17 @@ def migrations() -> tuple[Migration, ...]:
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise ValueError("pgjobs: two migrations share a number")
+    return tuple(found)
+
+
+@functools.cache
+def schema() -> tuple[SchemaFile, ...]:
+    """The files of ``sql/schema/`` in the order they apply (``NN_concern.sql``)."""
+    found = []
+    for path in sorted((sql_dir() / "schema").glob("*.sql")):
+        if not _SCHEMA_FILE.match(path.name):
+            raise ValueError(f"pgjobs: schema file {path.name!r} is not NN_name.sql")
+        found.append(SchemaFile(path.stem, path.read_text()))
+    if not found:
+        raise FileNotFoundError("pgjobs: sql/schema/ holds no files")
     return tuple(found)

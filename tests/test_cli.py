@@ -361,5 +361,5 @@ def test_unknown_command_is_a_usage_error(typed: str) -> None:
 def test_a_database_that_cannot_be_reached_is_a_one_line_usage_error(server_dsn: str) -> None:
     missing = db.with_dbname(server_dsn, f"pgjobs_test_absent_{secrets.token_hex(4)}")
     stderr = refused(missing, USAGE, "status", "1")
-    assert stderr.startswith("error: database:"), stderr
+    assert stderr.startswith("error: cannot connect to PostgreSQL"), stderr
     assert "does not exist" in stderr

@@ -88,12 +88,26 @@ def test_empty_dsn_and_empty_environment_count_as_unset(monkeypatch: pytest.Monk
     assert db.resolve_dsn("") == "dbname=embedded"
 
 
-def test_default_home_is_a_directory_under_the_current_one(
+def test_default_home_is_one_per_user_whatever_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # It was ./.pgjobs: every directory a command ran from got a server of its own.
     monkeypatch.delenv(db.HOME_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert db.default_home() == tmp_path.resolve() / ".pgjobs"
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setattr(db.os, "geteuid", lambda: 1000)
+    homes = set()
+    for cwd in (tmp_path / "a", tmp_path / "b"):
+        cwd.mkdir()
+        monkeypatch.chdir(cwd)
+        homes.add(db.default_home())
+    assert homes == {(tmp_path / "user" / ".local" / "share" / "pgjobs").resolve()}
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert db.default_home() == (tmp_path / "xdg" / "pgjobs").resolve()
+    # Root's server runs as another account that must be able to reach its data.
+    monkeypatch.setattr(db.os, "geteuid", lambda: 0)
+    assert db.default_home() == Path("/var/lib/pgjobs")
     monkeypatch.setenv(db.HOME_ENV, str(tmp_path / "elsewhere"))
     assert db.default_home() == tmp_path / "elsewhere"
 

@@ -104,7 +104,7 @@ def register(
     @click.option("--org", "organization", default=None, help="Only this organization's.")
     @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
     def schedules_cmd(dsn: str | None, organization: str | None, as_json: bool) -> None:
-        """List schedules: next and last fire, and the state of the last job.
+        """List schedules, their next and last fire and last job.
 
         \b
         Example:
@@ -173,7 +173,7 @@ def register(
 
     helps = {
         "pause": (
-            "Stop a schedule firing (ticks missed meanwhile count as downtime).",
+            "Stop a schedule firing (missed ticks count as downtime).",
             "pgjobs pause nightly-report --org acme",
         ),
         "resume": (
@@ -181,7 +181,7 @@ def register(
             "pgjobs resume nightly-report --org acme",
         ),
         "trigger": (
-            "Make one job from a schedule now, without moving the schedule.",
+            "Make one job from a schedule now (its next fire stays).",
             "pgjobs trigger nightly-report --org acme",
         ),
         "unschedule": (

@@ -98,7 +98,7 @@ select extract(epoch from min(x.run_at) - now()) as seconds
 -- name: job_active_count
 -- Unfinished jobs in these queues (waiting jobs included).
 select count(*) from pgjobs.jobs
- where state in ('waiting', 'queued', 'running', 'retrying') and queue = any(%(queues)s);
+ where not pgjobs.is_finished(state) and queue = any(%(queues)s);
 
 -- name: job_complete_many
 -- Ends successful attempts; a job whose cancel was requested meanwhile ends canceled.
@@ -118,20 +118,14 @@ returning j.id, j.state;
 
 -- name: job_fail_many
 -- Ends failed attempts: retrying after a backoff while attempts remain, dead
--- when they are spent or the error is permanent, canceled if cancel was asked.
+-- when they are spent or the error is permanent, canceled if cancel was asked
+-- (pgjobs.failed_attempt).
 update pgjobs.jobs j
-   set state = case when j.cancel_requested_at is not null or f.error_class = 'canceled'
-                        then 'canceled'
-                    when f.permanent or j.attempt >= j.max_attempts then 'dead'
-                    else 'retrying' end,
-       run_at = case when j.cancel_requested_at is null and f.error_class <> 'canceled'
-                          and not f.permanent and j.attempt < j.max_attempts
-                     then coalesce(%(now)s, now())
-                          + pgjobs.retry_delay(j.attempt, t.retry_base_seconds, t.retry_cap_seconds)
-                     else j.run_at end,
-       finished_at = case when j.cancel_requested_at is not null or f.error_class = 'canceled'
-                               or f.permanent or j.attempt >= j.max_attempts
-                          then coalesce(%(now)s, now()) end,
+   set (state, run_at, finished_at) = row((pgjobs.failed_attempt(
+           cancel_requested => j.cancel_requested_at is not null or f.error_class = 'canceled',
+           permanent => f.permanent, attempt => j.attempt, max_attempts => j.max_attempts,
+           run_at => j.run_at, retry_base_seconds => t.retry_base_seconds,
+           retry_cap_seconds => t.retry_cap_seconds, now => coalesce(%(now)s, now()))).*),
        last_error = f.message, last_error_class = f.error_class, last_traceback = f.traceback,
        last_duration_ms = f.duration_ms, lease_expires_at = null
   from unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(error_classes)s::text[],
@@ -195,17 +189,14 @@ update pgjobs.jobs
 
 -- name: lease_rescue
 -- Jobs whose worker stopped renewing the lease: the attempt counts, retry
--- policy applies. One rescuer at a time, by a transaction advisory lock.
+-- policy applies (pgjobs.failed_attempt). One rescuer at a time, by a
+-- transaction advisory lock.
 update pgjobs.jobs j
-   set state = case when j.cancel_requested_at is not null then 'canceled'
-                    when j.attempt >= j.max_attempts then 'dead'
-                    else 'retrying' end,
-       run_at = case when j.cancel_requested_at is null and j.attempt < j.max_attempts
-                     then coalesce(%(now)s, now())
-                          + pgjobs.retry_delay(j.attempt, t.retry_base_seconds, t.retry_cap_seconds)
-                     else j.run_at end,
-       finished_at = case when j.cancel_requested_at is not null or j.attempt >= j.max_attempts
-                          then coalesce(%(now)s, now()) end,
+   set (state, run_at, finished_at) = row((pgjobs.failed_attempt(
+           cancel_requested => j.cancel_requested_at is not null, permanent => false,
+           attempt => j.attempt, max_attempts => j.max_attempts,
+           run_at => j.run_at, retry_base_seconds => t.retry_base_seconds,
+           retry_cap_seconds => t.retry_cap_seconds, now => coalesce(%(now)s, now()))).*),
        last_error = 'lease expired: worker ' || coalesce(j.worker, '?') || ' stopped renewing it',
        last_error_class = 'lease_expired', last_traceback = null, last_duration_ms = null,
        lease_expires_at = null

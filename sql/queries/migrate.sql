@@ -1,11 +1,13 @@
 -- Statements of the migration runner (pgjobs/migrate.py).
 
--- name: migration_lock
--- Serializes concurrent migrate runs on one database.
-select pg_advisory_lock(%(key)s);
+-- name: migration_server_version
+select current_setting('server_version_num')::int;
 
--- name: migration_unlock
-select pg_advisory_unlock(%(key)s);
+-- name: migration_ledger_lock
+-- Concurrent migrate runs take turns here, one step's transaction at a time.
+-- EXCLUSIVE conflicts with every writer and locker of the ledger but not with
+-- its readers, and only a role that may write the ledger may take it.
+lock table pgjobs.schema_migrations in exclusive mode;
 
 -- name: migration_table_exists
 select to_regclass('pgjobs.schema_migrations') is not null as present;

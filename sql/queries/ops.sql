@@ -44,7 +44,7 @@ select (select n_dead_tup from pg_stat_user_tables
 -- and their history.
 with doomed as (
     select id from pgjobs.jobs
-     where state in ('completed', 'dead', 'canceled')
+     where pgjobs.is_finished(state)  -- inlined: matches jobs_finished_idx
        and finished_at < now() - make_interval(secs => %(older_than_seconds)s)
      order by finished_at
      limit %(batch_size)s

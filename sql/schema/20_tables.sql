@@ -1,0 +1,192 @@
+-- The tables: job types, jobs, history, dedup keys, rate windows and worker
+-- processes, with the indexes each reader needs.
+
+-- Input limits (0010): the tables' constraints and the insert trigger use them.
+-- statement_timeout holds at most 2,147,483 s and the worker adds a 1 s margin.
+create function pgjobs.max_timeout_seconds() returns int
+language sql immutable parallel safe as $$ select 2000000 $$;
+
+create function pgjobs.max_attempts_limit() returns int
+language sql immutable parallel safe as $$ select 1000 $$;
+
+-- A job type, queue or organization name: 1-200 characters, none of them a
+-- control character (C0, DEL, C1), so a name prints as itself and its JSON
+-- form in a NOTIFY is at most 4 bytes a character.
+create function pgjobs.name_ok(name text) returns boolean
+language sql immutable parallel safe as $$
+    select length(name) between 1 and 200 and name !~ '[\x01-\x1f\x7f-\x9f]'
+$$;
+
+-- Job types are data: defaults for every job of the type, and its handler.
+create table pgjobs.job_types (
+    name                 text primary key check (name <> '' and length(name) <= 200),
+    handler              text not null check (handler ~ '^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$'),
+    queue                text not null default 'default' check (queue <> '' and length(queue) <= 200),
+    priority             smallint not null default 2 check (priority between 0 and 3),
+    max_attempts         int not null default 5 check (max_attempts >= 1),
+    timeout_seconds      int not null default 300 check (timeout_seconds >= 0),  -- 0 = no timeout
+    dedup_window_seconds int not null default 0 check (dedup_window_seconds >= 0),  -- 0 = off
+    dedup_by_payload     boolean not null default false,
+    rate_limit           int check (rate_limit >= 0),                           -- NULL = unlimited
+    rate_period_seconds  int not null default 60 check (rate_period_seconds > 0),
+    retry_base_seconds   double precision not null default 1 check (retry_base_seconds >= 0),
+    retry_cap_seconds    double precision not null default 3600 check (retry_cap_seconds >= 0),
+    enabled              boolean not null default true,
+    created_at           timestamptz not null default now(),
+    updated_at           timestamptz not null default now(),
+    -- Who may cancel a job of this type: any member of its organization, or
+    -- only the actor who created it (and pgjobs_admin).
+    cancel_policy        text not null default 'organization'
+        constraint job_types_cancel_policy_check check (cancel_policy in ('organization', 'creator')),
+    constraint job_types_limits_check check (
+        pgjobs.name_ok(name) and pgjobs.name_ok(queue)
+        and max_attempts between 1 and pgjobs.max_attempts_limit()
+        and timeout_seconds <= pgjobs.max_timeout_seconds()
+        and dedup_window_seconds <= 3650 * 86400
+        and rate_period_seconds <= 3650 * 86400
+        and retry_base_seconds <= 365 * 86400 and retry_cap_seconds <= 365 * 86400)
+);
+
+create table pgjobs.jobs (
+    -- Drawn from pgjobs.jobs_id_seq by the insert trigger, never taken from the
+    -- caller: the worker finds jobs by id alone, so a tenant that could choose
+    -- an id could make another organization's job share it.
+    id                  bigint not null,
+    job_type            text not null,
+    organization        text,                       -- NULL: a system job
+    queue               text not null,
+    priority            smallint not null,
+    payload             jsonb not null default '{}',
+    state               text not null default 'queued',
+    run_at              timestamptz not null default now(),
+    attempt             int not null default 0,
+    max_attempts        int not null,
+    timeout_seconds     int not null,
+    dedup_key           text,
+    depends_on          bigint[],
+    progress            numeric,
+    progress_message    text,
+    checkpoint          jsonb,
+    result              jsonb,
+    last_error          text,
+    created_at          timestamptz not null default now(),
+    started_at          timestamptz,
+    finished_at         timestamptz,
+    canceled_by         text,
+    -- internal: the attempt in flight and how the last one ended
+    cancel_requested_at timestamptz,
+    worker              text,
+    lease_token         bigint,
+    lease_expires_at    timestamptz,
+    last_error_class    text,
+    last_traceback      text,
+    last_duration_ms    double precision,
+    created_by          text default pgjobs.current_actor(),  -- NULL: made before it was recorded
+    constraint jobs_state_check check (state in
+        ('waiting', 'queued', 'running', 'retrying', 'completed', 'dead', 'canceled')),
+    -- Every other rule on a row's values in one constraint: Postgres reads and
+    -- prepares each CHECK of a table for every statement that writes it.
+    -- Cheap tests only, since every claim and completion evaluates them again;
+    -- names' characters and payloads are the triggers' (40_enqueue.sql).
+    constraint jobs_values_check check (
+        priority between 0 and 3
+        and max_attempts between 1 and pgjobs.max_attempts_limit()
+        and timeout_seconds between 0 and pgjobs.max_timeout_seconds()
+        and (progress is null or progress between 0 and 100)
+        and (state <> 'running' or lease_token is not null)
+        and attempt >= 0
+        and run_at > '0001-01-02 00:00:00+00' and run_at < '9999-12-30 00:00:00+00'
+        and length(job_type) between 1 and 200 and length(queue) between 1 and 200
+        and (organization is null or length(organization) between 1 and 200)
+        and (dedup_key is null or octet_length(dedup_key) <= 1000)
+        and (depends_on is null or cardinality(depends_on) <= 1000)),
+    -- Every unique index starts with the organization, so no tenant can
+    -- collide with, or probe for, another's rows. Ids come from one sequence, so
+    -- they are unique across organizations as well; jobs_id_idx finds one by id.
+    constraint jobs_organization_id_key unique nulls not distinct (organization, id)
+)
+-- Every claim and completion leaves a dead row version behind: vacuum the jobs
+-- table after a few thousand of them rather than a fifth of the table, or the
+-- claim's index fills with dead entries it must step over.
+with (autovacuum_vacuum_scale_factor = 0.0,
+      autovacuum_vacuum_threshold = 5000,
+      autovacuum_vacuum_cost_delay = 0);
+
+create sequence pgjobs.jobs_id_seq as bigint owned by pgjobs.jobs.id;
+
+-- The claim reads only runnable rows: finished jobs cost it nothing.
+create index jobs_runnable_idx on pgjobs.jobs (priority, run_at, id)
+    where state in ('queued', 'retrying');
+-- The rescuer reads only running rows.
+create index jobs_running_lease_idx on pgjobs.jobs (lease_expires_at)
+    where state = 'running';
+-- Parents find their waiting children.
+create index jobs_waiting_parents_idx on pgjobs.jobs using gin (depends_on)
+    where state = 'waiting';
+-- Lookups by id (the unique key above serves listing per organization).
+create index jobs_id_idx on pgjobs.jobs (id);
+-- Retention finds old finished rows. The states are pgjobs.is_finished's
+-- (30_state_machine.sql): the planner inlines that function, so a query that
+-- filters with it matches this predicate.
+create index jobs_finished_idx on pgjobs.jobs (finished_at)
+    where state in ('completed', 'dead', 'canceled');
+
+-- One token per claim: a worker's statements on a job name the token of the
+-- claim they belong to, so a lease lost and claimed again is never ended twice.
+create sequence pgjobs.lease_token_seq;
+
+-- One row per state change and per finished attempt.
+create table pgjobs.job_events (
+    id            bigint generated always as identity,  -- order of events
+    job_id        bigint not null,
+    organization  text,
+    job_type      text not null,
+    attempt       int not null,
+    from_state    text,
+    to_state      text not null,
+    worker        text,
+    error_class   text,
+    message       text,
+    traceback     text,
+    duration_ms   double precision,
+    at            timestamptz not null default now(),
+    -- Who made the change: a column default, so every writer of history
+    -- records the actor of the transaction that moved the job.
+    actor         text default pgjobs.current_actor()
+);
+create index job_events_job_idx on pgjobs.job_events (job_id, id);
+-- Time windows (views, retention): rows arrive in time order, so a BRIN index
+-- serves them at a fraction of a btree's cost per insert.
+create index job_events_at_idx on pgjobs.job_events using brin (at);
+
+-- Dedup: one row per live key. The primary key makes concurrent identical
+-- enqueues race-free; a key is taken over only once its job is finished and
+-- its window has passed (ON CONFLICT ... DO UPDATE ... WHERE).
+create table pgjobs.dedup_keys (
+    organization text not null,          -- '' for system jobs
+    job_type     text not null,
+    dedup_key    text not null,
+    job_id       bigint not null,
+    active       boolean not null,       -- the job is not finished yet
+    expires_at   timestamptz not null,   -- created_at + dedup window
+    primary key (organization, job_type, dedup_key)
+);
+
+-- Rate limiting: a fixed window per (organization, job type), counted at claim.
+create table pgjobs.rate_windows (
+    organization text not null,          -- '' for system jobs
+    job_type     text not null,
+    window_start timestamptz not null,
+    used         int not null,
+    primary key (organization, job_type)
+);
+
+-- Worker processes and their heartbeats (pgjobs.workers is the view).
+create table pgjobs.worker_processes (
+    name         text primary key,
+    host         text not null,
+    pid          int not null,
+    queues       text[] not null,
+    started_at   timestamptz not null default now(),
+    heartbeat_at timestamptz not null default now()
+);

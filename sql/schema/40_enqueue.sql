@@ -1,0 +1,489 @@
+-- Enqueue: one trigger serves pgjobs.enqueue(), pgjobs.enqueue_jobs() and a
+-- plain INSERT alike.
+
+-- Limits on what a payload may be (bytes of its jsonb form).
+create function pgjobs.max_payload_bytes() returns int
+language sql immutable as $$ select 1048576 $$;
+
+-- The dedup key of a job type with dedup_by_payload: a hash of the payload's
+-- canonical jsonb text. One definition for the trigger and the lookups.
+create function pgjobs.payload_key(payload jsonb) returns text
+language sql immutable parallel safe as $$
+    select encode(sha256(convert_to(coalesce(payload, '{}')::text, 'UTF8')), 'hex')
+$$;
+
+-- Bad input, raised as SQLSTATE PJ001 (pgjobs.InvalidJob in Python).
+create function pgjobs.invalid_job(message text) returns void
+language plpgsql as $$
+begin
+    raise exception '%', message using errcode = 'PJ001';
+end
+$$;
+
+-- The side channel between the insert trigger and enqueue_jobs: a row the
+-- trigger skips as a duplicate returns nothing to the INSERT, so the trigger
+-- notes the row's input position (which enqueue_jobs passes as its id) in a
+-- transaction-local setting, and enqueue_jobs takes the list after its INSERT.
+create function pgjobs.skipped_input_note(input bigint) returns void
+language plpgsql as $$
+begin
+    perform set_config('pgjobs.skipped_inputs',
+                       coalesce(current_setting('pgjobs.skipped_inputs', true), '')
+                       || input || ',', true);
+end
+$$;
+
+-- The input positions noted since the last take, in the order noted; forgets them.
+create function pgjobs.skipped_inputs_take() returns bigint[]
+language plpgsql as $$
+declare
+    noted text := current_setting('pgjobs.skipped_inputs', true);
+begin
+    perform set_config('pgjobs.skipped_inputs', '', true);
+    return coalesce(string_to_array(rtrim(noted, ','), ',')::bigint[], '{}');
+end
+$$;
+
+-- "No organization set" is its own SQLSTATE, PJ004: a caller's setup bug
+-- (scope the transaction, see pgjobs.tenant), told apart from a refusal
+-- (42501) by programs in any language. Triggers of one event fire in name
+-- order, so this one runs before jobs_before_insert and an unscoped session
+-- gets PJ004 before anything else is looked at; its WHEN clause keeps scoped
+-- sessions (every tenant's enqueue) from entering PL/pgSQL at all. Workers and
+-- admins, who may enqueue system jobs and any organization's jobs without a
+-- scope, pass.
+create function pgjobs.jobs_authorize_insert() returns trigger
+language plpgsql as $$
+begin
+    if not pgjobs.sees_all() then
+        raise exception 'pgjobs: this session is scoped to no organization'
+            using errcode = 'PJ004',
+                  hint = 'set it in the same transaction: select set_config('
+                         '''pgjobs.organization'', <organization>, true), or pgjobs.tenant() '
+                         'in Python';
+    end if;
+    return new;
+end
+$$;
+
+create trigger jobs_authorize_insert
+    before insert on pgjobs.jobs
+    for each row
+    when (pgjobs.current_organization() is null)
+    execute function pgjobs.jobs_authorize_insert();
+
+-- Every new row of jobs comes through here, whoever inserts it
+-- (pgjobs.enqueue, enqueue_jobs or a plain INSERT), in named steps: the job
+-- type, the scope, the type's defaults, validation, dependencies, the id,
+-- dedup and the wake-up. The steps are blocks of one function, not functions
+-- of their own, so a row pays for no extra call.
+-- The owner's rights (90_security.sql): it takes dedup keys and locks parents
+-- FOR SHARE for sessions that may do neither themselves.
+create function pgjobs.jobs_before_insert() returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    t     pgjobs.job_types;
+    scope text := pgjobs.current_organization();
+    given bigint := new.id;  -- enqueue_jobs puts the input's position here
+begin
+    <<job_type>>
+    begin
+        select * into t from pgjobs.job_types where name = new.job_type;
+        if not found then
+            perform pgjobs.invalid_job(format('unknown job type %L', new.job_type));
+        end if;
+        if not t.enabled then
+            perform pgjobs.invalid_job(format('job type %L is disabled', new.job_type));
+        end if;
+        if new.state is distinct from 'queued' then
+            perform pgjobs.invalid_job(format('a new job starts queued, not %L', new.state));
+        end if;
+    end job_type;
+
+    -- A scoped session writes its own organization's jobs only. Checked before
+    -- any dedup key or dependency is read, so naming another organization
+    -- fails the same way whatever that organization holds.
+    <<scope>>
+    begin
+        new.organization := coalesce(new.organization, scope);
+        if new.organization is distinct from scope or new.organization is null then
+            if not pgjobs.sees_all() then
+                raise exception '%', case when scope is null
+                    then 'pgjobs: this session is scoped to no organization (see pgjobs.tenant)'
+                    else format('pgjobs: organization %L is outside this session''s scope',
+                                new.organization) end
+                    using errcode = 'insufficient_privilege';
+            end if;
+        end if;
+    end scope;
+
+    <<type_defaults>>
+    begin
+        new.queue           := coalesce(new.queue, t.queue);
+        new.priority        := coalesce(new.priority, t.priority);
+        new.max_attempts    := coalesce(new.max_attempts, t.max_attempts);
+        new.timeout_seconds := coalesce(new.timeout_seconds, t.timeout_seconds);
+        new.payload         := coalesce(new.payload, '{}');
+        new.run_at          := coalesce(new.run_at, now());
+        new.created_at      := now();
+        new.attempt         := 0;
+    end type_defaults;
+
+    <<validation>>
+    begin
+        if new.priority not between 0 and 3 then
+            perform pgjobs.invalid_job(format('priority must be 0-3, got %s', new.priority));
+        end if;
+        if new.max_attempts < 1 then
+            perform pgjobs.invalid_job(format('max_attempts must be at least 1, got %s', new.max_attempts));
+        end if;
+        if new.timeout_seconds < 0 then
+            perform pgjobs.invalid_job(format('timeout_seconds must be >= 0, got %s', new.timeout_seconds));
+        end if;
+        if new.organization = '' then
+            perform pgjobs.invalid_job('organization must not be empty (NULL is a system job)');
+        end if;
+        if new.queue = '' then
+            perform pgjobs.invalid_job('queue must not be empty');
+        end if;
+        if jsonb_typeof(new.payload) <> 'object' then
+            perform pgjobs.invalid_job(format('payload must be a JSON object, got %s',
+                                              jsonb_typeof(new.payload)));
+        end if;
+        if pg_column_size(new.payload) > pgjobs.max_payload_bytes() then
+            perform pgjobs.invalid_job(format('payload is %s bytes, the limit is %s',
+                                              pg_column_size(new.payload), pgjobs.max_payload_bytes()));
+        end if;
+    end validation;
+
+    -- Parents must exist in the same organization. FOR SHARE holds them still
+    -- until we commit, so a parent cannot finish unseen in between. The job
+    -- waits for parents not completed yet, and starts canceled if one ended
+    -- without completing.
+    <<dependencies>>
+    declare
+        n_given      int;
+        n_found      int;
+        n_done       int;
+        failed       bigint;
+        failed_state text;
+    begin
+        if new.depends_on is not null and cardinality(new.depends_on) > 0 then
+            select array_agg(distinct d order by d) into new.depends_on
+              from unnest(new.depends_on) d;
+            n_given := cardinality(new.depends_on);
+            select count(*), count(*) filter (where p.state = 'completed'),
+                   min(p.id) filter (where p.state in ('dead', 'canceled'))
+              into n_found, n_done, failed
+              from (select j.id, j.state from pgjobs.jobs j
+                     where j.id = any(new.depends_on)
+                       and j.organization is not distinct from new.organization
+                       for share) p;
+            if n_found < n_given then
+                perform pgjobs.invalid_job('depends_on names a job that does not exist');
+            end if;
+            if failed is not null then
+                select state into failed_state from pgjobs.jobs where id = failed;
+                new.state       := 'canceled';
+                new.canceled_by := 'dependency';
+                new.last_error  := format('dependency %s ended %s', failed, failed_state);
+                new.finished_at := now();
+            elsif n_done < n_given then
+                new.state := 'waiting';
+            end if;
+        else
+            new.depends_on := null;
+        end if;
+    end dependencies;
+
+    -- Always drawn here: whatever id the caller gave is not kept, so no tenant
+    -- can pick, collide with or probe for one.
+    <<id>>
+    begin
+        new.id := nextval('pgjobs.jobs_id_seq');
+    end id;
+
+    -- A live job holding the same key makes this row a duplicate: nothing is
+    -- written, and enqueue_jobs learns which of its inputs it was.
+    <<dedup>>
+    begin
+        if new.dedup_key is null and t.dedup_by_payload then
+            new.dedup_key := pgjobs.payload_key(new.payload);
+        end if;
+        if new.dedup_key is not null then
+            insert into pgjobs.dedup_keys as d
+                   (organization, job_type, dedup_key, job_id, active, expires_at)
+            values (coalesce(new.organization, ''), new.job_type, new.dedup_key, new.id,
+                    not pgjobs.is_finished(new.state),
+                    now() + make_interval(secs => t.dedup_window_seconds))
+            on conflict (organization, job_type, dedup_key) do update
+                   set job_id = excluded.job_id, active = excluded.active,
+                       expires_at = excluded.expires_at
+                 where not d.active and d.expires_at <= now();
+            if not found then
+                perform pgjobs.skipped_input_note(given);
+                return null;
+            end if;
+        end if;
+    end dedup;
+
+    -- Wake the queue's workers. Postgres sends one notification per distinct
+    -- payload per transaction, so a bulk insert still wakes each queue once.
+    <<wake_up>>
+    begin
+        if new.state = 'queued' then
+            perform pg_notify('pgjobs_wakeup', new.queue);
+        end if;
+    end wake_up;
+    return new;
+end
+$$;
+
+create trigger jobs_before_insert
+    before insert on pgjobs.jobs
+    for each row execute function pgjobs.jobs_before_insert();
+
+-- Why a payload may not be stored, or NULL. Sizes are of the uncompressed
+-- value: `payload || '{}'` hands back the payload itself, decompressed (a
+-- value read from another table by INSERT ... SELECT may arrive compressed).
+-- The depth test stops at level 32, so a payload nested 5,000 deep costs no
+-- more than one nested 33 deep.
+create function pgjobs.payload_problem(payload jsonb) returns text
+language sql immutable parallel safe as $$
+    select case
+        when payload is null then null
+        when jsonb_typeof(payload) <> 'object'
+            then format('payload must be a JSON object, got %s', jsonb_typeof(payload))
+        when pg_column_size(payload || '{}') > pgjobs.max_payload_bytes()
+            then format('payload is %s bytes uncompressed, the limit is %s',
+                        pg_column_size(payload || '{}'), pgjobs.max_payload_bytes())
+        when jsonb_path_exists(payload, 'strict $.**{32}')
+            then 'payload is nested deeper than 32 levels'
+        when jsonb_path_exists(payload,
+                 'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))')
+            then 'payload holds a number with 300 or more integer digits; store it as a string'
+    end
+$$;
+
+-- Why a job's own values may not be stored, or NULL: the insert trigger's
+-- clear message for what jobs_values_check also holds.
+create function pgjobs.job_problem(j pgjobs.jobs) returns text
+language sql immutable parallel safe as $$
+    select case
+        when not pgjobs.name_ok(j.job_type)
+            then 'job_type must be 1-200 characters without control characters'
+        when not pgjobs.name_ok(j.queue)
+            then 'queue must be 1-200 characters without control characters'
+        when j.organization is not null and not pgjobs.name_ok(j.organization)
+            then 'organization must be 1-200 characters without control characters'
+        when octet_length(j.dedup_key) > 1000
+            then 'dedup_key must be at most 1000 bytes'
+        when j.priority not between 0 and 3
+            then format('priority must be 0-3, got %s', j.priority)
+        when j.max_attempts not between 1 and pgjobs.max_attempts_limit()
+            then format('max_attempts must be 1-%s, got %s', pgjobs.max_attempts_limit(),
+                        j.max_attempts)
+        when j.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
+            then format('timeout_seconds must be 0-%s, got %s', pgjobs.max_timeout_seconds(),
+                        j.timeout_seconds)
+        when not (j.run_at > '0001-01-02 00:00:00+00' and j.run_at < '9999-12-30 00:00:00+00')
+            then format('run_at must be a finite time between the years 1 and 9999, got %s',
+                        j.run_at)
+        when cardinality(j.depends_on) > 1000
+            then 'depends_on may name at most 1000 jobs'
+    end
+$$;
+
+-- The input limits (0010). Triggers of one event fire in name order, so
+-- jobs_accept_input runs first, then jobs_authorize_insert (0011, no scope),
+-- then jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup
+-- key only for a row that met every limit. Values left NULL come from the job
+-- type, whose own constraint holds them to the same limits.
+-- The trigger's WHEN clause is the test, evaluated without entering PL/pgSQL
+-- (a trigger function call per row cost a bulk enqueue a fifth more CPU);
+-- the function runs only to say which limit a row broke.
+create function pgjobs.jobs_accept_input() returns trigger
+language plpgsql as $$
+begin
+    perform pgjobs.invalid_job(coalesce(
+        pgjobs.job_problem(new),
+        pgjobs.payload_problem(new.payload),
+        -- Left NULL, the organization is the session's scope.
+        'organization must be 1-200 characters without control characters'));
+    return new;
+end
+$$;
+
+create trigger jobs_accept_input
+    before insert on pgjobs.jobs
+    for each row
+    when (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
+          or not pgjobs.name_ok(new.queue)
+          or octet_length(new.dedup_key) > 1000
+          or new.priority not between 0 and 3
+          or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
+          or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
+          or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
+          or cardinality(new.depends_on) > 1000
+          or jsonb_typeof(new.payload) <> 'object'
+          or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
+          or jsonb_path_exists(new.payload, 'strict $.**{32}')
+          or jsonb_path_exists(new.payload,
+                 'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))'))
+    execute function pgjobs.jobs_accept_input();
+
+-- An UPDATE that sets a name or the payload meets the insert's limits (the
+-- claim and the completions set neither, so they never run this).
+create function pgjobs.jobs_update_guard() returns trigger
+language plpgsql as $$
+declare
+    problem text := coalesce(pgjobs.job_problem(new), pgjobs.payload_problem(new.payload));
+begin
+    if problem is not null then
+        perform pgjobs.invalid_job(problem);
+    end if;
+    return new;
+end
+$$;
+
+create trigger jobs_update_guard
+    before update of payload, job_type, queue, organization, dedup_key on pgjobs.jobs
+    for each row
+    when (old.payload is distinct from new.payload or old.job_type is distinct from new.job_type
+          or old.queue is distinct from new.queue
+          or old.organization is distinct from new.organization
+          or old.dedup_key is distinct from new.dedup_key)
+    execute function pgjobs.jobs_update_guard();
+
+-- Enqueue with the outcome spelled out: the new id, or the live duplicate's.
+-- priority is an int, range-checked inside: Postgres casts int to smallint
+-- only on assignment, never in a function call, so an int4 parameter from a
+-- driver, or `priority => 1` from psql, would find no smallint function.
+create function pgjobs.enqueue_job(
+    job_type        text,
+    payload         jsonb       default '{}',
+    organization    text        default null,
+    queue           text        default null,
+    priority        int         default null,
+    run_at          timestamptz default null,
+    dedup_key       text        default null,
+    depends_on      bigint[]    default null,
+    max_attempts    int         default null,
+    timeout_seconds int         default null,
+    out id bigint, out duplicate boolean)
+language plpgsql as $$
+declare
+    org text := coalesce(enqueue_job.organization, pgjobs.current_organization());
+    key text := enqueue_job.dedup_key;
+begin
+    -- Checked before the smallint column's assignment cast could fail with a
+    -- bare "smallint out of range".
+    if enqueue_job.priority not between 0 and 3 then
+        perform pgjobs.invalid_job(format('priority must be 0-3, got %s', enqueue_job.priority));
+    end if;
+    insert into pgjobs.jobs as j (job_type, payload, organization, queue, priority, run_at,
+                                  dedup_key, depends_on, max_attempts, timeout_seconds)
+    values (enqueue_job.job_type, coalesce(enqueue_job.payload, '{}'), org, enqueue_job.queue,
+            enqueue_job.priority, enqueue_job.run_at, key, enqueue_job.depends_on,
+            enqueue_job.max_attempts, enqueue_job.timeout_seconds)
+    returning j.id into id;
+    if id is not null then
+        duplicate := false;
+        return;
+    end if;
+    -- The insert trigger skipped the row: find the job that holds the key.
+    if key is null then
+        key := pgjobs.payload_key(enqueue_job.payload);
+    end if;
+    select d.job_id into id from pgjobs.dedup_keys d
+     where d.organization = coalesce(org, '') and d.job_type = enqueue_job.job_type
+       and d.dedup_key = key;
+    duplicate := true;
+end
+$$;
+
+create function pgjobs.enqueue(
+    job_type        text,
+    payload         jsonb       default '{}',
+    organization    text        default null,
+    queue           text        default null,
+    priority        int         default null,
+    run_at          timestamptz default null,
+    dedup_key       text        default null,
+    depends_on      bigint[]    default null,
+    max_attempts    int         default null,
+    timeout_seconds int         default null)
+returns bigint language sql as $$
+    select (pgjobs.enqueue_job(job_type, payload, organization, queue, priority, run_at,
+                               dedup_key, depends_on, max_attempts, timeout_seconds)).id
+$$;
+
+-- The jobs of a bulk enqueue, one row per element of the JSON array, in order.
+create function pgjobs.job_inputs(jobs jsonb)
+returns table (ord bigint, job_type text, payload jsonb, organization text, queue text,
+               priority smallint, run_at timestamptz, dedup_key text, depends_on bigint[],
+               max_attempts int, timeout_seconds int)
+language sql stable as $$
+    select e.ord, j.*
+      from jsonb_array_elements(jobs) with ordinality as e(doc, ord)
+     cross join lateral jsonb_to_record(e.doc) as j(
+           job_type text, payload jsonb, organization text, queue text, priority smallint,
+           run_at timestamptz, dedup_key text, depends_on bigint[], max_attempts int,
+           timeout_seconds int)
+$$;
+
+-- Bulk enqueue from a JSON array of objects with enqueue_job's argument names:
+-- one multi-row INSERT through the same trigger. Returns one row per input
+-- element, in input order.
+--
+-- Each row goes in with its position in the input as its id; the trigger
+-- replaces it and notes the positions of the duplicates it skips. Rows are
+-- inserted, and their ids drawn, in input order, so the new ids in ascending
+-- order belong to the inputs not skipped, in order.
+create function pgjobs.enqueue_jobs(jobs jsonb)
+returns table (ord bigint, id bigint, duplicate boolean)
+language plpgsql as $$
+declare
+    ids     bigint[];
+    skipped bigint[];
+begin
+    if jsonb_typeof(jobs) is distinct from 'array' then
+        perform pgjobs.invalid_job('enqueue_jobs takes a JSON array of jobs');
+    end if;
+    perform pgjobs.skipped_inputs_take();  -- forget what earlier inserts noted
+    with inserted as (
+        insert into pgjobs.jobs (id, job_type, payload, organization, queue, priority, run_at,
+                                 dedup_key, depends_on, max_attempts, timeout_seconds)
+        select j.ord, j.job_type, coalesce(j.payload, '{}'),
+               coalesce(j.organization, pgjobs.current_organization()), j.queue, j.priority,
+               j.run_at, j.dedup_key, j.depends_on, j.max_attempts, j.timeout_seconds
+          from pgjobs.job_inputs(jobs) j
+         order by j.ord
+        returning pgjobs.jobs.id
+    )
+    select array_agg(i.id order by i.id) into ids from inserted i;
+    skipped := pgjobs.skipped_inputs_take();
+
+    if cardinality(skipped) = 0 then  -- no duplicates: nothing to look up
+        return query select g.ord, ids[g.ord], false
+                       from generate_series(1::bigint, jsonb_array_length(jobs)) as g(ord);
+        return;
+    end if;
+    -- A later statement, so it sees the keys this batch's own rows took.
+    return query
+    select j.ord,
+           case when j.ord = any(skipped) then d.job_id
+                else ids[j.ord - (select count(*) from unnest(skipped) s where s < j.ord)] end,
+           j.ord = any(skipped)
+      from pgjobs.job_inputs(jobs) j
+      left join pgjobs.dedup_keys d
+        on j.ord = any(skipped)
+       and d.organization = coalesce(j.organization, pgjobs.current_organization(), '')
+       and d.job_type = j.job_type
+       and d.dedup_key = coalesce(j.dedup_key, pgjobs.payload_key(j.payload))
+     order by j.ord;
+end
+$$;
