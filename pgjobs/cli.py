@@ -68,42 +68,13 @@ def migrate(dsn: str | None) -> None:
 )
 @click.option("--timeout", type=int, default=None, help="Seconds per attempt; 0 = none.")
 @click.option("--actor", default=None, help="Who creates the job (recorded as created_by).")
-def enqueue(
-    dsn: str | None,
-    job_type: str,
-    payload: str,
-    organization: str | None,
-    queue: str | None,
-    priority: int | None,
-    delay: str | None,
-    dedup_key: str | None,
-    depends_on: tuple[int, ...],
-    max_attempts: int | None,
-    timeout: int | None,
-    actor: str | None,
-) -> None:
+def enqueue(dsn: str | None, job_type: str, payload: str, **options: Any) -> None:
     """Add a job; print its id as JSON.
 
     Prints {"id": ..., "duplicate": ...}: a live job with the same dedup key
     is returned instead of a new one.
     """
-    _run(
-        lambda: commands.enqueue(
-            dsn,
-            job_type,
-            payload,
-            _echo_json,
-            organization=organization,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            dedup_key=dedup_key,
-            depends_on=depends_on,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            actor=actor,
-        )
-    )
+    _run(lambda: commands.enqueue(dsn, job_type, payload, _echo_json, **options))
 
 
 @main.command()

@@ -77,12 +77,17 @@ def attach(main: click.Group, run: Run, dsn_option: Decorator) -> None:
     @click.option(
         "--poll",
         "poll_seconds",
-        default=5.0,
-        show_default=True,
+        default=None,
         type=float,
-        help="Seconds between polls when no NOTIFY arrives (the safety net).",
+        help="Seconds between polls when no NOTIFY arrives (default 5; 1 behind a pooler).",
     )
-    @click.option("--no-listen", is_flag=True, help="Poll only (e.g. behind PgBouncer).")
+    @click.option("--no-listen", is_flag=True, help="Poll only, no LISTEN for wake-ups.")
+    @click.option(
+        "--pooler/--direct",
+        default=None,
+        help="Through PgBouncer in transaction mode, or not "
+        "(default: $PGJOBS_POOLER, else detected).",
+    )
     @click.option("--exit-when-idle", is_flag=True, help="Stop once no job is left to run.")
     @click.option(
         "--wait-for-database",
@@ -122,8 +127,9 @@ def attach(main: click.Group, run: Run, dsn_option: Decorator) -> None:
         lease_seconds: float,
         grace_seconds: float,
         cancel_grace_seconds: float,
-        poll_seconds: float,
+        poll_seconds: float | None,
         no_listen: bool,
+        pooler: bool | None,
         exit_when_idle: bool,
         wait_for_database: float | None,
         metrics_port: int | None,
@@ -149,6 +155,7 @@ def attach(main: click.Group, run: Run, dsn_option: Decorator) -> None:
                 cancel_grace_seconds=cancel_grace_seconds,
                 poll_seconds=poll_seconds,
                 listen=not no_listen,
+                pooler=pooler,
                 exit_when_idle=exit_when_idle,
                 wait_for_database=wait_for_database,
                 metrics_port=metrics_port,

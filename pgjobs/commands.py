@@ -40,7 +40,7 @@ def connection(
 ) -> Iterator[psycopg.Connection]:
     """One transaction on the resolved server, scoped to ``organization`` and
     acting as ``actor`` (pgjobs.actor) if given."""
-    with psycopg.connect(db.resolve_dsn(dsn)) as conn, conn.transaction():
+    with _connect(dsn) as conn, conn.transaction():
         if organization is not None:
             set_organization(conn, organization)
         if actor is not None:
@@ -48,8 +48,14 @@ def connection(
         yield conn
 
 
+def _connect(dsn: str | None, **kwargs: Any) -> psycopg.Connection[Any]:
+    # A command runs a few statements and exits: preparing them gains nothing,
+    # and nothing prepared is what a transaction-mode pooler (PgBouncer) needs.
+    return psycopg.connect(db.resolve_dsn(dsn), prepare_threshold=None, **kwargs)
+
+
 def migrate(dsn: str | None, echo: Echo) -> int:
-    with psycopg.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+    with _connect(dsn, autocommit=True) as conn:
         applied = migrate_mod.migrate(conn)
     echo(f"applied: {', '.join(applied)}" if applied else "up to date")
     return 0
@@ -67,6 +73,9 @@ def worker(
     from pgjobs.worker.supervisor import run
 
     log_level = settings.pop("log_level", "info")
+    poll_seconds = settings.pop("poll_seconds", None)
+    if poll_seconds is not None:  # --poll applies whether pooled or not
+        settings.update(poll_seconds=poll_seconds, pooler_poll_seconds=poll_seconds)
     prune_after = settings.pop("prune_after", None)
     if prune_after is not None:
         settings["prune_after_seconds"] = parse_duration(prune_after)
@@ -385,7 +394,7 @@ def prune(dsn: str | None, echo: Echo, *, older_than: str, batch_size: int) -> i
     from pgjobs.retention import prune as prune_jobs
 
     seconds = parse_duration(older_than)
-    with psycopg.connect(db.resolve_dsn(dsn)) as conn:
+    with _connect(dsn) as conn:
         total = prune_jobs(
             conn, seconds, batch_size=batch_size, progress=lambda n: echo(f"pruned {n} jobs")
         )

@@ -7,30 +7,19 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 import structlog
 
-from pgjobs import sql
 from pgjobs.errors import InvalidJob, JobCanceled
 from pgjobs.payload import encode
+from pgjobs.statements import progress as statements
+from pgjobs.statements.claim import ClaimedJob
+
+__all__ = ["ClaimedJob", "JobContext"]
 
 _POLL_SECONDS = 0.5
-
-
-class ClaimedJob(NamedTuple):
-    """One job as the claim returned it, with the lease that fences its writes."""
-
-    id: int
-    job_type: str
-    organization: str | None
-    payload: dict[str, Any]
-    attempt: int
-    max_attempts: int
-    timeout_seconds: int
-    checkpoint: Any
-    lease_token: int
 
 
 class JobContext:
@@ -107,28 +96,26 @@ class JobContext:
             raise InvalidJob("progress must be a number from 0 to 100")
         if not math.isfinite(percent) or not 0 <= percent <= 100:
             raise InvalidJob(f"progress must be from 0 to 100, got {percent}")
-        row = self._control.execute(
-            sql.query("job_progress"),
-            {
-                "id": self.job.id,
-                "lease_token": self.job.lease_token,
-                "progress": percent,
-                "message": message,
-            },
-        ).fetchone()
-        self._after_write(row)
+        self._after_write(
+            statements.progress(
+                self._control,
+                job_id=self.job.id,
+                lease_token=self.job.lease_token,
+                percent=percent,
+                message=message,
+            )
+        )
 
     def checkpoint(self, state: Any) -> None:
         """Persists ``state`` (JSON); a retried attempt reads it as ``last_checkpoint``."""
-        row = self._control.execute(
-            sql.query("job_checkpoint"),
-            {
-                "id": self.job.id,
-                "lease_token": self.job.lease_token,
-                "checkpoint": encode(state, what="checkpoint"),
-            },
-        ).fetchone()
-        self._after_write(row)
+        self._after_write(
+            statements.checkpoint(
+                self._control,
+                job_id=self.job.id,
+                lease_token=self.job.lease_token,
+                state=encode(state, what="checkpoint"),
+            )
+        )
 
     def raise_if_canceled(self) -> None:
         """Raises JobCanceled once a cancel of this job has been requested.
@@ -142,14 +129,15 @@ class JobContext:
         if now - self._last_poll < _POLL_SECONDS:
             return
         self._last_poll = now
-        row = self._control.execute(
-            sql.query("job_cancel_requested"),
-            {"id": self.job.id, "lease_token": self.job.lease_token},
-        ).fetchone()
-        if row is None or row[0]:
+        if (
+            statements.cancel_requested(
+                self._control, job_id=self.job.id, lease_token=self.job.lease_token
+            )
+            is not False
+        ):
             raise JobCanceled(f"job {self.job.id} was canceled")
 
-    def _after_write(self, row: Any) -> None:
-        # No row: our lease is gone (rescued, canceled, finished elsewhere).
-        if row is None or row[0] or self._cancel_seen():
+    def _after_write(self, cancel_requested: bool | None) -> None:
+        # None: our lease is gone (rescued, canceled, finished elsewhere).
+        if cancel_requested is not False or self._cancel_seen():
             raise JobCanceled(f"job {self.job.id} was canceled or its lease was lost")

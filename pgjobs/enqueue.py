@@ -9,22 +9,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
-from psycopg.rows import tuple_row
 
-from pgjobs import _conn, limits, registry, sql
+from pgjobs import _conn, limits, registry
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import encode
+from pgjobs.statements import enqueue as statements
+from pgjobs.statements.enqueue import EnqueueResult, NewJob
+
+__all__ = ["EnqueueResult", "enqueue", "enqueue_many", "job_params"]
+
 
 # A delay reaches at most a few thousand years: run_at must stay before 9999.
 _MAX_DELAY_SECONDS = 1000 * 365 * 86400
-
-
-class EnqueueResult(NamedTuple):
-    id: int
-    duplicate: bool
 
 
 def job_params(
@@ -40,9 +39,13 @@ def job_params(
     depends_on: Iterable[int] = (),
     max_attempts: int | None = None,
     timeout: float | dt.timedelta | None = None,
-) -> dict[str, Any]:
-    """Validates one job's arguments into the parameters of job_enqueue."""
-    if job_type is None or job_type == "":
+) -> NewJob:
+    """Validates one job's arguments into what the enqueue statements take.
+
+    The database checks every limit again (pgjobs.limits mirrors it); these
+    checks give a Python caller a clear InvalidJob before a round trip.
+    """
+    if not isinstance(job_type, str) or not job_type:
         raise InvalidJob("job_type must be a non-empty string")
     limits.check_name("job_type", job_type)
     if organization == "":
@@ -58,18 +61,18 @@ def job_params(
         run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
     timeout_s = limits.seconds("timeout", timeout, limits.MAX_TIMEOUT_SECONDS)
     parents = limits.check_depends_on(depends_on)
-    return {
-        "job_type": job_type,
-        "payload": encode(payload),
-        "organization": organization,
-        "queue": queue,
-        "priority": limits.check_int("priority", priority, 0, 3),
-        "run_at": run_at,
-        "dedup_key": dedup_key,
-        "depends_on": parents or None,
-        "max_attempts": limits.check_int("max_attempts", max_attempts, 1, limits.MAX_ATTEMPTS),
-        "timeout_seconds": None if timeout_s is None else int(timeout_s),
-    }
+    return NewJob(
+        job_type=job_type,
+        payload=encode(payload),
+        organization=organization,
+        queue=queue,
+        priority=limits.check_int("priority", priority, 0, 3),
+        run_at=run_at,
+        dedup_key=dedup_key,
+        depends_on=parents or None,
+        max_attempts=limits.check_int("max_attempts", max_attempts, 1, limits.MAX_ATTEMPTS),
+        timeout_seconds=None if timeout_s is None else int(timeout_s),
+    )
 
 
 def enqueue(
@@ -92,7 +95,7 @@ def enqueue(
     ``None`` means the job type's default; ``delay`` (seconds or a timedelta) and
     ``run_at`` (timezone-aware) are alternatives.
     """
-    params = job_params(
+    job = job_params(
         job_type,
         payload,
         organization=organization,
@@ -108,10 +111,8 @@ def enqueue(
     raw = _conn.raw(conn)
     types = registry.current()
     types.ensure(raw, job_type)
-    with raw.cursor(row_factory=tuple_row) as cur, _unknown_type_resync(types), translated():
-        row = cur.execute(sql.query("job_enqueue"), params).fetchone()
-    assert row is not None
-    return EnqueueResult(int(row[0]), bool(row[1]))
+    with _unknown_type_resync(types), translated():
+        return statements.enqueue(raw, job)
 
 
 def enqueue_many(
@@ -136,19 +137,19 @@ def enqueue_many(
         unknown = set(fields) - _JOB_FIELDS
         if unknown:
             raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
-        params = job_params(fields.pop("job_type"), fields.pop("payload", None), **fields)
-        types.add(params["job_type"])
-        if params["run_at"] is not None:
-            params["run_at"] = params["run_at"].isoformat()
+        job = job_params(fields.pop("job_type"), fields.pop("payload", None), **fields)
+        types.add(job.job_type)
+        params: dict[str, Any] = job._asdict()
+        if job.run_at is not None:
+            params["run_at"] = job.run_at.isoformat()
         payload = params.pop("payload")  # JSON text already: spliced in, not decoded again
         head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
         elements.append(f'{head[:-1]},"payload":{payload}}}')
     for name in types:
         registry.current().ensure(raw, name)
     text = "[" + ",".join(elements) + "]"
-    with raw.cursor(row_factory=tuple_row) as cur, translated():
-        rows = cur.execute(sql.query("job_enqueue_many"), {"jobs": text}).fetchall()
-    return [EnqueueResult(int(r[1]), bool(r[2])) for r in rows]
+    with translated():
+        return statements.enqueue_many(raw, jobs=text)
 
 
 _JOB_FIELDS = frozenset(

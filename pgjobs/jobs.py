@@ -7,34 +7,34 @@ security decides what the caller can see.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
 
-from pgjobs import _conn, sql
+from pgjobs import _conn
 from pgjobs.errors import InvalidJob, JobNotFound, translated
 from pgjobs.payload import check_text
 from pgjobs.records import Event, Job
+from pgjobs.statements import Bound, run
+from pgjobs.statements import control as statements
 from pgjobs.states import State
 
 MAX_LIST_LIMIT = 10_000
+T = TypeVar("T")
 
 
-def _fetch(
-    conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
-) -> list[dict[str, Any]]:
-    with _conn.raw(conn).cursor(row_factory=dict_row) as cur, translated():
-        _conn.own_types(cur)
-        return cur.execute(sql.query(name), params).fetchall()
+def _run(conn: Any, stmt: Bound[T]) -> T:
+    """On the caller's connection (psycopg or an ORM's), errors translated."""
+    with translated():
+        return run(_conn.raw(conn), stmt)
 
 
 def get(conn: psycopg.Connection[Any], job_id: int) -> Job:
     """One job's public columns; JobNotFound if it does not exist or is not visible."""
-    rows = _fetch(conn, "job_get", {"id": _job_id(job_id)})
-    if not rows:
+    job = _run(conn, statements.get.bind(job_id=_job_id(job_id)))
+    if job is None:
         raise JobNotFound(f"no job {job_id}")
-    return Job.from_row(rows[0])
+    return job
 
 
 def cancel(conn: psycopg.Connection[Any], job_id: int) -> State:
@@ -42,12 +42,12 @@ def cancel(conn: psycopg.Connection[Any], job_id: int) -> State:
 
     InvalidTransition if it already finished, JobNotFound if it does not exist.
     """
-    return State(_fetch(conn, "job_cancel", {"id": _job_id(job_id)})[0]["state"])
+    return _run(conn, statements.cancel.bind(job_id=_job_id(job_id)))
 
 
 def retry(conn: psycopg.Connection[Any], job_id: int) -> State:
     """Puts a dead or canceled job back in the queue with its attempts reset."""
-    return State(_fetch(conn, "job_retry", {"id": _job_id(job_id)})[0]["state"])
+    return _run(conn, statements.retry.bind(job_id=_job_id(job_id)))
 
 
 def list_jobs(
@@ -69,35 +69,22 @@ def list_jobs(
         raise InvalidJob(f"unknown state {state!r}; one of {', '.join(State)}")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidJob(f"limit must be 1-{MAX_LIST_LIMIT}")
-    rows = _fetch(
-        conn,
-        "job_list",
-        {
-            "organization": organization,
-            "state": state,
-            "job_type": job_type,
-            "queue": queue,
-            "since": since,
-            "until": until,
-            "limit": limit,
-            "after_id": None if after_id is None else _job_id(after_id),
-        },
-    )
-    return [Job.from_row(row) for row in rows]
+    after = None if after_id is None else _job_id(after_id)
+    where = statements.JobFilter(organization, state, job_type, queue, since, until, limit, after)
+    return _run(conn, statements.list_jobs.bind(where))
 
 
 def history(conn: psycopg.Connection[Any], job_id: int) -> list[Event]:
     """Every state change and attempt of a job, oldest first."""
-    return [Event.from_row(row) for row in _fetch(conn, "job_history", {"id": _job_id(job_id)})]
+    return _run(conn, statements.history.bind(job_id=_job_id(job_id)))
 
 
 def state_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    return {r["state"]: int(r["n"]) for r in _fetch(conn, "job_state_counts", {})}
+    return _run(conn, statements.state_counts.bind())
 
 
 def type_state_counts(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
-    rows = _fetch(conn, "job_type_state_counts", {})
-    return [(r["job_type"], r["state"], int(r["n"])) for r in rows]
+    return _run(conn, statements.type_state_counts.bind())
 
 
 def _job_id(value: object) -> int:

@@ -14,7 +14,9 @@ from typing import Any
 import psycopg
 import structlog
 
-from pgjobs import sql
+from pgjobs import pooler
+from pgjobs.reconnect import Backoff
+from pgjobs.statements.monitoring import listen_events, listen_progress
 
 log = structlog.get_logger("pgjobs.notify")
 
@@ -34,15 +36,18 @@ def subscribe(
 
     Reconnects (with backoff) if the connection drops; events sent while it was
     down are lost, so the tables remain the truth. ``timeout`` ends the
-    iteration after that many seconds without a matching event.
+    iteration after that many seconds without a matching event. Behind a
+    transaction-mode pooler, which cannot carry LISTEN, it raises
+    :class:`pgjobs.pooler.NeedsDirectConnection` (a ValueError) at once.
     """
-    delay = 0.1
+    backoff = Backoff(cap=reconnect_max_seconds)
     while True:
         try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(sql.query("listen_events"))
-                conn.execute(sql.query("listen_progress"))
-                delay = 0.1
+            with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+                pooler.refuse_listen(conn, "pgjobs.subscribe (pgjobs listen)")
+                listen_events(conn)
+                listen_progress(conn)
+                backoff.reset()
                 while True:
                     got = False
                     for note in conn.notifies(timeout=timeout, stop_after=1):
@@ -53,9 +58,8 @@ def subscribe(
                     if not got and timeout is not None:
                         return
         except psycopg.OperationalError as exc:
-            log.warning("subscribe_reconnect", error=str(exc), retry_in=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, reconnect_max_seconds)
+            log.warning("subscribe_reconnect", error=str(exc), retry_in=backoff.delay)
+            time.sleep(backoff.next())
 
 
 def _parse(channel: str, payload: str) -> dict[str, Any] | None:

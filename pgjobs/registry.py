@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.rows import tuple_row
 
-from pgjobs import _conn, limits, sql
+from pgjobs import _conn, limits
 from pgjobs.errors import InvalidJob, translated
+from pgjobs.statements import job_types as statements
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,7 +103,7 @@ def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
     spec.validate()
     resolve_handler(spec.handler)
     with translated():
-        _conn.raw(conn).execute(sql.query("job_type_upsert"), dataclasses.asdict(spec))
+        statements.upsert(_conn.raw(conn), spec)
     if spec.schedule is not None:
         from pgjobs.schedules.declare import declare
 
@@ -214,16 +214,14 @@ class Registry:
                 return
         resolve_handler(spec.handler)
         with translated():
-            cur = conn.cursor(row_factory=tuple_row)
-            writable = cur.execute(sql.query("job_type_may_write")).fetchone()
-            if writable is None or not writable[0]:
+            if not statements.may_write(conn):
                 # An application role reads job types but does not define them:
                 # the workers (or migrations) do. Enqueue then checks the type exists.
                 self._remember(key)
                 return
-            row = cur.execute(sql.query("job_type_ensure"), dataclasses.asdict(spec)).fetchone()
+            uncommitted = statements.ensure(conn, spec)
         # A row this transaction wrote may yet be rolled back: cache it only once committed.
-        if row is not None and not row[0]:
+        if not uncommitted:
             self._remember(key)
 
     def forget_synced(self) -> None:

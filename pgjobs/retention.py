@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from typing import Any
 
 import psycopg
 
-from pgjobs import sql
+from pgjobs.statements import maintenance as statements
 
 
 def prune(
@@ -23,15 +26,17 @@ def prune(
     total = 0
     while True:
         with conn.transaction():
-            rows = conn.execute(
-                sql.query("job_prune_batch"),
-                {"older_than_seconds": older_than_seconds, "batch_size": batch_size},
-            ).fetchall()
-        total += len(rows)
-        if progress is not None and rows:
+            pruned = statements.prune_batch(
+                conn, older_than_seconds=older_than_seconds, batch_size=batch_size
+            )
+        total += pruned
+        if progress is not None and pruned:
             progress(total)
-        if len(rows) < batch_size:
+        if pruned < batch_size:
             return total
+
+
+PRUNE_TURN_SECONDS = 60.0  # a pruner that dies gives its turn back this soon
 
 
 def prune_exclusive(
@@ -40,18 +45,36 @@ def prune_exclusive(
     *,
     batch_size: int = 1000,
     progress: Any = None,
+    holder: str | None = None,
+    turn_seconds: float = PRUNE_TURN_SECONDS,
 ) -> int | None:
-    """:func:`prune`, unless another session is pruning already (then None).
+    """:func:`prune`, unless another pruner has the turn (then None).
 
-    ``conn`` must be in autocommit mode: the advisory lock is the session's,
-    held across the batches' transactions, so that two workers started the same
-    day do not delete side by side.
+    The turn is a row of ``pgjobs.maintenance_leases`` (only pgjobs_worker may
+    write it), renewed before each batch and given back at the end; a pruner
+    that dies loses it after ``turn_seconds``. ``conn`` must be in autocommit
+    mode: each batch is a short transaction of its own.
     """
-    row = conn.execute(sql.query("prune_lock_try")).fetchone()
-    if row is None or not row[0]:
+    holder = holder or f"{socket.gethostname()}/{os.getpid()}"
+    if not statements.lease_take(conn, duty="prune", holder=holder, seconds=turn_seconds):
         return None
+    total = 0
     try:
-        return prune(conn, older_than_seconds, batch_size=batch_size, progress=progress)
+        while True:
+            with conn.transaction():
+                pruned = statements.prune_batch(
+                    conn, older_than_seconds=older_than_seconds, batch_size=batch_size
+                )
+            total += pruned
+            if progress is not None and pruned:
+                progress(total)
+            if pruned < batch_size:
+                return total
+            # The turn lasts while the batches go on; lost (this process stalled
+            # past it and another pruner took over), the rest is the other's.
+            if not statements.lease_take(conn, duty="prune", holder=holder, seconds=turn_seconds):
+                return total
     finally:
-        if not conn.closed:
-            conn.execute(sql.query("prune_unlock"))
+        # Best effort: a pruner whose connection broke loses the turn by expiry.
+        with contextlib.suppress(psycopg.Error):
+            statements.lease_release(conn, duties=["prune"], holder=holder)

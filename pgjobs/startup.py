@@ -58,7 +58,7 @@ def register(dsn: str, modules: Sequence[str], echo: Echo) -> int:
         raise SetupError(
             f"{', '.join(modules)} registered no job types: decorate handlers with @pgjobs.job"
         )
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
         diagnose.require_schema(conn, dsn)
         names = types.sync(conn)
     for name in sorted(names):
@@ -77,7 +77,7 @@ def check_worker(dsn: str, queues: Sequence[str], imports: Sequence[str]) -> Non
             "worker_without_handlers",
             hint="pass --import with the modules that define your @pgjobs.job handlers",
         )
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
         rows = conn.execute(sql.query("job_type_names_for_queues"), {"queues": list(queues)})
         missing = sorted(name for (name,) in rows if name not in known)
     if missing:

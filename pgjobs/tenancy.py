@@ -11,17 +11,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from psycopg.rows import tuple_row
 
-from pgjobs import _conn, sql
+from pgjobs import _conn
 from pgjobs.errors import InvalidJob
 from pgjobs.payload import check_text
+from pgjobs.statements import tenancy as statements
 
 
 def set_organization(conn: psycopg.Connection[Any], organization: str | None) -> None:
     """Scopes the current transaction to ``organization`` (None clears it)."""
     check_text("organization", organization)
-    conn.execute(sql.query("tenant_set"), {"organization": organization or ""})
+    statements.tenant_set(conn, organization=organization)
 
 
 def set_actor(conn: psycopg.Connection[Any], actor: str | None) -> None:
@@ -31,14 +31,13 @@ def set_actor(conn: psycopg.Connection[Any], actor: str | None) -> None:
     whose ``cancel_policy`` is 'creator' lets only that actor (or an admin) cancel.
     """
     check_text("actor", actor)
-    conn.execute(sql.query("actor_set"), {"actor": actor or ""})
+    statements.actor_set(conn, actor=actor)
 
 
 def current_organization(conn: psycopg.Connection[Any]) -> str | None:
     """The organization the current transaction is scoped to, if any."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute(sql.query("tenant_get")).fetchone()
-    return None if row is None else row[0]
+    organization: str | None = statements.tenant_get(conn)
+    return organization
 
 
 @contextlib.contextmanager
@@ -66,12 +65,7 @@ def tenant(conn: Any, organization: str, *, actor: str | None = None) -> Iterato
             "open one first (psycopg: `with conn.transaction():`, Django: "
             "`with transaction.atomic():`)"
         )
-    with pg.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute(
-            sql.query("tenant_enter"), {"organization": organization, "actor": actor}
-        ).fetchone()
-    assert row is not None
-    previous, previous_actor, began = row[0], row[1], row[2]
+    entered = statements.tenant_enter(pg, organization=organization, actor=actor)
     try:
         yield conn
     finally:
@@ -79,7 +73,4 @@ def tenant(conn: Any, organization: str, *, actor: str | None = None) -> Iterato
         # owes undoes the scope anyway; after a commit inside the block, the
         # scope ended with that transaction.
         if not pg.broken and pg.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-            pg.execute(
-                sql.query("tenant_restore"),
-                {"previous": previous, "previous_actor": previous_actor, "began": began},
-            )
+            statements.tenant_restore(pg, entered)

@@ -25,21 +25,16 @@ import datetime as dt
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
 
-from pgjobs import _conn, jobs, sql
-from pgjobs.context import ClaimedJob, JobContext
+from pgjobs import _conn, jobs
+from pgjobs.context import JobContext
 from pgjobs.errors import InvalidJob, InvalidTransition
 from pgjobs.records import Job
 from pgjobs.registry import Registry, current
+from pgjobs.statements import ClaimedJob, Completed, job_types, outcomes
+from pgjobs.statements import claim as claiming
 from pgjobs.tenancy import current_organization, set_organization
-from pgjobs.worker.executor import (
-    Completed,
-    completion_params,
-    execute,
-    failure_params,
-    handler_for,
-)
+from pgjobs.worker.executor import execute, handler_for
 
 WORKER = "pgjobs.testing"
 _LEASE_SECONDS = 3600.0
@@ -48,7 +43,7 @@ _LEASE_SECONDS = 3600.0
 def run_job(conn: psycopg.Connection[Any], job_id: int, *, registry: Registry | None = None) -> Job:
     """Runs one queued or retrying job now, whatever its run_at; returns it as it ended."""
     raw = _conn.raw(conn)
-    rows = _take(raw, "testing_take_job", {"id": job_id})
+    rows = claiming.take_job(raw, job_id=job_id, worker=WORKER, lease_seconds=_LEASE_SECONDS)
     if not rows:
         state = jobs.get(raw, job_id).state  # JobNotFound if there is none
         raise InvalidTransition(f"job {job_id} is {state}; only queued or retrying jobs can run")
@@ -73,23 +68,18 @@ def drain(
     handlers = registry or current()
     ended: collections.Counter[str] = collections.Counter()
     for _ in range(max_jobs):
-        rows = _take(raw, "testing_claim", {"queues": queues, "now": now})
+        rows = claiming.claim_next(
+            raw, worker=WORKER, queues=queues, lease_seconds=_LEASE_SECONDS, now=now
+        )
         if not rows:
             break
         ended[_run(raw, rows[0], handlers)] += 1
     return dict(ended)
 
 
-def _take(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[ClaimedJob]:
-    params = {**params, "worker": WORKER, "lease_seconds": _LEASE_SECONDS}
-    with conn.cursor(row_factory=dict_row) as cur:
-        return [ClaimedJob(**row) for row in cur.execute(sql.query(name), params).fetchall()]
-
-
 def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> str:
-    with conn.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute(sql.query("testing_handler"), {"job_type": job.job_type}).fetchone()
-    path = None if row is None else str(row[0])
+    found = job_types.handler_path(conn, job_type=job.job_type)
+    path = None if found is None else str(found)
     ctx = JobContext(job, conn, lambda: conn, lambda: False, worker=WORKER)
     try:
         fn = handler_for(job.job_type, path, registry)
@@ -103,12 +93,12 @@ def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> 
         outcome = execute(fn, ctx)
         set_organization(conn, previous)
         if isinstance(outcome, Completed):
-            done = conn.execute(sql.query("job_complete_many"), completion_params([(job, outcome)]))
+            done = outcomes.complete_many(conn, [(job, outcome)])
         else:
             raise psycopg.Rollback(tx)
     if not isinstance(outcome, Completed):
-        done = conn.execute(sql.query("job_fail_many"), failure_params([(job, outcome)]))
-    return str(jobs.get(conn, job.id).state) if done.fetchall() else "lost"  # lease gone
+        done = outcomes.fail_many(conn, [(job, outcome)])
+    return str(jobs.get(conn, job.id).state) if done else "lost"  # lease gone
 
 
 def _refuse(exc: InvalidJob) -> Any:

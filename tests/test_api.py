@@ -16,8 +16,8 @@ from psycopg.rows import DictRow
 
 import pgjobs
 from pgjobs import registry
-from tests import factories
-from tests import handlers as _handlers  # registers the t.* job types
+from tests.support import factories
+from tests.support import handlers as _handlers  # registers the t.* job types
 
 assert _handlers
 

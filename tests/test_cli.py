@@ -10,7 +10,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,8 +19,8 @@ from psycopg.rows import dict_row
 
 import pgjobs
 from pgjobs import db, registry, sql
-from tests import factories
-from tests import handlers as _handlers  # registers the t.* job types
+from tests.support import factories
+from tests.support import handlers as _handlers  # registers the t.* job types
 
 assert _handlers
 
@@ -98,17 +97,6 @@ def typed(dsn: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         registry.sync(conn)
     return dsn
-
-
-@pytest.fixture
-def empty_dsn(server_dsn: str) -> Iterator[str]:
-    """A database with no pgjobs schema at all."""
-    name = f"pgjobs_test_cli_{os.getpid()}_{secrets.token_hex(3)}"
-    db.create_database(server_dsn, name)
-    try:
-        yield db.with_dbname(server_dsn, name)
-    finally:
-        db.drop_database(server_dsn, name)
 
 
 def one(dsn: str, query: str, params: Any = None) -> dict[str, Any]:

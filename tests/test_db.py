@@ -18,6 +18,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from pgjobs import db, embedded
+from tests.support.databases import databases
 
 # Runs in a fresh interpreter: connects to whatever resolve_dsn() picks and
 # reports which postmaster answered.
@@ -216,12 +217,12 @@ def scratch_names(server_dsn: str) -> Iterator[Callable[[str], str]]:
     names: list[str] = []
 
     def make(label: str) -> str:
-        names.append(f"pgjobs_test_{os.getpid()}_{secrets.token_hex(3)}_{label}")
+        names.append(databases.new_name(server_dsn, f"{secrets.token_hex(3)}_{label}"))
         return names[-1]
 
     yield make
     for name in names:
-        db.drop_database(server_dsn, name)
+        databases.drop(name)
 
 
 def _exists(server_dsn: str, name: str) -> bool:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
-import os
-import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,9 +15,10 @@ import pytest
 from psycopg.rows import DictRow, tuple_row
 
 import pgjobs
-from pgjobs import db, registry
-from tests import factories
-from tests import handlers as _handlers  # registers the t.* job types
+from pgjobs import registry
+from tests.support import factories
+from tests.support import handlers as _handlers  # registers the t.* job types
+from tests.support.databases import databases
 
 assert _handlers
 
@@ -217,16 +216,11 @@ def test_dedup_window_zero_frees_the_key_once_the_job_is_finished(tx: Conn) -> N
 @pytest.fixture(scope="module")
 def bad_input_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
     """One database for every bad-input case: none of them may write a row."""
-    name = f"pgjobs_test_badinput_{os.getpid()}_{secrets.token_hex(3)}"
-    db.create_database(server_dsn, name, template=template_db)
-    try:
-        dsn = db.with_dbname(server_dsn, name)
+    with databases.database(server_dsn, "badinput", template=template_db) as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             registry.sync(conn)
             factories.make_job(conn, "queued", organization="other-org")
         yield dsn
-    finally:
-        db.drop_database(server_dsn, name)
 
 
 class _Unjsonable:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from tests import lifecycle_handlers as lc
+from tests.support import queries, workers
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +34,12 @@ def _enqueue_work(dsn: str, count: int, seconds: float) -> list[int]:
 
 
 def _completed(dsn: str) -> int:
-    return int(lc.scalar(dsn, "select count(*) from pgjobs.jobs where state = 'completed'"))
+    return int(queries.scalar(dsn, "select count(*) from pgjobs.jobs where state = 'completed'"))
 
 
 def _started_running_job(dsn: str) -> int | None:
     """A job whose handler has started and is still running."""
-    return lc.scalar(
+    return queries.scalar(
         dsn,
         """
         select j.id from pgjobs.jobs j
@@ -50,25 +50,27 @@ def _started_running_job(dsn: str) -> int | None:
 
 
 def assert_each_completed_once(dsn: str, ids: list[int]) -> None:
-    states = dict(lc.rows(dsn, "select state, count(*) from pgjobs.jobs group by state"))
+    states = dict(queries.rows(dsn, "select state, count(*) from pgjobs.jobs group by state"))
     assert states == {"completed": len(ids)}
     # lc_done is written in the completion's own transaction, without a unique
     # key: a second completion of any job would leave a second row.
-    done = lc.rows(dsn, "select job_id, count(*) from lc_done group by job_id having count(*) > 1")
+    done = queries.rows(
+        dsn, "select job_id, count(*) from lc_done group by job_id having count(*) > 1"
+    )
     assert done == []
-    assert lc.scalar(dsn, "select count(distinct job_id) from lc_done") == len(ids)
-    twice = lc.rows(
+    assert queries.scalar(dsn, "select count(distinct job_id) from lc_done") == len(ids)
+    twice = queries.rows(
         dsn,
         """
         select job_id from pgjobs.job_events where to_state = 'completed'
          group by job_id having count(*) <> 1""",
     )
     assert twice == []
-    assert lc.scalar(
+    assert queries.scalar(
         dsn, "select count(*) from pgjobs.job_events where to_state = 'completed'"
     ) == len(ids)
     # Each job's recorded completion is its last attempt's.
-    mismatched = lc.rows(
+    mismatched = queries.rows(
         dsn,
         """
         select j.id from pgjobs.jobs j join lc_done d on d.job_id = j.id
@@ -80,17 +82,17 @@ def assert_each_completed_once(dsn: str, ids: list[int]) -> None:
 def test_kill_9_of_a_worker_process_loses_no_job_and_completes_none_twice(
     dsn: str, wait_for: WaitFor
 ) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     ids = _enqueue_work(dsn, 60, seconds=0.1)
-    with lc.workers(dsn) as pool:
+    with workers.workers(dsn) as pool:
         worker = pool.start(processes=2, lease=2)
         victim_job = wait_for(
             lambda: _started_running_job(dsn), timeout=15, message="no job started"
         )
-        victim = lc.worker_pid_of(dsn, victim_job)
+        victim = workers.worker_pid_of(dsn, victim_job)
         assert victim is not None and victim in worker.children()
 
-        lc.signal_pid(victim, signal.SIGKILL)
+        workers.signal_pid(victim, signal.SIGKILL)
 
         wait_for(
             lambda: _completed(dsn) == len(ids),
@@ -104,7 +106,7 @@ def test_kill_9_of_a_worker_process_loses_no_job_and_completes_none_twice(
 
     assert_each_completed_once(dsn, ids)
     # The interrupted attempt counted, is in the history as a crash, and ran again.
-    crash = lc.rows(
+    crash = queries.rows(
         dsn,
         """
         select attempt, from_state, to_state, worker from pgjobs.job_events
@@ -113,7 +115,7 @@ def test_kill_9_of_a_worker_process_loses_no_job_and_completes_none_twice(
     )
     assert crash == [(1, "running", "retrying", crash[0][3])]
     assert crash[0][3].endswith(f"/{victim}")
-    attempts = lc.rows(
+    attempts = queries.rows(
         dsn, "select attempt, pid from lc_runs where job_id = %s order by attempt", (victim_job,)
     )
     assert [a for a, _ in attempts] == [1, 2]
@@ -123,12 +125,12 @@ def test_kill_9_of_a_worker_process_loses_no_job_and_completes_none_twice(
 def test_jobs_of_a_whole_worker_killed_with_kill_9_come_back_through_their_lease(
     dsn: str, wait_for: WaitFor
 ) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     ids = _enqueue_work(dsn, 8, seconds=1.0)
-    with lc.workers(dsn) as pool:
+    with workers.workers(dsn) as pool:
         first = pool.start(processes=2, lease=2)
         wait_for(
-            lambda: lc.scalar(
+            lambda: queries.scalar(
                 dsn,
                 """
             select count(*) = 2 from pgjobs.jobs j where state = 'running'
@@ -137,14 +139,16 @@ def test_jobs_of_a_whole_worker_killed_with_kill_9_come_back_through_their_lease
             timeout=15,
             message="two jobs never ran at once",
         )
-        held = [r[0] for r in lc.rows(dsn, "select id from pgjobs.jobs where state = 'running'")]
+        held = [
+            r[0] for r in queries.rows(dsn, "select id from pgjobs.jobs where state = 'running'")
+        ]
         processes = [first.pid, *first.children()]
 
         first.signal_all(signal.SIGKILL)
         first.wait(5)
-        wait_for(lambda: all(lc.pid_gone(p) for p in processes), timeout=5)
+        wait_for(lambda: all(workers.pid_gone(p) for p in processes), timeout=5)
         # Nobody is left to give the jobs back: they stay running until their lease ends.
-        assert lc.scalar(dsn, "select count(*) from pgjobs.jobs where state = 'running'") == 2
+        assert queries.scalar(dsn, "select count(*) from pgjobs.jobs where state = 'running'") == 2
 
         pool.start(processes=2, lease=2)
         wait_for(
@@ -155,7 +159,7 @@ def test_jobs_of_a_whole_worker_killed_with_kill_9_come_back_through_their_lease
 
     assert_each_completed_once(dsn, ids)
     for job_id in held:
-        history = lc.rows(
+        history = queries.rows(
             dsn,
             """
             select attempt, to_state, error_class from pgjobs.job_events

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 
 import pgjobs
-from pgjobs import sql
-from tests import lifecycle_handlers as lc
+from tests.support import lifecycle_handlers as lc
+from tests.support import queries, workers
 
 WaitFor = Callable[..., Any]
 
@@ -22,26 +22,14 @@ select count(*) from pg_stat_activity
 def _finish(dsn: str, job_id: int) -> None:
     """Runs one job to completion through the worker's own claim and completion."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        claimed = conn.execute(
-            sql.query("job_claim"),
-            {"worker": "test/1", "queues": [lc.QUEUE], "n": 10, "lease_seconds": 30, "now": None},
-        ).fetchall()
-        assert [row[0] for row in claimed] == [job_id]
-        done = conn.execute(
-            sql.query("job_complete_many"),
-            {
-                "ids": [job_id],
-                "tokens": [claimed[0][-1]],
-                "results": "[null]",
-                "durations": [1.0],
-                "now": None,
-            },
-        ).fetchall()
+        claimed = queries.claim_tokens(conn, [lc.QUEUE], lease_seconds=30)
+        assert list(claimed) == [job_id]
+        done = queries.complete(conn, job_id, claimed[job_id])
         assert done == [(job_id, "completed")]
 
 
 def test_concurrent_identical_enqueues_create_exactly_one_job(dsn: str, wait_for: WaitFor) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     outcomes: dict[int, tuple[pgjobs.EnqueueResult, bool]] = {}
     errors: list[BaseException] = []
     start = threading.Barrier(49)
@@ -68,7 +56,7 @@ def test_concurrent_identical_enqueues_create_exactly_one_job(dsn: str, wait_for
         for thread in threads:
             thread.start()
         wait_for(
-            lambda: lc.scalar(dsn, _BLOCKED) == 49,
+            lambda: queries.scalar(dsn, _BLOCKED) == 49,
             timeout=30,
             message="the enqueues did not all wait on the key",
         )
@@ -78,17 +66,17 @@ def test_concurrent_identical_enqueues_create_exactly_one_job(dsn: str, wait_for
     assert errors == []
     assert len(outcomes) == 49
 
-    jobs = lc.rows(dsn, "select id from pgjobs.jobs where dedup_key = 'report:2026-10'")
+    jobs = queries.rows(dsn, "select id from pgjobs.jobs where dedup_key = 'report:2026-10'")
     assert len(jobs) == 1
     (job_id,) = jobs[0]
     committed = [result for result, keep in outcomes.values() if keep]
     assert [r for r in committed if not r.duplicate] == [pgjobs.EnqueueResult(job_id, False)]
     assert {r.id for r in committed} == {job_id}
-    assert lc.scalar(dsn, "select count(*) from pgjobs.dedup_keys") == 1
+    assert queries.scalar(dsn, "select count(*) from pgjobs.dedup_keys") == 1
 
 
 def test_same_dedup_key_in_two_organizations_makes_two_jobs(dsn: str) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     with psycopg.connect(dsn) as conn:
         acme = pgjobs.enqueue(conn, "lc.dedup", organization="acme", dedup_key="k")
         globex = pgjobs.enqueue(conn, "lc.dedup", organization="globex", dedup_key="k")
@@ -98,7 +86,7 @@ def test_same_dedup_key_in_two_organizations_makes_two_jobs(dsn: str) -> None:
 
 
 def test_dedup_window_outlives_the_job_and_window_zero_does_not(dsn: str) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         windowed = pgjobs.enqueue(conn, "lc.dedup", organization="acme", dedup_key="k")
         assert pgjobs.enqueue(conn, "lc.dedup", organization="acme", dedup_key="k") == (

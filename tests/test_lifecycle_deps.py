@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import sql
-from tests import lifecycle_handlers as lc
+from tests.support import lifecycle_handlers as lc
+from tests.support import queries, workers
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def _enqueue(dsn: str, job_type: str = "lc.work", depends_on: tuple[int, ...] = 
 
 
 def _states(dsn: str, ids: list[int]) -> list[str]:
-    found = dict(lc.rows(dsn, "select id, state from pgjobs.jobs where id = any(%s)", (ids,)))
+    found = dict(queries.rows(dsn, "select id, state from pgjobs.jobs where id = any(%s)", (ids,)))
     return [found[i] for i in ids]
 
 
@@ -34,28 +34,21 @@ def _claim(dsn: str, *job_ids: int) -> list[int]:
     """Claims the runnable jobs as a worker would (the test is the worker): exactly
     ``job_ids``; returns their lease tokens."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            sql.query("job_claim"),
-            {"worker": "test/1", "queues": [lc.QUEUE], "n": 10, "lease_seconds": 60, "now": None},
-        ).fetchall()
-    tokens = {row[0]: int(row[-1]) for row in rows}
+        tokens = queries.claim_tokens(conn, [lc.QUEUE])
     assert sorted(tokens) == sorted(job_ids)
     return [tokens[i] for i in job_ids]
 
 
 def _complete(conn: psycopg.Connection[Any], job_id: int, token: int) -> None:
     """The worker's own completion statement, on the caller's transaction."""
-    done = conn.execute(
-        sql.query("job_complete_many"),
-        {"ids": [job_id], "tokens": [token], "results": "[null]", "durations": [1.0], "now": None},
-    ).fetchall()
+    done = queries.complete(conn, job_id, token)
     assert done == [(job_id, "completed")]
 
 
 def test_a_permanent_failure_cancels_children_and_grandchildren_with_the_reason(
     dsn: str, wait_for: WaitFor
 ) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     parent = _enqueue(dsn, "lc.doomed")
     children = [_enqueue(dsn, depends_on=(parent,)) for _ in range(2)]
     healthy = _enqueue(dsn)
@@ -68,7 +61,7 @@ def test_a_permanent_failure_cancels_children_and_grandchildren_with_the_reason(
     waiting = [*children, *grandchildren, great_grandchild]
     assert _states(dsn, waiting) == ["waiting"] * len(waiting)
 
-    with lc.workers(dsn) as pool:
+    with workers.workers(dsn) as pool:
         pool.start(processes=2)
         wait_for(
             lambda: _states(dsn, [parent, healthy]) == ["dead", "completed"],
@@ -79,13 +72,15 @@ def test_a_permanent_failure_cancels_children_and_grandchildren_with_the_reason(
     # Canceled in the transaction that ended the parent dead: nothing to wait for.
     assert _states(dsn, waiting) == ["canceled"] * len(waiting)
     # None of the dependents ever ran.
-    ran = {r[0] for r in lc.rows(dsn, "select job_id from lc_runs")}
+    ran = {r[0] for r in queries.rows(dsn, "select job_id from lc_runs")}
     assert ran == {parent}
-    assert lc.scalar(dsn, "select count(*) from lc_done where job_id = any(%s)", (waiting,)) == 0
+    assert (
+        queries.scalar(dsn, "select count(*) from lc_done where job_id = any(%s)", (waiting,)) == 0
+    )
     # Each records the dependency that failed it, in the row and in its history.
     reasons = dict(
         (r[0], r[1:])
-        for r in lc.rows(
+        for r in queries.rows(
             dsn,
             "select id, canceled_by, last_error, finished_at is not null"
             "  from pgjobs.jobs where id = any(%s)",
@@ -101,7 +96,7 @@ def test_a_permanent_failure_cancels_children_and_grandchildren_with_the_reason(
     }
     assert reasons == {i: ("dependency", message, True) for i, message in expected.items()}
     for job_id, message in expected.items():
-        history = lc.rows(
+        history = queries.rows(
             dsn,
             "select from_state, to_state, message from pgjobs.job_events"
             " where job_id = %s order by id",
@@ -109,7 +104,7 @@ def test_a_permanent_failure_cancels_children_and_grandchildren_with_the_reason(
         )
         assert history == [("waiting", "canceled", message)]
     # The dead parent's own history: one attempt, a permanent error.
-    assert lc.rows(
+    assert queries.rows(
         dsn,
         "select to_state, error_class, message from pgjobs.job_events"
         " where job_id = %s and from_state = 'running'",
@@ -118,14 +113,14 @@ def test_a_permanent_failure_cancels_children_and_grandchildren_with_the_reason(
 
 
 def test_a_canceled_parent_cancels_its_dependents_recursively(dsn: str) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     parent = _enqueue(dsn)
     child = _enqueue(dsn, depends_on=(parent,))
     grandchild = _enqueue(dsn, depends_on=(child,))
     with psycopg.connect(dsn) as conn:
         assert pgjobs.cancel(conn, parent) == "canceled"
     assert _states(dsn, [parent, child, grandchild]) == ["canceled"] * 3
-    assert lc.rows(
+    assert queries.rows(
         dsn,
         "select canceled_by, last_error from pgjobs.jobs where id = any(%s) order by id",
         ([child, grandchild],),
@@ -135,13 +130,13 @@ def test_a_canceled_parent_cancels_its_dependents_recursively(dsn: str) -> None:
     ]
     # A job enqueued on an already failed parent is born canceled, never runnable.
     late = _enqueue(dsn, depends_on=(parent,))
-    assert lc.rows(
+    assert queries.rows(
         dsn, "select state, canceled_by, last_error from pgjobs.jobs where id = %s", (late,)
     ) == [("canceled", "dependency", f"dependency {parent} ended canceled")]
 
 
 def test_children_are_queued_in_the_transaction_that_completes_their_parent(dsn: str) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     parent = _enqueue(dsn)
     children = [_enqueue(dsn, depends_on=(parent,)) for _ in range(2)]
     (token,) = _claim(dsn, parent)
@@ -167,19 +162,7 @@ def test_children_are_queued_in_the_transaction_that_completes_their_parent(dsn:
             "select count(*) from pgjobs.job_events where job_id = any(%s)", (children,)
         ).fetchone() == (0,)
         # A worker polling meanwhile finds nothing runnable.
-        assert (
-            other.execute(
-                sql.query("job_claim"),
-                {
-                    "worker": "test/2",
-                    "queues": [lc.QUEUE],
-                    "n": 10,
-                    "lease_seconds": 60,
-                    "now": None,
-                },
-            ).fetchall()
-            == []
-        )
+        assert queries.claim_tokens(other, [lc.QUEUE], worker="test/2") == {}
         completing.commit()
         assert seen_by(other) == ["completed", "queued", "queued"]
         # One transaction wrote all three rows.
@@ -190,7 +173,7 @@ def test_children_are_queued_in_the_transaction_that_completes_their_parent(dsn:
 
 
 def test_a_rolled_back_completion_leaves_the_children_waiting(dsn: str) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     parent = _enqueue(dsn)
     child = _enqueue(dsn, depends_on=(parent,))
     (token,) = _claim(dsn, parent)
@@ -204,7 +187,7 @@ def test_a_rolled_back_completion_leaves_the_children_waiting(dsn: str) -> None:
 
 
 def test_a_child_of_two_parents_is_queued_only_when_the_last_completes(dsn: str) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     first, second = _enqueue(dsn), _enqueue(dsn)
     child = _enqueue(dsn, depends_on=(first, second))
     tokens = dict(zip((first, second), _claim(dsn, first, second), strict=True))
@@ -213,7 +196,7 @@ def test_a_child_of_two_parents_is_queued_only_when_the_last_completes(dsn: str)
         assert _states(dsn, [first, second, child]) == ["completed", "running", "waiting"]
         _complete(conn, second, tokens[second])
     assert _states(dsn, [first, second, child]) == ["completed", "completed", "queued"]
-    assert lc.rows(
+    assert queries.rows(
         dsn,
         "select from_state, to_state from pgjobs.job_events where job_id = %s order by id",
         (child,),
@@ -226,7 +209,7 @@ def test_two_parents_completing_concurrently_release_their_child(
     """Each completion's check "are all my child's parents completed?" must see
     the other: two transactions that each saw the other parent still running
     would leave the child waiting for ever."""
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     first, second = _enqueue(dsn), _enqueue(dsn)
     child = _enqueue(dsn, depends_on=(first, second))
     tokens = dict(zip((first, second), _claim(dsn, first, second), strict=True))
@@ -251,7 +234,7 @@ def test_two_parents_completing_concurrently_release_their_child(
         wait_for(
             lambda: (
                 not thread.is_alive()
-                or lc.scalar(
+                or queries.scalar(
                     dsn,
                     "select count(*) from pg_stat_activity"
                     " where application_name = 'lc-second' and wait_event_type = 'Lock'",
@@ -264,7 +247,7 @@ def test_two_parents_completing_concurrently_release_their_child(
         assert not thread.is_alive()
     assert errors == []
     assert _states(dsn, [first, second, child]) == ["completed", "completed", "queued"]
-    assert lc.rows(
+    assert queries.rows(
         dsn,
         "select from_state, to_state from pgjobs.job_events where job_id = %s order by id",
         (child,),
@@ -272,14 +255,14 @@ def test_two_parents_completing_concurrently_release_their_child(
 
 
 def test_depending_on_a_missing_job_is_invalid_and_writes_nothing(dsn: str) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     parent = _enqueue(dsn)
     other_org = _enqueue_for(dsn, "globex")
     counts = (
         "select (select count(*) from pgjobs.jobs), (select count(*) from pgjobs.job_events),"
         " (select count(*) from pgjobs.dedup_keys)"
     )
-    before = lc.rows(dsn, counts)
+    before = queries.rows(dsn, counts)
     missing = 2**40
     with psycopg.connect(dsn) as conn:
         for depends_on in ([missing], [parent, missing], [other_org]):
@@ -305,7 +288,7 @@ def test_depending_on_a_missing_job_is_invalid_and_writes_nothing(dsn: str) -> N
                 (ORG, [missing]),
             )
         conn.rollback()
-    assert lc.rows(dsn, counts) == before
+    assert queries.rows(dsn, counts) == before
 
 
 def _enqueue_for(dsn: str, organization: str) -> int:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from tests import lifecycle_handlers as lc
+from tests.support import queries, workers
 
 pytestmark = pytest.mark.slow
 
@@ -22,35 +22,35 @@ select state, attempt, result, finished_at, worker, progress, last_error
 
 
 def test_late_completion_of_a_stopped_worker_changes_nothing(dsn: str, wait_for: WaitFor) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     with psycopg.connect(dsn) as conn:
         job_id = pgjobs.enqueue(
             conn, "lc.fenced", {"first_attempt_seconds": 3}, organization="acme"
         ).id
-    with lc.workers(dsn) as pool:
+    with workers.workers(dsn) as pool:
         stale = pool.start(processes=1, lease=1)
         wait_for(
-            lambda: lc.scalar(dsn, "select pid from lc_runs where job_id = %s", (job_id,)),
+            lambda: queries.scalar(dsn, "select pid from lc_runs where job_id = %s", (job_id,)),
             timeout=15,
             message="the first attempt never started",
         )
-        pid = lc.worker_pid_of(dsn, job_id)
+        pid = workers.worker_pid_of(dsn, job_id)
         assert pid is not None and pid in stale.children()
 
-        lc.signal_pid(pid, signal.SIGSTOP)
+        workers.signal_pid(pid, signal.SIGSTOP)
         pool.start(processes=1, lease=1)
         wait_for(
-            lambda: lc.scalar(
+            lambda: queries.scalar(
                 dsn, "select state = 'completed' from pgjobs.jobs where id = %s", (job_id,)
             ),
             timeout=20,
             message="the second worker did not complete the job",
         )
-        settled = lc.rows(dsn, _JOB_ROW, (job_id,))
+        settled = queries.rows(dsn, _JOB_ROW, (job_id,))
         assert settled[0][:3] == ("completed", 2, {"attempt": 2, "pid": settled[0][2]["pid"]})
         assert settled[0][2]["pid"] != pid
 
-        lc.signal_pid(pid, signal.SIGCONT)
+        workers.signal_pid(pid, signal.SIGCONT)
         # The first attempt now returns; its completion is refused (lease lost).
         wait_for(
             lambda: "job_lease_lost" in stale.output(),
@@ -59,12 +59,12 @@ def test_late_completion_of_a_stopped_worker_changes_nothing(dsn: str, wait_for:
         )
         assert stale.proc.poll() is None and pid in stale.children()
 
-        assert lc.rows(dsn, _JOB_ROW, (job_id,)) == settled
+        assert queries.rows(dsn, _JOB_ROW, (job_id,)) == settled
         # What the late attempt wrote through ctx.conn was rolled back with its completion.
-        assert lc.rows(dsn, "select attempt, pid from lc_done where job_id = %s", (job_id,)) == [
-            (2, settled[0][2]["pid"])
-        ]
-        history = lc.rows(
+        assert queries.rows(
+            dsn, "select attempt, pid from lc_done where job_id = %s", (job_id,)
+        ) == [(2, settled[0][2]["pid"])]
+        history = queries.rows(
             dsn,
             """
             select attempt, from_state, to_state, error_class from pgjobs.job_events
@@ -79,7 +79,7 @@ def test_late_completion_of_a_stopped_worker_changes_nothing(dsn: str, wait_for:
         ]
         # The second attempt was claimed only once the first one's lease (taken
         # at its claim, 1 s) had run out: compare the two claims' own times.
-        gap = lc.scalar(
+        gap = queries.scalar(
             dsn,
             """
             select extract(epoch from max(at) - min(at)) from pgjobs.job_events

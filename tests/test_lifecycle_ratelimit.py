@@ -15,8 +15,9 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import sql
-from tests import lifecycle_handlers as lc
+from pgjobs.statements.claim import claim
+from tests.support import lifecycle_handlers as lc
+from tests.support import queries, workers
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +43,8 @@ def _enqueue(dsn: str, counts: dict[str, int]) -> dict[str, list[int]]:
 
 def _claim(conn: psycopg.Connection[Any], now: dt.datetime, n: int = 100) -> list[tuple[int, str]]:
     """The worker's claim with an injected clock: (id, organization) of each job claimed."""
-    rows = conn.execute(
-        sql.query("job_claim"),
-        {"worker": "test/1", "queues": [lc.QUEUE], "n": n, "lease_seconds": 60, "now": now},
-    ).fetchall()
-    return [(row[0], row[2]) for row in rows]
+    jobs = claim(conn, worker="test/1", queues=[lc.QUEUE], n=n, lease_seconds=60, now=now)
+    return [(job.id, job.organization) for job in jobs]
 
 
 def _db_now(conn: psycopg.Connection[Any]) -> dt.datetime:
@@ -57,7 +55,7 @@ def _db_now(conn: psycopg.Connection[Any]) -> dt.datetime:
 
 def _by_state(dsn: str, ids: list[int]) -> dict[str, set[int]]:
     states: dict[str, set[int]] = {}
-    for job_id, state in lc.rows(
+    for job_id, state in queries.rows(
         dsn, "select id, state from pgjobs.jobs where id = any(%s)", (ids,)
     ):
         states.setdefault(state, set()).add(job_id)
@@ -67,11 +65,11 @@ def _by_state(dsn: str, ids: list[int]) -> dict[str, set[int]]:
 def test_the_sixth_job_of_an_organization_waits_while_another_organization_runs(
     dsn: str, wait_for: WaitFor
 ) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     jobs = _enqueue(dsn, {"acme": 7, "globex": LIMIT})
     acme, globex = jobs["acme"], jobs["globex"]
 
-    with lc.workers(dsn) as pool:
+    with workers.workers(dsn) as pool:
         pool.start(processes=2)
         wait_for(
             lambda: len(_by_state(dsn, acme + globex).get("completed", ())) == 2 * LIMIT,
@@ -82,7 +80,7 @@ def test_the_sixth_job_of_an_organization_waits_while_another_organization_runs(
         # them in the queue; acme's first five ran, in order.
         assert _by_state(dsn, globex) == {"completed": set(globex)}
         assert _by_state(dsn, acme) == {"completed": set(acme[:LIMIT]), "queued": set(acme[LIMIT:])}
-        window_start, used = lc.rows(
+        window_start, used = queries.rows(
             dsn,
             "select window_start, used from pgjobs.rate_windows"
             " where organization = 'acme' and job_type = 'lc.limited'",
@@ -90,20 +88,22 @@ def test_the_sixth_job_of_an_organization_waits_while_another_organization_runs(
         assert used == LIMIT
         # The over-budget jobs wait for the next window: not failed, not run,
         # no attempt counted, due exactly when acme's window ends.
-        waiting = lc.rows(
+        waiting = queries.rows(
             dsn,
             "select id, state, attempt, run_at, last_error from pgjobs.jobs"
             " where id = any(%s) order by id",
             (acme[LIMIT:],),
         )
         assert waiting == [(i, "queued", 0, window_start + PERIOD, None) for i in acme[LIMIT:]]
-        assert lc.scalar(dsn, "select now() < %s", (window_start + PERIOD,))
+        assert queries.scalar(dsn, "select now() < %s", (window_start + PERIOD,))
         assert (
-            lc.scalar(dsn, "select count(*) from lc_runs where job_id = any(%s)", (acme[LIMIT:],))
+            queries.scalar(
+                dsn, "select count(*) from lc_runs where job_id = any(%s)", (acme[LIMIT:],)
+            )
             == 0
         )
         assert (
-            lc.scalar(
+            queries.scalar(
                 dsn,
                 "select count(*) from pgjobs.job_events where job_id = any(%s)",
                 (acme[LIMIT:],),
@@ -119,7 +119,7 @@ def test_the_sixth_job_of_an_organization_waits_while_another_organization_runs(
 
 
 def test_each_window_grants_its_budget_per_organization(dsn: str) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     jobs = _enqueue(dsn, {"acme": 12, "globex": 3})
     acme, globex = jobs["acme"], jobs["globex"]
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -140,7 +140,7 @@ def test_each_window_grants_its_budget_per_organization(dsn: str) -> None:
 
     assert _by_state(dsn, acme + globex) == {"running": set(acme + globex)}
     # Nothing waited by failing: every job has exactly its one claim in its history.
-    assert lc.rows(
+    assert queries.rows(
         dsn,
         "select distinct from_state, to_state, attempt from pgjobs.job_events"
         " where job_id = any(%s)",

@@ -25,7 +25,7 @@ import pytest
 
 import pgjobs
 from pgjobs.migrate import migrate
-from tests import lifecycle_handlers as lc
+from tests.support import queries, workers
 
 pytestmark = pytest.mark.slow
 
@@ -137,18 +137,20 @@ def _enqueue_once(dsn: str, count: int) -> list[int]:
 
 def _completed(dsn: str) -> int:
     with contextlib.suppress(psycopg.OperationalError):
-        return int(lc.scalar(dsn, "select count(*) from pgjobs.jobs where state = 'completed'"))
+        return int(
+            queries.scalar(dsn, "select count(*) from pgjobs.jobs where state = 'completed'")
+        )
     return -1  # the server is not back yet
 
 
 def assert_each_completed_once(dsn: str, ids: list[int]) -> None:
-    assert dict(lc.rows(dsn, "select state, count(*) from pgjobs.jobs group by state")) == {
+    assert dict(queries.rows(dsn, "select state, count(*) from pgjobs.jobs group by state")) == {
         "completed": len(ids)
     }
     # lc_once commits with the completion, one row per job (its primary key).
-    assert lc.scalar(dsn, "select count(*) from lc_once") == len(ids)
+    assert queries.scalar(dsn, "select count(*) from lc_once") == len(ids)
     assert (
-        lc.rows(
+        queries.rows(
             dsn,
             """
         select job_id from pgjobs.job_events where to_state = 'completed'
@@ -158,7 +160,7 @@ def assert_each_completed_once(dsn: str, ids: list[int]) -> None:
     )
     # Each job's one completion is the attempt that wrote its evidence.
     assert (
-        lc.rows(
+        queries.rows(
             dsn,
             """
         select j.id from pgjobs.jobs j left join lc_once o on o.job_id = j.id
@@ -172,7 +174,7 @@ def assert_each_completed_once(dsn: str, ids: list[int]) -> None:
 def assert_outages_cost_few_attempts(dsn: str, outages: int, processes: int) -> None:
     """A lost connection costs the attempt in flight, not the batch claimed with
     it: jobs not started yet go back to the queue with their attempt unchanged."""
-    retried = lc.scalar(dsn, "select count(*) from pgjobs.jobs where attempt > 1")
+    retried = queries.scalar(dsn, "select count(*) from pgjobs.jobs where attempt > 1")
     assert retried <= 4 * outages * processes
 
 
@@ -182,10 +184,10 @@ def test_a_postgres_restart_mid_run_loses_no_job_and_completes_none_twice(
     dsn = private_server.dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     ids = _enqueue_once(dsn, 2000)
 
-    with lc.workers(dsn) as pool:
+    with workers.workers(dsn) as pool:
         worker = pool.start(processes=2, lease=3)
         wait_for(lambda: _completed(dsn) >= 400, timeout=30, message="the run did not start")
 
@@ -209,17 +211,17 @@ def test_a_postgres_restart_mid_run_loses_no_job_and_completes_none_twice(
 
 
 def test_killed_worker_sessions_lose_no_job(dsn: str, wait_for: WaitFor) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     ids = _enqueue_once(dsn, 1500)
     kill = """
         select count(pg_terminate_backend(pid)) from pg_stat_activity
          where datname = current_database() and application_name like 'pgjobs %%'"""
 
-    with lc.workers(dsn) as pool:
+    with workers.workers(dsn) as pool:
         worker = pool.start(processes=2, lease=3)
         for done in (300, 700, 1100):
             wait_for(lambda: _completed(dsn) >= done, timeout=30)  # noqa: B023
-            killed = lc.scalar(dsn, kill)
+            killed = queries.scalar(dsn, kill)
             assert killed >= 4  # the supervisor's, and per process: control, beacon, job
         assert _completed(dsn) < len(ids)  # the last kill came mid-run
         wait_for(

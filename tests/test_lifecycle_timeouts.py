@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from tests import lifecycle_handlers as lc
+from tests.support import queries, workers
 
 pytestmark = pytest.mark.slow
 
@@ -23,26 +23,28 @@ select count(*) from pg_stat_activity
 
 
 def _ticks(dsn: str, job_id: int) -> int | None:
-    return lc.scalar(dsn, "select n from lc_ticks where job_id = %s", (job_id,))
+    return queries.scalar(dsn, "select n from lc_ticks where job_id = %s", (job_id,))
 
 
 def test_timeout_stops_a_busy_loop_a_sleep_with_a_thread_and_a_query(
     dsn: str, wait_for: WaitFor
 ) -> None:
-    lc.prepare(dsn)
+    workers.prepare(dsn)
     with psycopg.connect(dsn) as conn:
         ids = {
             name: pgjobs.enqueue(conn, f"lc.{name}", organization="acme").id
             for name in ("spin", "snooze", "pg_snooze", "spin_twice")
         }
-    with lc.workers(dsn) as pool:
+    with workers.workers(dsn) as pool:
         worker = pool.start(processes=4, lease=5)
         # The server-side sleep is running before it is stopped.
         wait_for(
-            lambda: lc.scalar(dsn, _PG_SLEEPS) == 1, timeout=15, message="pg_sleep never started"
+            lambda: queries.scalar(dsn, _PG_SLEEPS) == 1,
+            timeout=15,
+            message="pg_sleep never started",
         )
         wait_for(
-            lambda: lc.scalar(
+            lambda: queries.scalar(
                 dsn,
                 """
             select count(*) = 4 from pgjobs.jobs where state = 'dead'""",
@@ -52,16 +54,16 @@ def test_timeout_stops_a_busy_loop_a_sleep_with_a_thread_and_a_query(
         )
 
         # Nothing the killed attempts started is still going.
-        assert lc.scalar(dsn, _PG_SLEEPS) == 0
+        assert queries.scalar(dsn, _PG_SLEEPS) == 0
         for name in ("spin", "snooze", "spin_twice"):
             ticks = _ticks(dsn, ids[name])
             assert ticks is not None and ticks > 1, name
-            assert lc.holds_for(lambda n=ticks, j=ids[name]: _ticks(dsn, j) == n, 0.5), (
+            assert queries.holds_for(lambda n=ticks, j=ids[name]: _ticks(dsn, j) == n, 0.5), (
                 f"{name} still writes after its timeout"
             )
-        pids = [p for (p,) in lc.rows(dsn, "select pid from lc_runs")]
+        pids = [p for (p,) in queries.rows(dsn, "select pid from lc_runs")]
         assert len(pids) == 5
-        assert all(lc.pid_gone(p) for p in pids)
+        assert all(workers.pid_gone(p) for p in pids)
         # Each killed process was replaced.
         wait_for(lambda: len(worker.children()) == 4, timeout=5)
         assert not set(pids) & set(worker.children())
@@ -78,8 +80,8 @@ def test_timeout_stops_a_busy_loop_a_sleep_with_a_thread_and_a_query(
         assert all(e["attempt"] >= 1 and e["worker"] and e["reason"] == "timeout" for e in kills)
 
     # The attempt's own transaction was rolled back with it.
-    assert lc.scalar(dsn, "select count(*) from lc_done") == 0
-    events = lc.rows(
+    assert queries.scalar(dsn, "select count(*) from lc_done") == 0
+    events = queries.rows(
         dsn,
         """
         select j.job_type, e.attempt, e.to_state, e.error_class, e.duration_ms
@@ -94,7 +96,7 @@ def test_timeout_stops_a_busy_loop_a_sleep_with_a_thread_and_a_query(
         ("lc.spin_twice", 2, "dead", "timeout"),
     ]
     assert all(1900 <= e[4] < 6000 for e in events), events
-    jobs = lc.rows(
+    jobs = queries.rows(
         dsn,
         "select attempt, max_attempts, last_error_class, finished_at is not null"
         " from pgjobs.jobs where id = %s",

@@ -12,24 +12,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgjobs import db, sql
+from pgjobs import sql
 from pgjobs.migrate import UnsupportedServer, check_server_version, migrate, pending
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # 0000_bootstrap creates the ledger itself and is not recorded in it.
 EXPECTED = {(m.version, m.name) for m in sql.migrations()[1:]}
-
-
-@pytest.fixture
-def empty_dsn(server_dsn: str) -> Iterator[str]:
-    """A database with nothing in it, not even the pgjobs schema."""
-    name = f"pgjobs_test_empty_{os.getpid()}_{secrets.token_hex(4)}"
-    db.create_database(server_dsn, name)
-    try:
-        yield db.with_dbname(server_dsn, name)
-    finally:
-        db.drop_database(server_dsn, name)
 
 
 def _ledger(dsn: str) -> list[tuple[int, str]]:
@@ -47,7 +36,8 @@ def test_empty_database_gets_every_migration_recorded(empty_dsn: str) -> None:
         assert pending(conn) == []
         # The schema works: a job type and a job can be written.
         conn.execute(
-            "insert into pgjobs.job_types (name, handler) values ('m', 'tests.handlers:noop')"
+            "insert into pgjobs.job_types (name, handler) "
+            "values ('m', 'tests.support.handlers:noop')"
         )
         job_id = conn.execute("select pgjobs.enqueue('m')").fetchone()
     assert applied == [f"{v:04d}_{n}" for v, n in sorted(EXPECTED)]

@@ -12,7 +12,7 @@ from psycopg.rows import DictRow
 
 from pgjobs import sql
 from pgjobs.states import TERMINAL, State
-from tests import factories
+from tests.support import factories
 
 Conn = psycopg.Connection[DictRow]
 

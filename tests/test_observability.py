@@ -2,20 +2,16 @@
 a retry, the worker's Prometheus endpoint, retention at worker start, and the
 worker's structured logs.
 
-Workers here are ``pgjobs worker`` subprocesses (``--import tests.handlers``)
+Workers here are ``pgjobs worker`` subprocesses (``--import tests.support.handlers``)
 whose output goes to a file: not a terminal, so their logs are JSON lines.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,76 +23,22 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import pgjobs
-from pgjobs import registry, retention, sql
-from tests import factories, handlers
+from pgjobs import registry, retention
+from pgjobs.statements import maintenance, monitoring
+from tests.support import factories, handlers, workers
+from tests.support.workers import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 WaitFor = Callable[..., Any]
 
 
-class Worker:
-    """``pgjobs worker`` in a session of its own, killed with its children at the end."""
-
-    def __init__(self, dsn: str, *args: str) -> None:
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
-            prefix="pgjobs-obs-worker-", suffix=".log", delete=False
-        )
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pgjobs.cli",
-                "worker",
-                "--dsn",
-                dsn,
-                "--import",
-                "tests.handlers",
-                "--processes",
-                "1",
-                "--poll",
-                "0.5",
-                *args,
-            ],
-            cwd=ROOT,
-            env=dict(os.environ, PGJOBS_DSN=dsn, PYTHONUNBUFFERED="1"),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every complete log line, each of which must be a JSON object."""
-        lines = self.output().splitlines(keepends=True)
-        return [json.loads(line) for line in lines if line.endswith("\n") and line.strip()]
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in self.events() if e.get("event") == name), None)
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
-
-
 @pytest.fixture
 def start_worker(dsn: str) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(*args: str) -> Worker:
-        worker = Worker(dsn, *args)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
+    """``pgjobs worker --import tests.support.handlers --processes 1 --poll 0.5 *args``."""
+    with workers.workers(dsn) as pool:
+        yield lambda *args: pool.start_args(
+            "--import", "tests.support.handlers", "--processes", "1", "--poll", "0.5", *args
+        )
 
 
 @pytest.fixture
@@ -123,7 +65,7 @@ def test_progress_10_50_90_is_held_by_the_row_in_turn_and_notified_with_ids_only
 ) -> None:
     db.execute(handlers.GATE_TABLE)
     with psycopg.connect(dsn, autocommit=True) as listener:
-        listener.execute(sql.query("listen_progress"))
+        monitoring.listen_progress(listener)
         job_id = pgjobs.enqueue(
             db, "t.progress_steps", {"steps": [10, 50, 90]}, organization="acme"
         ).id
@@ -354,13 +296,14 @@ def test_prune_after_prunes_old_finished_jobs_at_start_one_worker_at_a_time(
     everything = [*old, recent, old_but_active]
     assert _jobs_and_events(db, everything)[1] >= set(old)
 
-    # Another worker's pruner holds the lock: this one leaves the rows alone.
+    # Another worker's pruner has the turn: this one leaves the rows alone.
     with psycopg.connect(dsn, autocommit=True) as other:
-        assert _scalar(other, sql.query("prune_lock_try")) is True
+        assert maintenance.lease_take(other, duty="prune", holder="other/1", seconds=600)
         first = start_worker("--prune-after", "30d")
         skipped = wait_for(lambda: first.event("prune_skipped"), message="no prune_skipped")
         assert skipped["worker"]
         assert _jobs_and_events(db, everything)[0] == set(everything)
+        maintenance.lease_release(other, duties=["prune"], holder="other/1")
     first.stop()
 
     second = start_worker("--prune-after", "30d")
@@ -376,12 +319,12 @@ def test_prune_exclusive_gives_way_to_a_pruner_already_running(dsn: str) -> None
         psycopg.connect(dsn, autocommit=True) as first,
         psycopg.connect(dsn, autocommit=True) as second,
     ):
-        assert _scalar(first, sql.query("prune_lock_try")) is True
-        assert retention.prune_exclusive(second, 86400) is None
-        first.execute(sql.query("prune_unlock"))
-        assert retention.prune_exclusive(second, 86400) == 0
-        # The lock went with the run: the first session can take it again.
-        assert _scalar(first, sql.query("prune_lock_try")) is True
+        assert maintenance.lease_take(first, duty="prune", holder="first/1", seconds=600)
+        assert retention.prune_exclusive(second, 86400, holder="second/2") is None
+        maintenance.lease_release(first, duties=["prune"], holder="first/1")
+        assert retention.prune_exclusive(second, 86400, holder="second/2") == 0
+        # The turn went with the run: the first pruner can take it again.
+        assert maintenance.lease_take(first, duty="prune", holder="first/1", seconds=600)
 
 
 # -- structured logs ----------------------------------------------------------

@@ -270,15 +270,12 @@ def test_subscribe_receives_each_progress_value_of_one_job(dsn: str, wait_for: A
     ready.wait(5)
     # The generator LISTENs on first next(); give it a moment by polling its backend.
     wait_for(lambda: _listeners(dsn) >= 1, timeout=10, message="subscriber never LISTENed")
-    from pgjobs import sql
+    from pgjobs.statements.progress import progress
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         for pct in (10, 50, 90):
             for jid in (other, job_id):
-                conn.execute(
-                    sql.query("job_progress"),
-                    {"id": jid, "lease_token": claimed[jid], "progress": pct, "message": None},
-                )
+                progress(conn, job_id=jid, lease_token=claimed[jid], percent=pct, message=None)
             row = conn.execute(
                 "select progress from pgjobs.jobs where id = %s", (job_id,)
             ).fetchone()

@@ -21,7 +21,7 @@ from sqlalchemy import orm
 
 import pgjobs
 from pgjobs.errors import InvalidJob
-from tests.clients_support import (
+from tests.support.clients import (
     JOB_TYPE,
     Logins,
     database,

@@ -15,7 +15,7 @@ import pytest
 import pgjobs
 from pgjobs import registry
 from pgjobs.errors import AccessDenied, InvalidJob
-from tests.web_support import ROOT, Logins, as_user, header_hooks, logins, test_client  # noqa: F401
+from tests.support.web import ROOT, Logins, as_user, header_hooks, logins, test_client  # noqa: F401
 
 OWNED, OPEN = "own.creator_only", "own.anyone"
 
@@ -24,8 +24,8 @@ def setup_types(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute(
             "insert into pgjobs.job_types (name, handler, queue, cancel_policy) values"
-            " (%s, 'tests.handlers:noop', 'own', 'creator'),"
-            " (%s, 'tests.handlers:noop', 'own', 'organization')",
+            " (%s, 'tests.support.handlers:noop', 'own', 'creator'),"
+            " (%s, 'tests.support.handlers:noop', 'own', 'organization')",
             (OWNED, OPEN),
         )
 
@@ -195,7 +195,7 @@ def test_http_enqueue_records_the_actor_as_creator(dsn: str, app_dsn: str) -> No
 
 def test_a_job_type_declares_its_cancel_policy(conn: psycopg.Connection[Any]) -> None:
     spec = registry.JobType(
-        name="own.declared", handler="tests.handlers:noop", cancel_policy="creator"
+        name="own.declared", handler="tests.support.handlers:noop", cancel_policy="creator"
     )
     registry.upsert(conn, spec)
     got = conn.execute(
@@ -206,11 +206,11 @@ def test_a_job_type_declares_its_cancel_policy(conn: psycopg.Connection[Any]) ->
         registry.upsert(
             conn,
             registry.JobType(
-                name="own.bad", handler="tests.handlers:noop", cancel_policy="everyone"
+                name="own.bad", handler="tests.support.handlers:noop", cancel_policy="everyone"
             ),
         )
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
             "insert into pgjobs.job_types (name, handler, cancel_policy)"
-            " values ('own.sql', 'tests.handlers:noop', 'nobody')"
+            " values ('own.sql', 'tests.support.handlers:noop', 'nobody')"
         )

@@ -1,4 +1,4 @@
-"""The README's tour, run as written (see tests/tour.py for how each block runs).
+"""The README's tour, run as written (see tests/support/tour.py for how each block runs).
 
 It failed twice before: the first Python enqueue raised ``unknown job type
 'send_report'`` (nothing had registered the type) and ``pgjobs worker --import
@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from pgjobs import db
-from tests import tour
+from tests.support import tour
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -14,7 +14,7 @@ import pytest
 import pgjobs
 from pgjobs import registry
 from pgjobs.schedules.fire import fire_due
-from tests import factories
+from tests.support import factories
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -219,7 +219,7 @@ def test_0230_berlin_fires_once_at_three_on_spring_forward_and_once_on_fall_back
 def test_fires_go_through_enqueue_dedup(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
         "insert into pgjobs.job_types (name, handler, dedup_by_payload)"
-        " values ('t.once', 'tests.handlers:noop', true)"
+        " values ('t.once', 'tests.support.handlers:noop', true)"
     )
     pgjobs.schedule(conn, "tick", "t.once", "* * * * *", {"a": 1}, organization="acme")
     at(conn, "tick", T0)
@@ -235,7 +235,8 @@ def test_a_broken_schedule_records_its_error_and_blocks_no_other(
     conn: psycopg.Connection[Any], noop: str
 ) -> None:
     conn.execute(
-        "insert into pgjobs.job_types (name, handler) values ('t.off', 'tests.handlers:noop')"
+        "insert into pgjobs.job_types (name, handler) "
+        "values ('t.off', 'tests.support.handlers:noop')"
     )
     pgjobs.schedule(conn, "broken", "t.off", "* * * * *", organization="acme")
     pgjobs.schedule(conn, "fine", noop, "* * * * *", organization="acme")
@@ -255,7 +256,7 @@ def test_a_job_type_declares_its_system_schedule_when_registered(
 ) -> None:
     spec = registry.JobType(
         name="t.nightly",
-        handler="tests.handlers:noop",
+        handler="tests.support.handlers:noop",
         schedule="0 6 * * *",
         schedule_timezone="Europe/Berlin",
     )

@@ -26,8 +26,8 @@ from psycopg.rows import dict_row
 
 import pgjobs
 from pgjobs.schedules.fire import fire_due
-from tests import factories
-from tests.conftest import RUN_PREFIX
+from tests.support import factories
+from tests.support.databases import RUN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 UTC = dt.UTC
@@ -233,7 +233,7 @@ def test_a_real_worker_fires_a_per_second_schedule_within_a_second(
             "--queues",
             "ticks",
             "--import",
-            "tests.schedule_handlers",
+            "tests.support.schedule_handlers",
             "--log-level",
             "warning",
         ],

@@ -27,11 +27,12 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 import pgjobs
-import tests.handlers  # noqa: F401 - registers the job types the workers run
-from pgjobs import sql as queries
+import tests.support.handlers  # noqa: F401 - registers the job types the workers run
 from pgjobs.errors import AccessDenied, InvalidJob, JobNotFound
-from tests import factories
-from tests.conftest import RUN_PREFIX
+from pgjobs.statements import Failed
+from pgjobs.statements.progress import progress
+from tests.support import factories, queries
+from tests.support.databases import RUN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 ORGS = ("org-A", "org-B")
@@ -99,7 +100,7 @@ def _tenant(conn: psycopg.Connection[Any], org: str) -> Tenant:
     job_type, queue = f"{letter}.type", f"{letter}-queue"
     conn.execute(
         "insert into pgjobs.job_types (name, handler, queue, dedup_window_seconds) "
-        "values (%s, 'tests.handlers:noop', %s, 3600)",
+        "values (%s, 'tests.support.handlers:noop', %s, 3600)",
         (job_type, queue),
     )
     ids = {
@@ -481,7 +482,7 @@ def _drain(dsn: str) -> None:
         dsn,
         "worker",
         "--import",
-        "tests.handlers",
+        "tests.support.handlers",
         "--queues",
         "default",
         "--processes",
@@ -525,29 +526,10 @@ def test_a_role_with_no_grants_listening_hears_no_payload_message_or_error(
             job = pgjobs.enqueue(
                 conn, "a.type", {"secret": SECRET}, organization="org-A", dedup_key=SECRET
             ).id
-            claimed = conn.execute(
-                queries.query("job_claim"),
-                {"worker": "w", "queues": ["a-queue"], "n": 10, "lease_seconds": 30, "now": None},
-            ).fetchall()
-            token = next(row[-1] for row in claimed if row[0] == job)
-            conn.execute(
-                queries.query("job_progress"),
-                {"id": job, "lease_token": token, "progress": 50, "message": SECRET},
-            )
+            token = queries.claim_tokens(conn, ["a-queue"], worker="w", lease_seconds=30)[job]
+            progress(conn, job_id=job, lease_token=token, percent=50, message=SECRET)
             conn.execute("select pgjobs.cancel(%s)", (job,))
-            conn.execute(
-                queries.query("job_fail_many"),
-                {
-                    "ids": [job],
-                    "tokens": [token],
-                    "error_classes": ["Boom"],
-                    "messages": [SECRET],
-                    "tracebacks": [SECRET],
-                    "permanent": [False],
-                    "durations": [1.0],
-                    "now": None,
-                },
-            )
+            queries.fail(conn, job, token, Failed("Boom", SECRET, SECRET, False, 1.0))
         heard = []
         deadline_polls = 0
         while deadline_polls < 20:

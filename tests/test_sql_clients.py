@@ -18,7 +18,7 @@ from psycopg.types.numeric import Int2, Int4, Int8
 
 import pgjobs
 from pgjobs.errors import AccessDenied, InvalidJob
-from tests.clients_support import JOB_TYPE, Logins, as_user, count, jobs_with, logins, prepare
+from tests.support.clients import JOB_TYPE, Logins, as_user, count, jobs_with, logins, prepare
 
 ENQUEUE_SCOPED = """
 begin;

@@ -14,7 +14,7 @@ from psycopg.rows import DictRow
 import pgjobs
 from pgjobs.errors import translated
 from pgjobs.states import ACTIVE, TERMINAL, TRANSITIONS, State
-from tests import factories
+from tests.support import factories
 
 Conn = psycopg.Connection[DictRow]
 

@@ -15,8 +15,8 @@ import pytest
 
 import pgjobs
 from pgjobs.errors import InvalidJob
-from tests import client_handlers
-from tests.clients_support import JOB_TYPE, Logins, as_user, jobs_with, logins, prepare
+from tests.support import client_handlers
+from tests.support.clients import JOB_TYPE, Logins, as_user, jobs_with, logins, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
@@ -177,7 +177,8 @@ def test_a_handler_nesting_tenant_keeps_its_jobs_scope(dsn: str, who: Logins) ->
         }
     done = subprocess.run(
         [
-            sys.executable, "-m", "pgjobs.cli", "worker", "--import", "tests.client_handlers",
+            sys.executable, "-m", "pgjobs.cli", "worker",
+            "--import", "tests.support.client_handlers",
             "--processes", "1", "--exit-when-idle", "--dsn", as_user(dsn, who.worker),
         ],
         capture_output=True, text=True, timeout=120,

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 import pgjobs
-import tests.handlers  # noqa: F401 - registers the job types
-from tests.handlers import SIDE_TABLE
+import tests.support.handlers  # noqa: F401 - registers the job types
+from tests.support.handlers import SIDE_TABLE
 
 
 @pytest.fixture

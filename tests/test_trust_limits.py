@@ -19,7 +19,8 @@ import pytest
 from psycopg import sql as pgsql
 
 import pgjobs
-from tests import lifecycle_handlers as lc
+import tests.support.handlers  # noqa: F401 - registers t.noop, which the worker runs
+from tests.support.workers import workers
 from tests.test_security import Roles, as_user, roles  # noqa: F401 - fixture
 
 ORG = "org-A"
@@ -223,9 +224,9 @@ def test_a_tenants_poison_stalls_no_other_organization(
         victims = [
             pgjobs.enqueue(conn, "t.noop", {"i": i}, organization=VICTIM).id for i in range(30)
         ]
-    with lc.workers(as_user(attack_dsn, roles.worker)) as pool:
-        worker = pool.start(
-            processes=1, extra=("--import", "tests.handlers", "--queues", "default")
+    with workers(as_user(attack_dsn, roles.worker)) as pool:
+        worker = pool.start_args(
+            "--import", "tests.support.handlers", "--queues", "default", "--processes", "1"
         )
         with psycopg.connect(as_user(attack_dsn, roles.app), autocommit=True) as app:
             for name in POISONS:

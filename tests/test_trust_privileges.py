@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 import pgjobs
 from pgjobs import cli
-from pgjobs import sql as queries
-from tests import factories
+from pgjobs.statements import Failed
+from pgjobs.statements.progress import progress
+from tests.support import factories, queries
 from tests.test_security import (  # noqa: F401 - fixtures
     ROOT,
     Roles,
@@ -55,6 +56,8 @@ WRITES: dict[tuple[str, str], dict[str, set[str] | str]] = {
     ("pgjobs_worker", "rate_windows"): {"INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     ("pgjobs_worker", "worker_processes"): {"INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     ("pgjobs_worker", "job_types"): {"INSERT": ALL, "UPDATE": ALL},
+    # Turns at rescue, prune, migrate and vacuum (0030): only workers take them.
+    ("pgjobs_worker", "maintenance_leases"): {"INSERT": ALL, "UPDATE": ALL},
     ("pgjobs_admin", "jobs"): {
         "INSERT": JOB_INPUTS,
         "UPDATE": {"run_at", "priority", "queue"},
@@ -82,6 +85,7 @@ KNOWN_TABLES = {
     "schema_migrations",
     "schedules",
     "schedule_fires",
+    "maintenance_leases",
 }
 
 
@@ -216,15 +220,9 @@ def test_notifications_of_a_job_with_maximal_names_are_sent_and_parse(dsn: str) 
             (job_type, queue),
         )
         job = pgjobs.enqueue(conn, job_type, organization=org).id
-        claimed = conn.execute(
-            queries.query("job_claim"),
-            {"worker": "w", "queues": [queue], "n": 1, "lease_seconds": 30, "now": None},
-        ).fetchall()
-        assert [r[0] for r in claimed] == [job]
-        conn.execute(
-            queries.query("job_progress"),
-            {"id": job, "lease_token": claimed[0][-1], "progress": 50.5, "message": "m"},
-        )
+        tokens = queries.claim_tokens(conn, [queue], worker="w", lease_seconds=30)
+        assert list(tokens) == [job]
+        progress(conn, job_id=job, lease_token=tokens[job], percent=50.5, message="m")
         assert pgjobs.cancel(conn, job) == "running"
         heard = list(listener.notifies(timeout=2, stop_after=2))
     events = [json.loads(n.payload) for n in heard]
@@ -334,22 +332,12 @@ def test_history_on_a_terminal_shows_control_characters_escaped(dsn: str) -> Non
     with psycopg.connect(dsn, autocommit=True) as conn:
         factories.ensure_type(conn)
         job = pgjobs.enqueue(conn, factories.JOB_TYPE).id
-        token = conn.execute(
-            queries.query("job_claim"),
-            {"worker": "w", "queues": ["default"], "n": 1, "lease_seconds": 30, "now": None},
-        ).fetchall()[0][-1]
-        conn.execute(
-            queries.query("job_fail_many"),
-            {
-                "ids": [job],
-                "tokens": [token],
-                "error_classes": [f"Boom{escape}"],
-                "messages": [f"bad {escape}"],
-                "tracebacks": [f"Traceback\n  line {escape}\n"],
-                "permanent": [True],
-                "durations": [1.0],
-                "now": None,
-            },
+        token = queries.claim_tokens(conn, ["default"], worker="w", lease_seconds=30)[job]
+        queries.fail(
+            conn,
+            job,
+            token,
+            Failed(f"Boom{escape}", f"bad {escape}", f"Traceback\n  line {escape}\n", True, 1.0),
         )
     result = CliRunner().invoke(cli.main, ["history", str(job), "--dsn", dsn])
     assert result.exit_code == 0, result.output

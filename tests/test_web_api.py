@@ -13,9 +13,9 @@ import pytest
 
 import pgjobs
 from pgjobs.web import create_app
-from tests import factories
-from tests.conftest import RUN_PREFIX, _databases, _serial
-from tests.web_support import Logins, as_user, header_hooks, logins, test_client  # noqa: F401
+from tests.support import factories
+from tests.support.databases import databases
+from tests.support.web import Logins, as_user, header_hooks, logins, test_client  # noqa: F401
 
 A = {"x-org": "org-A", "x-user": "alice"}
 B = {"x-org": "org-B", "x-user": "bert"}
@@ -24,12 +24,16 @@ SECRET_TYPE = "b.secret_type"  # org-B's only job type: it must never show for o
 
 @pytest.fixture(scope="module")
 def world(server_dsn: str, template_db: str, logins: Logins) -> Iterator[dict[str, Any]]:  # noqa: F811
-    name = f"{RUN_PREFIX}_web_{next(_serial)}"
-    dsn = _databases.create(server_dsn, name, template=template_db)
+    with databases.database(server_dsn, template=template_db) as dsn:
+        yield _world(dsn, logins)
+
+
+def _world(dsn: str, logins: Logins) -> dict[str, Any]:  # noqa: F811
     with psycopg.connect(dsn) as conn:
         conn.execute(
             "insert into pgjobs.job_types (name, handler, dedup_window_seconds) values"
-            " ('a.type', 'tests.handlers:noop', 3600), (%s, 'tests.handlers:noop', 0)",
+            " ('a.type', 'tests.support.handlers:noop', 3600),"
+            " (%s, 'tests.support.handlers:noop', 0)",
             (SECRET_TYPE,),
         )
         a = {
@@ -40,8 +44,7 @@ def world(server_dsn: str, template_db: str, logins: Logins) -> Iterator[dict[st
             s: factories.make_job(conn, s, job_type=SECRET_TYPE, organization="org-B")
             for s in ("queued", "dead")
         }
-    yield {"dsn": dsn, "app_dsn": as_user(dsn, logins.app), "a": a, "b": b}
-    _databases.drop(name)
+    return {"dsn": dsn, "app_dsn": as_user(dsn, logins.app), "a": a, "b": b}
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 
 from pgjobs.migrate import migrate
 from pgjobs.web import create_app
-from tests import factories
+from tests.support import factories
+from tests.support.web import A_HEADERS, B_HEADERS, Events, header_hooks, serve
 from tests.test_lifecycle_restart import PrivateServer
-from tests.web_support import A_HEADERS, B_HEADERS, Events, header_hooks, serve
 
 pytestmark = pytest.mark.slow
 

@@ -19,13 +19,13 @@ import pytest
 from psycopg.rows import DictRow, dict_row
 
 import pgjobs
-from pgjobs import registry, sql
-from pgjobs.context import ClaimedJob
+from pgjobs import registry
+from pgjobs.statements import Completed, Failed, Lease
+from pgjobs.statements.claim import claim
+from pgjobs.statements.outcomes import complete_many, fail_many
 from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.executor import Completed, completion_params
-from pgjobs.worker.runner import connect
-from tests import handlers
-from tests import lifecycle_handlers as lc
+from pgjobs.worker.session import connect
+from tests.support import handlers, queries, workers
 
 Conn = psycopg.Connection[DictRow]
 
@@ -34,24 +34,24 @@ Conn = psycopg.Connection[DictRow]
 
 
 @pytest.fixture
-def pool(dsn: str) -> Iterator[lc.Workers]:
+def pool(dsn: str) -> Iterator[workers.Workers]:
     """The lifecycle harness (real ``pgjobs worker`` processes, all killed when the
     test ends), on a database with the side table and every t.* type."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(handlers.SIDE_TABLE)
         registry.sync(conn)
-    with lc.workers(dsn) as workers:
-        yield workers
+    with workers.workers(dsn) as started:
+        yield started
 
 
 def run_until_idle(
-    pool: lc.Workers, *, processes: int = 2, queues: str = "default", timeout: float = 30
-) -> lc.Worker:
-    """``pgjobs worker --processes N --import tests.handlers --exit-when-idle``,
+    pool: workers.Workers, *, processes: int = 2, queues: str = "default", timeout: float = 30
+) -> workers.Worker:
+    """``pgjobs worker --processes N --import tests.support.handlers --exit-when-idle``,
     waited for: it exits once no job in its queues is left unfinished."""
     worker = pool.start(
         processes=processes,
-        extra=("--import", "tests.handlers", "--queues", queues, "--exit-when-idle"),
+        extra=("--import", "tests.support.handlers", "--queues", queues, "--exit-when-idle"),
     )
     code = worker.wait(timeout)
     assert code == 0, worker.output()[-5000:]
@@ -71,7 +71,7 @@ def job(dsn: str, job_id: int) -> dict[str, Any]:
 
 def events(dsn: str, job_id: int) -> list[tuple[Any, ...]]:
     """(attempt, from_state, to_state, error_class, message) per history row."""
-    return lc.rows(
+    return queries.rows(
         dsn,
         "select attempt, from_state, to_state, error_class, message "
         "from pgjobs.job_events where job_id = %s order by id",
@@ -89,14 +89,14 @@ def enqueue(dsn: str, job_type: str, payload: dict[str, Any] | None = None) -> i
 
 @pytest.mark.slow
 def test_committed_job_runs_exactly_once_and_uncommitted_or_rolled_back_ones_never(
-    dsn: str, pool: lc.Workers
+    dsn: str, pool: workers.Workers
 ) -> None:
     with psycopg.connect(dsn) as caller:
         job_id = pgjobs.enqueue(caller, "t.record", {"n": 1}).id
         # The caller's transaction is still open: a worker finds nothing to do.
         run_until_idle(pool)
-        assert lc.scalar(dsn, "select count(*) from side") == 0
-        assert lc.scalar(dsn, "select count(*) from pgjobs.jobs") == 0
+        assert queries.scalar(dsn, "select count(*) from side") == 0
+        assert queries.scalar(dsn, "select count(*) from pgjobs.jobs") == 0
         caller.commit()
 
     with psycopg.connect(dsn) as other:
@@ -106,18 +106,20 @@ def test_committed_job_runs_exactly_once_and_uncommitted_or_rolled_back_ones_nev
     run_until_idle(pool)
     run_until_idle(pool)  # a second worker finds nothing left to run
 
-    assert lc.rows(dsn, "select job_id, attempt from side") == [(job_id, 1)]
+    assert queries.rows(dsn, "select job_id, attempt from side") == [(job_id, 1)]
     done = job(dsn, job_id)
     assert (done["state"], done["attempt"], done["last_error"]) == ("completed", 1, None)
     assert events(dsn, job_id) == [
         (1, "queued", "running", None, None),
         (1, "running", "completed", None, None),
     ]
-    assert lc.scalar(dsn, "select count(*) from pgjobs.jobs where id = %s", (rolled_back,)) == 0
+    assert (
+        queries.scalar(dsn, "select count(*) from pgjobs.jobs where id = %s", (rolled_back,)) == 0
+    )
 
 
 @pytest.mark.slow
-def test_four_processes_drain_5000_jobs_each_exactly_once(dsn: str, pool: lc.Workers) -> None:
+def test_four_processes_drain_5000_jobs_each_exactly_once(dsn: str, pool: workers.Workers) -> None:
     total = 5000
     with psycopg.connect(dsn) as conn:
         ids = [
@@ -132,22 +134,22 @@ def test_four_processes_drain_5000_jobs_each_exactly_once(dsn: str, pool: lc.Wor
 
     # side.job_id is the primary key and written in each job's own transaction:
     # a second run of any job would have failed on it, and left a failure event.
-    assert lc.scalar(dsn, "select count(*) from side") == total
-    assert {r[0] for r in lc.rows(dsn, "select job_id from side")} == set(ids)
-    assert lc.rows(dsn, "select state, count(*), max(attempt) from pgjobs.jobs group by 1") == [
-        ("completed", total, 1)
-    ]
-    assert lc.rows(dsn, "select distinct attempt from side") == [(1,)]
-    assert lc.rows(
+    assert queries.scalar(dsn, "select count(*) from side") == total
+    assert {r[0] for r in queries.rows(dsn, "select job_id from side")} == set(ids)
+    assert queries.rows(
+        dsn, "select state, count(*), max(attempt) from pgjobs.jobs group by 1"
+    ) == [("completed", total, 1)]
+    assert queries.rows(dsn, "select distinct attempt from side") == [(1,)]
+    assert queries.rows(
         dsn, "select from_state, to_state, count(*) from pgjobs.job_events group by 1, 2 order by 1"
     ) == [("queued", "running", total), ("running", "completed", total)]
     # The work was shared: more than one process claimed jobs.
-    processes = lc.scalar(dsn, "select count(distinct worker) from pgjobs.jobs")
+    processes = queries.scalar(dsn, "select count(distinct worker) from pgjobs.jobs")
     assert 1 < processes <= 4, worker.output()[-3000:]
 
 
 def test_large_batches_complete_each_job_with_its_own_result(
-    dsn: str, pool: lc.Workers
+    dsn: str, pool: workers.Workers
 ) -> None:
     """Claims of up to 2,000 jobs: their completions are written in chunks, and
     every job still gets the result of its own run."""
@@ -161,11 +163,18 @@ def test_large_batches_complete_each_job_with_its_own_result(
         ]
     worker = pool.start(
         processes=1,
-        extra=("--import", "tests.handlers", "--queues", "default", "--batch-size", "2000",
-               "--exit-when-idle"),
+        extra=(
+            "--import",
+            "tests.support.handlers",
+            "--queues",
+            "default",
+            "--batch-size",
+            "2000",
+            "--exit-when-idle",
+        ),
     )
     assert worker.wait(60) == 0, worker.output()[-5000:]
-    rows = lc.rows(
+    rows = queries.rows(
         dsn,
         "select id, state, (result->>'sum')::int, (payload->>'a')::int from pgjobs.jobs",
     )
@@ -176,12 +185,12 @@ def test_large_batches_complete_each_job_with_its_own_result(
 
 @pytest.mark.slow
 def test_idle_workers_wake_on_notify_long_before_their_poll(
-    dsn: str, pool: lc.Workers, wait_for: Any
+    dsn: str, pool: workers.Workers, wait_for: Any
 ) -> None:
     """Wake-ups come by LISTEN/NOTIFY, the poll (a minute here) is only the
     safety net: also after a busy stretch of full batches, during which the
     workers stop listening, and when they listen again."""
-    pool.start(poll=60.0, extra=("--import", "tests.handlers", "--queues", "default"))
+    pool.start(poll=60.0, extra=("--import", "tests.support.handlers", "--queues", "default"))
 
     def completed(job_id: int) -> bool:
         return bool(job(dsn, job_id)["state"] == "completed")
@@ -191,7 +200,9 @@ def test_idle_workers_wake_on_notify_long_before_their_poll(
     with psycopg.connect(dsn) as conn:
         pgjobs.enqueue_many(conn, [{"job_type": "t.noop"}] * 1000)
     wait_for(
-        lambda: lc.scalar(dsn, "select count(*) from pgjobs.jobs where state <> 'completed'") == 0,
+        lambda: (
+            queries.scalar(dsn, "select count(*) from pgjobs.jobs where state <> 'completed'") == 0
+        ),
         timeout=60,
     )
     for _ in range(3):
@@ -204,7 +215,7 @@ def test_idle_workers_wake_on_notify_long_before_their_poll(
 
 @pytest.mark.slow
 def test_transient_failure_retries_until_max_attempts_then_ends_dead(
-    dsn: str, pool: lc.Workers
+    dsn: str, pool: workers.Workers
 ) -> None:
     job_id = enqueue(dsn, "t.always_fails")  # max_attempts=4
 
@@ -227,11 +238,11 @@ def test_transient_failure_retries_until_max_attempts_then_ends_dead(
     ]
     # Every attempt wrote its side row in the job's transaction; each failure
     # rolled it back.
-    assert lc.scalar(dsn, "select count(*) from side") == 0
+    assert queries.scalar(dsn, "select count(*) from side") == 0
     # Each retry was claimed only after the failure that scheduled it.
     times = [
         r[0]
-        for r in lc.rows(
+        for r in queries.rows(
             dsn, "select at from pgjobs.job_events where job_id = %s order by id", (job_id,)
         )
     ]
@@ -240,7 +251,7 @@ def test_transient_failure_retries_until_max_attempts_then_ends_dead(
 
 @pytest.mark.slow
 def test_transient_failure_then_success_completes_on_the_second_attempt(
-    dsn: str, pool: lc.Workers
+    dsn: str, pool: workers.Workers
 ) -> None:
     job_id = enqueue(dsn, "t.fails_once_then_succeeds")
 
@@ -248,7 +259,7 @@ def test_transient_failure_then_success_completes_on_the_second_attempt(
 
     done = job(dsn, job_id)
     assert (done["state"], done["attempt"], done["result"]) == ("completed", 2, {"attempt": 2})
-    assert lc.rows(dsn, "select job_id, attempt from side") == [(job_id, 2)]
+    assert queries.rows(dsn, "select job_id, attempt from side") == [(job_id, 2)]
     assert [e[:4] for e in events(dsn, job_id)] == [
         (1, "queued", "running", None),
         (1, "running", "retrying", "TransientError"),
@@ -258,7 +269,7 @@ def test_transient_failure_then_success_completes_on_the_second_attempt(
 
 
 @pytest.mark.slow
-def test_max_attempts_one_means_no_retry(dsn: str, pool: lc.Workers) -> None:
+def test_max_attempts_one_means_no_retry(dsn: str, pool: workers.Workers) -> None:
     job_id = enqueue(dsn, "t.single_attempt")
 
     run_until_idle(pool)
@@ -273,7 +284,9 @@ def test_max_attempts_one_means_no_retry(dsn: str, pool: lc.Workers) -> None:
 
 
 @pytest.mark.slow
-def test_permanent_error_goes_dead_at_once_with_attempts_left(dsn: str, pool: lc.Workers) -> None:
+def test_permanent_error_goes_dead_at_once_with_attempts_left(
+    dsn: str, pool: workers.Workers
+) -> None:
     job_id = enqueue(dsn, "t.permanent")  # max_attempts=5
 
     run_until_idle(pool)
@@ -286,7 +299,7 @@ def test_permanent_error_goes_dead_at_once_with_attempts_left(dsn: str, pool: lc
         (1, "queued", "running", None, None),
         (1, "running", "dead", "PermanentError", "this input can never work"),
     ]
-    traceback = lc.scalar(
+    traceback = queries.scalar(
         dsn,
         "select traceback from pgjobs.job_events where job_id = %s and to_state = 'dead'",
         (job_id,),
@@ -298,28 +311,21 @@ def test_permanent_error_goes_dead_at_once_with_attempts_left(dsn: str, pool: lc
 
 
 def _claim(conn: Conn, n: int, now: dt.datetime) -> list[dict[str, Any]]:
-    return conn.execute(
-        sql.query("job_claim"),
-        {"worker": "test/1", "queues": ["q_backoff"], "n": n, "lease_seconds": 30, "now": now},
-    ).fetchall()
+    jobs = claim(conn, worker="test/1", queues=["q_backoff"], n=n, lease_seconds=30, now=now)
+    return [job._asdict() for job in jobs]
 
 
 def _fail(conn: Conn, claimed: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
     """What the worker writes for transient failures (runner._failures)."""
-    n = len(claimed)
-    return conn.execute(
-        sql.query("job_fail_many"),
-        {
-            "ids": [c["id"] for c in claimed],
-            "tokens": [c["lease_token"] for c in claimed],
-            "error_classes": ["Boom"] * n,
-            "messages": [f"attempt {c['attempt']} failed" for c in claimed],
-            "tracebacks": [None] * n,
-            "permanent": [False] * n,
-            "durations": [1.0] * n,
-            "now": now,
-        },
-    ).fetchall()
+    failures = [
+        (
+            Lease(c["id"], c["lease_token"]),
+            Failed("Boom", f"attempt {c['attempt']} failed", None, False, 1.0),
+        )
+        for c in claimed
+    ]
+    rows = fail_many(conn, failures, now=now)
+    return [dict(zip(("id", "state", "run_at"), row, strict=True)) for row in rows]
 
 
 def test_retry_delays_grow_exponentially_with_full_jitter_up_to_the_cap(conn: Conn) -> None:
@@ -404,9 +410,10 @@ def test_worker_sessions_and_hot_functions_run_without_jit(dsn: str) -> None:
     settings = "select current_setting('jit'), current_setting('synchronous_commit')"
     with connect(cfg, "worker") as control:
         assert control.execute(settings).fetchone() == ("off", "off")
-    with psycopg.connect(dsn) as plain, connect(
-        cfg, "job", autocommit=False, bookkeeping=False
-    ) as job:
+    with (
+        psycopg.connect(dsn) as plain,
+        connect(cfg, "job", autocommit=False, bookkeeping=False) as job,
+    ):
         assert job.execute(settings).fetchone() == plain.execute(settings).fetchone()
     with psycopg.connect(dsn) as c:
         configs = dict(
@@ -431,15 +438,9 @@ def test_claim_and_completion_read_no_table_sequentially_on_a_small_table(dsn: s
         registry.sync(app)
         pgjobs.enqueue(app, "t.add", {"a": 1, "b": 2})
     with connect(WorkerConfig(dsn=dsn), "worker", autocommit=False) as worker:
-        rows = worker.execute(
-            sql.query("job_claim"),
-            {"worker": "w", "queues": ["default"], "n": 10, "lease_seconds": 30.0, "now": None},
-        ).fetchall()
+        rows = claim(worker, worker="w", queues=["default"], n=10, lease_seconds=30.0)
         assert len(rows) == 1
-        done = worker.execute(
-            sql.query("job_complete_many"),
-            completion_params([(ClaimedJob(*rows[0]), Completed("3", 1.0))]),
-        ).fetchall()
+        done = complete_many(worker, [(rows[0], Completed("3", 1.0))])
         assert [state for _, state in done] == ["completed"]
         scans = worker.execute(
             "select pg_stat_get_xact_numscans('pgjobs.jobs'::regclass)"

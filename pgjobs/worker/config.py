@@ -17,6 +17,12 @@ class WorkerConfig:
     grace_seconds: float = 30.0  # SIGTERM: how long running jobs may finish
     cancel_grace_seconds: float = 5.0  # a canceled job's time to return before the kill
     listen: bool = True  # False: poll only (PgBouncer in transaction mode)
+    # Through a transaction-mode pooler (pgjobs.pooler): True, False, or None to
+    # ask PGJOBS_POOLER, then detect. Pooled, the worker polls: for work every
+    # pooler_poll_seconds, for cancels of running jobs every cancel_poll_seconds.
+    pooler: bool | None = None
+    pooler_poll_seconds: float = 1.0
+    cancel_poll_seconds: float = 0.5
     statement_timeout_seconds: float = 60.0
     flush_seconds: float = 0.02  # the longest a finished job waits to be written
     exit_when_idle: bool = False  # stop once nothing is due (demo, tests)
@@ -39,6 +45,8 @@ class WorkerConfig:
             raise ValueError("metrics port must be from 0 to 65535")
         if self.prune_after_seconds is not None and self.prune_after_seconds <= 0:
             raise ValueError("prune-after must be positive")
+        if self.pooler_poll_seconds <= 0 or self.cancel_poll_seconds <= 0:
+            raise ValueError("poll intervals must be positive")
         if self.prune_every_seconds <= 0:
             raise ValueError("the prune interval must be positive")
 

@@ -1,35 +1,38 @@
-"""Runs one claimed job's handler and says how the attempt ended."""
+"""Running claimed jobs: each job's handler is found and called with its
+context, the attempt's outcome is handed to the completer, and the batch size
+adapts to how long jobs take.
+
+Runs in the worker process's main thread. The supervisor reads from the slot
+what this process is running, to enforce timeouts and deliver cancels.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import inspect
+import logging
+import math
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import psycopg
+
+from pgjobs import log as pgjobs_log
 from pgjobs import registry
-from pgjobs.context import ClaimedJob, JobContext
+from pgjobs.context import JobContext
 from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
 from pgjobs.payload import encode
+from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome
+from pgjobs.statements.job_types import handler_paths
 
+if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
+    from pgjobs.worker.completer import Completer
+    from pgjobs.worker.slots import Slots
 
-class Completed(NamedTuple):
-    result: str | None  # JSON text
-    duration_ms: float
-
-
-class Failed(NamedTuple):
-    error_class: str
-    message: str
-    traceback: str | None
-    permanent: bool
-    duration_ms: float
-
-
-Outcome = Completed | Failed
+_TARGET_BATCH_SECONDS = 0.05  # claim about this much work at a time
 
 
 class _Fit(NamedTuple):
@@ -56,8 +59,10 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
 def _fit(fn: Callable[..., Any]) -> _Fit | None:
     """None when only a full bind can tell (positional-only parameters)."""
     params = list(_signature(fn).parameters.values())
-    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY,
-                                            params[0].POSITIONAL_OR_KEYWORD):
+    if not params or params[0].kind not in (
+        params[0].POSITIONAL_ONLY,
+        params[0].POSITIONAL_OR_KEYWORD,
+    ):
         return None
     rest = params[1:]
     if any(p.kind is p.POSITIONAL_ONLY for p in rest):
@@ -127,34 +132,134 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def completion_params(items: list[tuple[ClaimedJob, Completed]]) -> dict[str, Any]:
-    """Parameters of the job_complete_many query for finished attempts.
+class BatchSize:
+    """How many jobs to claim at once: about ``_TARGET_BATCH_SECONDS`` of work.
 
-    Sent as array and JSON literals: building one string is several times
-    cheaper than adapting a list item by item, and this runs for every job."""
-    return {
-        "ids": _numbers([j.id for j, _ in items]),
-        "tokens": _numbers([j.lease_token for j, _ in items]),
-        "results": "[" + ",".join("null" if o.result is None else o.result for _, o in items) + "]",
-        "durations": _numbers([o.duration_ms for _, o in items]),
-        "now": None,
-    }
+    Starts at one and grows (at most fourfold per batch) once jobs prove short,
+    never past the configured batch size; a moving average of the time per job
+    keeps one slow batch from halving it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.current = 1
+        self.avg_seconds = 0.0
+
+    def adapt(self, count: int, seconds: float) -> int:
+        per_job = seconds / max(count, 1)
+        self.avg_seconds = (
+            per_job if not self.avg_seconds else 0.7 * self.avg_seconds + 0.3 * per_job
+        )
+        fit = math.ceil(_TARGET_BATCH_SECONDS / max(self.avg_seconds, 1e-6))
+        self.current = max(1, min(self.limit, fit, self.current * 4))
+        return self.current
 
 
-def _numbers(values: list[int] | list[float]) -> str:
-    """A Postgres array literal of numbers (repr of a float is exact)."""
-    return "{" + ",".join(map(repr, values)) + "}"
+class Executor:
+    """Runs a claimed batch, one job after another, handing each outcome to the
+    completer. ``stopping`` says SIGTERM came: the rest goes back unstarted."""
+
+    def __init__(
+        self,
+        types: registry.Registry,
+        completer: Completer,
+        slots: Slots,
+        index: int,
+        worker: str,
+        stopping: Callable[[], bool],
+        log: Any,
+        batch_limit: int,
+    ) -> None:
+        self.types = types  # handlers registered here win over stored paths
+        self.completer = completer
+        self.slots = slots
+        self.index = index
+        self.worker = worker
+        self.stopping = stopping
+        self.log = log
+        self.batch = BatchSize(batch_limit)
+        self.handlers: dict[str, str] = {}
+
+    def run_batch(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
+        started = time.monotonic()
+        completer = self.completer
+        for position, job in enumerate(jobs):
+            if self.stopping():
+                completer.give_back(jobs[position:])
+                break
+            if control.closed:
+                # Lost while the previous job ran: starting the next one would
+                # only spend its attempt on the outage.
+                completer.unstarted.extend(jobs[position:])
+                raise psycopg.OperationalError("the connection is lost")
+            try:
+                self._run_one(control, job)  # raises only once the outcome is kept
+            except psycopg.OperationalError:
+                completer.unstarted.extend(jobs[position + 1 :])
+                raise
+        completer.flush()
+        self.batch.adapt(len(jobs), time.monotonic() - started)
+
+    def _run_one(self, control: psycopg.Connection[Any], job: ClaimedJob) -> None:
+        ctx = JobContext(
+            job,
+            control,
+            lambda: self.completer.open_job_transaction(job),
+            lambda: self.slots.cancel_requested(self.index, job.id),
+            worker=self.worker,
+        )
+        self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds)
+        started = time.monotonic()
+        try:
+            fn = handler_for(job.job_type, self._handler_path(control, job.job_type), self.types)
+            outcome = execute(fn, ctx)
+        except Exception as exc:  # no handler: retry policy, another worker may have it
+            outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
+        finally:
+            self.slots.finish(self.index)
+        outcome = _past_deadline(job, outcome, time.monotonic() - started)
+        self._log_outcome(job, outcome)
+        self.completer.record(job, outcome, ctx.transaction_open)
+
+    def _handler_path(self, control: psycopg.Connection[Any], job_type: str) -> str | None:
+        if job_type not in self.handlers:
+            self.handlers = handler_paths(control)
+        return self.handlers.get(job_type)
+
+    def _log_outcome(self, job: ClaimedJob, outcome: Outcome) -> None:
+        if isinstance(outcome, Completed) and not pgjobs_log.enabled(logging.DEBUG):
+            return  # the common case, at no cost
+        keys = {
+            "job_id": job.id,
+            "job_type": job.job_type,
+            "organization": job.organization,
+            "attempt": job.attempt,
+        }
+        if isinstance(outcome, Completed):
+            self.log.debug("job_completed", duration_ms=round(outcome.duration_ms, 3), **keys)
+        else:
+            self.log.info(
+                "job_failed",
+                error_class=outcome.error_class,
+                error=outcome.message,
+                permanent=outcome.permanent,
+                **keys,
+            )
 
 
-def failure_params(items: list[tuple[ClaimedJob, Failed]]) -> dict[str, Any]:
-    """Parameters of the job_fail_many query for failed attempts."""
-    return {
-        "ids": [j.id for j, _ in items],
-        "tokens": [j.lease_token for j, _ in items],
-        "error_classes": [o.error_class for _, o in items],
-        "messages": [o.message for _, o in items],
-        "tracebacks": [o.traceback for _, o in items],
-        "permanent": [o.permanent for _, o in items],
-        "durations": [o.duration_ms for _, o in items],
-        "now": None,
-    }
+def _past_deadline(job: ClaimedJob, outcome: Outcome, seconds: float) -> Outcome:
+    """A failure past the job's deadline (a statement timeout, say) that came
+    before the supervisor's kill is recorded as the timeout it is."""
+    if (
+        isinstance(outcome, Failed)
+        and outcome.error_class != "canceled"
+        and job.timeout_seconds
+        and seconds >= job.timeout_seconds
+    ):
+        return Failed(
+            "timeout",
+            f"the job exceeded its timeout: {outcome.message}",
+            outcome.traceback,
+            False,
+            outcome.duration_ms,
+        )
+    return outcome

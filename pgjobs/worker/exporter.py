@@ -12,21 +12,24 @@ next one reconnects: the exporter never takes the worker down with it.
 
 from __future__ import annotations
 
-import os
+import multiprocessing.context
 import socketserver
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
 import structlog
 
-from pgjobs import monitoring, sql
+from pgjobs import monitoring
 from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.config import WorkerConfig
+from pgjobs.worker.session import connect
 
 logger = structlog.get_logger("pgjobs.exporter")
 
 _PATHS = ("/metrics", "/")
+_RESPAWN_SECONDS = 1.0  # an exporter that keeps dying is replaced at most this often
 
 
 class MetricsServer(socketserver.TCPServer):
@@ -48,31 +51,18 @@ class MetricsServer(socketserver.TCPServer):
         """The exposition text; raises psycopg.Error when Postgres does not answer."""
         try:
             if self.conn is None or self.conn.closed:
-                self.conn = _connect(self.cfg)
+                self.conn = connect(
+                    self.cfg,
+                    "exporter",
+                    bookkeeping=False,  # it only reads
+                    timeout_seconds=self.cfg.metrics_timeout_seconds,
+                )
             return monitoring.prometheus_text(monitoring.metrics(self.conn))
         except psycopg.Error:
             if self.conn is not None:
                 self.conn.close()
             self.conn = None  # the next scrape starts afresh
             raise
-
-
-def _connect(cfg: WorkerConfig) -> psycopg.Connection[Any]:
-    timeout_ms = str(int(cfg.metrics_timeout_seconds * 1000))
-    conn = psycopg.connect(
-        cfg.dsn, autocommit=True, connect_timeout=max(1, int(cfg.metrics_timeout_seconds))
-    )
-    conn.execute(
-        sql.query("session_configure"),
-        {
-            "statement_timeout": timeout_ms,
-            "idle_timeout": timeout_ms,
-            "application_name": f"pgjobs exporter {os.getpid()}",
-            "synchronous_commit": None,  # it only reads
-            "jit": None,
-        },
-    )
-    return conn
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -115,3 +105,45 @@ def exporter_main(server: MetricsServer, log_json: bool | None, log_level: str) 
         code = 1
     finally:
         leave(code)
+
+
+class Exporter:
+    """The supervisor's side: binds the port (a taken one fails the start) and
+    keeps one exporter process alive."""
+
+    def __init__(
+        self, cfg: WorkerConfig, mp: Any, log: Any, log_json: bool | None, log_level: str
+    ) -> None:
+        self.mp = mp
+        self.log = log
+        self.args = (log_json, log_level)
+        self.proc: multiprocessing.context.ForkProcess | None = None
+        self.next_spawn = 0.0
+        try:
+            self.server = MetricsServer(cfg)
+        except OSError as exc:
+            where = f"{cfg.metrics_host}:{cfg.metrics_port}"
+            raise ValueError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from exc
+        self._spawn()
+        log.info("metrics_serving", host=cfg.metrics_host, port=self.server.port)
+
+    def _spawn(self) -> None:
+        self.proc = self.mp.Process(
+            target=exporter_main,
+            args=(self.server, *self.args),
+            name="pgjobs-exporter",
+            daemon=False,
+        )
+        self.proc.start()
+        self.next_spawn = time.monotonic() + _RESPAWN_SECONDS
+
+    def keep(self) -> None:
+        if self.proc is not None and not self.proc.is_alive():
+            self.proc.join(0)
+            self.log.warning("metrics_exporter_died", exitcode=self.proc.exitcode)
+            self.proc = None
+        if self.proc is None and time.monotonic() >= self.next_spawn:
+            self._spawn()
+
+    def close(self) -> None:
+        self.server.server_close()

@@ -1,5 +1,17 @@
--- Tenant scope for pgjobs.tenant(): entered and left inside the caller's
--- transaction, never around it.
+-- Tenant scope, transaction-local: set_organization sets it, pgjobs.tenant()
+-- enters and leaves it inside the caller's transaction, never around it.
+-- Parameters are psycopg named placeholders; nothing is ever formatted in.
+
+-- name: tenant_get
+select pgjobs.current_organization();
+
+-- name: tenant_set
+-- Transaction-local: the scope ends with the transaction.
+select set_config('pgjobs.organization', %(organization)s, true);
+
+-- name: actor_set
+-- Transaction-local, like the organization: who acts (jobs.created_by, history actor).
+select set_config('pgjobs.actor', %(actor)s, true);
 
 -- name: tenant_enter
 -- Scopes the current transaction (and names its actor, when one is given);

@@ -190,3 +190,18 @@ create table pgjobs.worker_processes (
     started_at   timestamptz not null default now(),
     heartbeat_at timestamptz not null default now()
 );
+
+-- Whose turn it is at each maintenance duty, until when (rescue, prune,
+-- vacuum). A row, not an advisory lock: only pgjobs_worker may write it (a
+-- stranger can take any advisory lock key), and it works through a
+-- transaction-mode pooler. Taken and renewed by a guarded upsert, released by
+-- its holder, expiring when the holder dies (sql/queries/maintenance.sql).
+create table pgjobs.maintenance_leases (
+    duty       text primary key check (duty in ('rescue', 'prune', 'vacuum')),
+    holder     text check (length(holder) <= 300),
+    expires_at timestamptz,
+    check ((holder is null) = (expires_at is null))
+);
+
+comment on table pgjobs.maintenance_leases is
+    'Whose turn it is at each maintenance duty (rescue, prune, vacuum), until when.';

@@ -155,3 +155,8 @@ grant select on pgjobs.schedule_status to pgjobs_worker, pgjobs_admin;
 
 revoke execute on function pgjobs.schedule_fire(jsonb, timestamptz) from public;
 grant execute on function pgjobs.schedule_fire(jsonb, timestamptz) to pgjobs_worker, pgjobs_admin;
+
+-- Maintenance turns: the workers' alone, so no other role can take or block one.
+revoke all on pgjobs.maintenance_leases from public;
+grant select, insert, update on pgjobs.maintenance_leases to pgjobs_worker;
+grant select on pgjobs.maintenance_leases to pgjobs_admin;

@@ -1,5 +1,5 @@
 """Handlers for the tenant-scope tests; worker processes import this module
-(``--import tests.client_handlers``). Evidence goes into ``scope_trace``, a
+(``--import tests.support.client_handlers``). Evidence goes into ``scope_trace``, a
 table the test creates, through ``ctx.conn``: it commits with the job."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A job type with a per-second system schedule, for the real-worker test only.
 
-Imported by that test's worker process (``--import tests.schedule_handlers``),
+Imported by that test's worker process (``--import tests.support.schedule_handlers``),
 never by the test process: a decorated schedule registered there would be
 written by every other test's registry.sync.
 """

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent.parent / "README.md"
 EXAMPLE_DSN = "host=127.0.0.1 user=postgres dbname=app"
 EXAMPLE_METRICS_PORT = "9464"
 

@@ -22,7 +22,7 @@ JOB_TYPE = "t.noop"
 
 def ensure_type(conn: psycopg.Connection[Any], name: str = JOB_TYPE) -> None:
     conn.execute(
-        "insert into pgjobs.job_types (name, handler) values (%s, 'tests.handlers:noop') "
+        "insert into pgjobs.job_types (name, handler) values (%s, 'tests.support.handlers:noop') "
         "on conflict (name) do nothing",
         (name,),
     )

@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from psycopg import sql as pgsql
 
-from tests.conftest import RUN_PREFIX
+from tests.support.databases import RUN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,7 +175,7 @@ class WorkerProcess:
             "--dsn",
             dsn,
             "--import",
-            "tests.web_handlers",
+            "tests.support.web_handlers",
             "--queues",
             "web",
             "--processes",

@@ -1,7 +1,7 @@
 """Job types and handlers for the enqueue, state, worker, CLI and testing tests.
 
 Worker processes started by those tests import this module (``--import
-tests.handlers``), so every handler is a module-level function. Handlers that
+tests.support.handlers``), so every handler is a module-level function. Handlers that
 leave evidence write it through ``ctx.conn`` into ``side``, a table the test
 creates (``SIDE_TABLE``): those rows commit together with the job's completion,
 or not at all.

@@ -1,4 +1,7 @@
--- Statements behind subscribe, metrics and retention.
+-- Monitoring: subscribe's LISTENs and the metrics behind `pgjobs metrics` and
+-- Prometheus.
+-- Parameters are psycopg named placeholders; nothing is ever formatted in.
+-- %(now)s, where taken, is an optional clock: NULL means the database's now().
 
 -- name: listen_events
 listen pgjobs_state;
@@ -40,29 +43,3 @@ select (select n_dead_tup from pg_stat_user_tables
            and pid <> pg_backend_pid())  -- not this query's own transaction
            as oldest_transaction_seconds,
        pg_notification_queue_usage() as notify_queue_usage;
-
--- name: job_prune_batch
--- One short transaction: up to batch_size finished jobs older than the cutoff,
--- and their history.
-with doomed as (
-    select id from pgjobs.jobs
-     where pgjobs.is_finished(state)  -- inlined: matches jobs_finished_idx
-       and finished_at < now() - make_interval(secs => %(older_than_seconds)s)
-     order by finished_at
-     limit %(batch_size)s
-       for update skip locked
-), history as (
-    delete from pgjobs.job_events e using doomed d where e.job_id = d.id
-)
-delete from pgjobs.jobs j using doomed d where j.id = d.id
-returning j.id;
-
--- name: prune_lock_try
--- One pruner at a time across every worker: a session lock held for the whole
--- run (its batches are separate transactions), released by prune_unlock or
--- by the session's end.
-select pg_try_advisory_lock(hashtext('pgjobs.prune'));
-
--- name: prune_unlock
-select pg_advisory_unlock(hashtext('pgjobs.prune'));
-

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql as pgsql
 
-from tests.conftest import RUN_PREFIX, _databases
+from tests.support.databases import RUN_PREFIX, databases
 
 JOB_TYPE = "c.noop"
 
@@ -54,7 +54,8 @@ def prepare(dsn: str, who: Logins) -> None:
     same transaction as an enqueue."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            "insert into pgjobs.job_types (name, handler) values (%s, 'tests.handlers:noop') "
+            "insert into pgjobs.job_types (name, handler) "
+            "values (%s, 'tests.support.handlers:noop') "
             "on conflict (name) do nothing",
             (JOB_TYPE,),
         )
@@ -89,9 +90,5 @@ def notes_with(dsn: str, marker: str) -> int:
 @contextlib.contextmanager
 def database(server_dsn: str, template: str, tag: str) -> Iterator[str]:
     """A migrated database for a whole module (the conftest's ``dsn`` is per test)."""
-    name = f"{RUN_PREFIX}_{tag}"
-    dsn = _databases.create(server_dsn, name, template=template)
-    try:
+    with databases.database(server_dsn, tag, template=template) as dsn:
         yield dsn
-    finally:
-        _databases.drop(name)

@@ -1,7 +1,7 @@
 """Handlers and harness for the lifecycle tests (tests/test_lifecycle_*.py).
 
 Workers started by those tests import this module (``--import
-tests.lifecycle_handlers``). Every handler leaves evidence in side tables the
+tests.support.lifecycle_handlers``). Every handler leaves evidence in side tables the
 tests read, so a test can tell an attempt that ran from one that committed,
 and can watch a killed attempt stop:
 
@@ -15,47 +15,24 @@ and can watch a killed attempt stop:
 - ``lc_ticks``: a counter a running handler bumps every ~50 ms on a separate
   autocommit connection; once the attempt is stopped the counter must stop.
 
-The handlers find the database in ``PGJOBS_DSN``, which the harness sets for
-the workers it starts. The harness half of the module (``Workers``) starts real
-worker processes with the CLI and kills whatever is left when a test ends.
+The handlers find the database in ``PGJOBS_DSN``, which the harness
+(``tests/support/workers.py``) sets for the workers it starts, after creating
+these tables (``SIDE_TABLES`` there).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 
 import pgjobs
 
-ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "lc"
 TICK_SECONDS = 0.05
-
-SIDE_TABLES = """
-create table if not exists lc_runs (
-    job_id bigint not null, attempt int not null, pid int not null,
-    at timestamptz not null default clock_timestamp());
-create table if not exists lc_done (
-    job_id bigint not null, attempt int not null, pid int not null);
-create table if not exists lc_ticks (
-    job_id bigint primary key, n bigint not null, pid int not null);
-create table if not exists lc_once (
-    job_id bigint primary key, attempt int not null, pid int not null);
--- Handlers write through ctx.conn, whose transaction runs as a tenant role.
-grant select, insert, update, delete on lc_runs, lc_done, lc_ticks, lc_once to public;
-"""
 
 # -- the handler side -------------------------------------------------------
 
@@ -231,179 +208,3 @@ def dedup(ctx: pgjobs.JobContext) -> None:
 @pgjobs.job("lc.dedup_no_window", queue=QUEUE, dedup_window=0)
 def dedup_no_window(ctx: pgjobs.JobContext) -> None:
     pass
-
-
-# -- the test side ----------------------------------------------------------
-
-
-def prepare(dsn: str) -> None:
-    """Creates the side tables and the job types in a test's database."""
-    from pgjobs import registry
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SIDE_TABLES)
-        for spec in registry.registered().values():
-            if spec.name.startswith("lc."):
-                registry.upsert(conn, spec)
-
-
-def scalar(dsn: str, query: str, params: Any = None) -> Any:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(query, params).fetchone()
-    return None if row is None else row[0]
-
-
-def rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def holds_for(predicate: Callable[[], bool], seconds: float, interval: float = 0.05) -> bool:
-    """True if ``predicate`` stays true for ``seconds``: how a test shows that
-    something has stopped (a counter no longer grows), as opposed to waiting
-    for something to happen, which is what wait_for is for."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not predicate():
-            return False
-        time.sleep(interval)
-    return bool(predicate())
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-class Worker:
-    """One ``pgjobs worker`` started through the CLI, in a session of its own
-    so that the supervisor and its processes can be signalled together."""
-
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        processes: int = 2,
-        lease: float = 2.0,
-        grace: float = 5.0,
-        cancel_grace: float = 0.5,
-        poll: float = 0.5,
-        extra: tuple[str, ...] = (),
-    ) -> None:
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
-            prefix="pgjobs-lc-worker-", suffix=".log", delete=False
-        )
-        args = [
-            sys.executable,
-            "-m",
-            "pgjobs.cli",
-            "worker",
-            "--dsn",
-            dsn,
-            "--import",
-            "tests.lifecycle_handlers",
-            "--queues",
-            QUEUE,
-            "--processes",
-            str(processes),
-            "--lease",
-            str(lease),
-            "--grace",
-            str(grace),
-            "--cancel-grace",
-            str(cancel_grace),
-            "--poll",
-            str(poll),
-            *extra,
-        ]
-        env = dict(os.environ, PGJOBS_DSN=dsn, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def children(self) -> list[int]:
-        try:
-            return [
-                p.pid
-                for p in psutil.Process(self.pid).children()
-                if p.status() != psutil.STATUS_ZOMBIE
-            ]
-        except psutil.NoSuchProcess:
-            return []
-
-    def signal_all(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signum)
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        """Leaves nothing running: SIGCONT (a stopped process ignores the rest),
-        then SIGKILL to the whole session."""
-        if self.proc.poll() is None:
-            self.signal_all(signal.SIGCONT)
-        self.signal_all(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
-
-
-class Workers:
-    """Starts workers for one test and stops every one of them afterwards."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.started: list[Worker] = []
-
-    def start(self, **options: Any) -> Worker:
-        worker = Worker(self.dsn, **options)
-        self.started.append(worker)
-        return worker
-
-    def logs(self) -> str:
-        return "\n".join(f"--- worker {w.pid}\n{w.output()}" for w in self.started)
-
-    def stop_all(self) -> None:
-        for worker in self.started:
-            worker.stop()
-
-
-@contextlib.contextmanager
-def workers(dsn: str) -> Iterator[Workers]:
-    pool = Workers(dsn)
-    try:
-        yield pool
-    except BaseException:
-        sys.stderr.write(pool.logs()[-20000:])
-        raise
-    finally:
-        pool.stop_all()
-
-
-def worker_pid_of(dsn: str, job_id: int) -> int | None:
-    """The pid of the worker process holding a running job (jobs.worker is host/pid)."""
-    name = scalar(
-        dsn, "select worker from pgjobs.jobs where id = %s and state = 'running'", (job_id,)
-    )
-    return int(name.rsplit("/", 1)[1]) if name else None
-
-
-def signal_pid(pid: int, signum: int) -> None:
-    os.kill(pid, signum)

@@ -1,0 +1,56 @@
+"""Maintenance (``sql/queries/maintenance.sql``): the workers' vacuum of the jobs
+table, retention's batches, and the turns (leases) both take."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from pgjobs.statements.base import Params, flag, nothing, statement
+
+
+@statement("jobs_vacuum_turn", flag)
+def vacuum_turn(
+    *,
+    holder: str,
+    seconds: float,
+    threshold: int,
+    scale: float,
+    now: dt.datetime | None = None,
+) -> Params:
+    """Whether ``holder`` took the vacuum turn because a vacuum is due."""
+    return {
+        "holder": holder,
+        "seconds": seconds,
+        "threshold": threshold,
+        "scale": scale,
+        "now": now,
+    }
+
+
+@statement("jobs_vacuum", nothing, fetch=False)
+def vacuum() -> None:
+    return None
+
+
+def _count(found: list[Any]) -> int:
+    return len(found)
+
+
+@statement("job_prune_batch", _count)
+def prune_batch(*, older_than_seconds: float, batch_size: int) -> Params:
+    """Deletes up to ``batch_size`` finished jobs past the cutoff; how many went."""
+    return {"older_than_seconds": older_than_seconds, "batch_size": batch_size}
+
+
+@statement("maintenance_lease_take", flag)
+def lease_take(*, duty: str, holder: str, seconds: float, now: dt.datetime | None = None) -> Params:
+    """Whether ``holder`` has the turn at ``duty`` for the next ``seconds`` (taken or renewed)."""
+    return {"duty": duty, "holder": holder, "seconds": seconds, "now": now}
+
+
+@statement("maintenance_lease_release", nothing, fetch=False)
+def lease_release(*, duties: Sequence[str], holder: str) -> Params:
+    """Gives back the turns ``holder`` has at ``duties``."""
+    return {"duties": list(duties), "holder": holder}

@@ -1,0 +1,144 @@
+"""Maintenance the workers do themselves: vacuuming the jobs table, and
+retention (``pgjobs worker --prune-after 30d``).
+
+Vacuum: claimed jobs leave dead entries at the head of the claim's index,
+which every claim steps over until VACUUM removes them, so a busy queue
+decays without it. Workers that may vacuum (the table's owner, a superuser)
+do so when enough dead tuples have piled up, checked about once a second, one
+worker at a time: the one that took the vacuum turn (a row of
+pgjobs.maintenance_leases, which no role without pgjobs grants can take or
+block, released when done and expiring if its holder dies).
+
+Prune: the supervisor forks a short-lived pruner process at start and then
+once per ``prune_every_seconds``: a long delete never delays the supervisor's
+tick, and a failed run costs nothing but a log line (the next run picks up
+the rest). Across every worker on the database one pruner runs at a time: the
+run holds the prune turn (the same table), and a pruner that cannot take it
+leaves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.context
+import time
+from typing import Any
+
+import psycopg
+import structlog
+
+from pgjobs import pooler, retention
+from pgjobs.statements import maintenance as statements
+from pgjobs.worker.child import become_child, leave
+from pgjobs.worker.config import WorkerConfig
+from pgjobs.worker.session import connect
+
+logger = structlog.get_logger("pgjobs.pruner")
+
+_VACUUM_CHECK_SECONDS = 1.0
+_VACUUM_DEAD_TUPLES = 10_000
+_VACUUM_DEAD_SHARE = 0.05  # of the live tuples, when that is more
+_VACUUM_TURN_SECONDS = 600.0  # a vacuuming worker that dies gives its turn back this soon
+_PRUNE_RETRY_SECONDS = 300.0  # a failed prune run (Postgres away, say) is retried this soon
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class Vacuum:
+    """The worker's vacuum duty, checked after each batch it ran."""
+
+    def __init__(self, log: Any, holder: str) -> None:
+        self.log = log
+        self.holder = holder
+        self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
+
+    def if_due(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + _VACUUM_CHECK_SECONDS
+        due = statements.vacuum_turn(
+            conn,
+            holder=self.holder,
+            seconds=_VACUUM_TURN_SECONDS,
+            threshold=_VACUUM_DEAD_TUPLES,
+            scale=_VACUUM_DEAD_SHARE,
+        )
+        if not due:
+            return
+        try:
+            started = time.monotonic()
+            # VACUUM cannot run in a transaction block, so behind a pooler it
+            # runs without the per-transaction settings (the server's timeouts).
+            with pooler.bare(conn):
+                statements.vacuum(conn)
+            self.log.info("jobs_vacuumed", seconds=round(time.monotonic() - started, 3))
+        except psycopg.errors.QueryCanceled as exc:  # statement_timeout: the next one goes on
+            self.log.warning("jobs_vacuum_canceled", error=str(exc))
+        finally:
+            statements.lease_release(conn, duties=["vacuum"], holder=self.holder)
+
+
+class Pruner:
+    """The supervisor's side: forks the pruner at start and on schedule."""
+
+    def __init__(
+        self, cfg: WorkerConfig, mp: Any, worker: str, log_json: bool | None, log_level: str
+    ) -> None:
+        self.cfg = cfg
+        self.mp = mp
+        self.args = (cfg, worker, log_json, log_level)
+        self.proc: multiprocessing.context.ForkProcess | None = None
+        self.next_run = 0.0  # at start, then every prune_every_seconds
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None
+
+    def keep(self) -> None:
+        now = time.monotonic()
+        if self.proc is not None and not self.proc.is_alive():
+            self.proc.join(0)
+            if self.proc.exitcode != 0:
+                self.next_run = min(self.next_run, now + _PRUNE_RETRY_SECONDS)
+            self.proc = None
+        due = self.cfg.prune_after_seconds is not None and now >= self.next_run
+        if due and self.proc is None:
+            self.proc = self.mp.Process(
+                target=pruner_main, args=self.args, name="pgjobs-pruner", daemon=False
+            )
+            self.proc.start()
+            self.next_run = now + self.cfg.prune_every_seconds
+
+
+def prune_once(cfg: WorkerConfig, worker: str) -> int | None:
+    """One run: how many jobs went, or None if another worker's pruner holds the lock."""
+    assert cfg.prune_after_seconds is not None
+    log = logger.bind(worker=worker)
+    with connect(cfg, "pruner") as conn:
+        pruned = retention.prune_exclusive(
+            conn,
+            cfg.prune_after_seconds,
+            progress=lambda n: log.info("prune_progress", pruned=n),
+        )
+    if pruned is None:
+        log.info("prune_skipped", reason="another worker is pruning")
+    else:
+        log.info("prune_done", pruned=pruned, older_than_seconds=cfg.prune_after_seconds)
+    return pruned
+
+
+def pruner_main(cfg: WorkerConfig, worker: str, log_json: bool | None, log_level: str) -> None:
+    """Entry point of the forked pruner process; leaves by os._exit (see runner)."""
+    code = EXIT_OK
+    try:
+        become_child(log_json, log_level)
+        prune_once(cfg, worker)
+    except psycopg.Error as exc:
+        logger.warning("prune_failed", error=str(exc).strip(), worker=worker)
+        code = EXIT_FAILED
+    except BaseException:
+        logger.exception("prune_failed", worker=worker)
+        code = EXIT_FAILED
+    finally:
+        leave(code)

@@ -1,0 +1,108 @@
+"""The rescuer: settles what workers leave behind.
+
+Two cases. A job whose lease expired (its process stopped renewing it: frozen,
+killed, its host lost) is ended by the lease rescue, with the retry policy
+applied, by one supervisor at a time: the one holding the rescue turn (a row
+of pgjobs.maintenance_leases, renewed at each rescue, lost a lease after its
+holder dies). A worker process that died or was killed under this supervisor
+is settled at once: its server sessions are terminated (so a long query stops
+too; not behind a pooler, whose process ids are made up, where the job's
+statement_timeout bounds it), the attempt it was running ends with the
+reason, and the jobs it held but had not started go back to the queue
+without counting an attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import psycopg
+
+from pgjobs.statements import Failed, Lease
+from pgjobs.statements.control import log_keys
+from pgjobs.statements.leases import (
+    backend_terminate,
+    lease_rescue,
+    return_worker,
+    worker_forget_stale,
+    worker_unregister,
+)
+from pgjobs.statements.maintenance import lease_release, lease_take
+from pgjobs.statements.outcomes import fail_many
+from pgjobs.worker.config import WorkerConfig
+from pgjobs.worker.session import worker_name
+from pgjobs.worker.slots import Running, Slots
+
+_MIN_RESCUE_SECONDS = 0.2
+
+
+class Rescuer:
+    def __init__(self, cfg: WorkerConfig, slots: Slots, log: Any) -> None:
+        self.cfg = cfg
+        self.slots = slots
+        self.log = log
+        self.conn: psycopg.Connection[Any] | None = None  # the supervisor's session
+        self.next_rescue = 0.0
+
+    def rescue_if_due(self) -> None:
+        """Ends attempts whose lease expired; forgets long-silent worker rows."""
+        if time.monotonic() < self.next_rescue:
+            return
+        assert self.conn is not None
+        with self.conn.transaction():
+            turn = lease_take(
+                self.conn, duty="rescue", holder=worker_name(), seconds=self.cfg.lease_seconds
+            )
+            rescued = lease_rescue(self.conn) if turn else []
+            worker_forget_stale(self.conn, stale_seconds=self.cfg.lease_seconds * 4)
+        for job in rescued:
+            self.log.warning(
+                "job_rescued",
+                job_id=job.id,
+                job_type=job.job_type,
+                organization=job.organization,
+                attempt=job.attempt,
+                state=job.state,
+            )
+        self.next_rescue = time.monotonic() + max(self.cfg.lease_seconds / 4, _MIN_RESCUE_SECONDS)
+
+    def settle(
+        self, index: int, pid: int | None, running: Running | None, reason: Failed | None
+    ) -> None:
+        """Settles a worker process that is gone: its sessions stop, the job it
+        was running ends with ``reason`` (None: given back uncounted, as at a
+        forced shutdown), and the jobs it held unstarted go back."""
+        assert self.conn is not None
+        pids = self.slots.backend_pids(index)
+        if pids and not self.cfg.pooler:
+            backend_terminate(self.conn, pids=pids)
+        settled = []
+        if running is not None and reason is not None:
+            fail_many(self.conn, [(Lease(running.job_id, running.lease_token), reason)])
+            settled.append(running.job_id)
+        if pid is not None:
+            return_worker(self.conn, worker=worker_name(pid), except_ids=settled)
+            worker_unregister(self.conn, worker=worker_name(pid))
+
+    def release(self) -> None:
+        """Gives the rescue turn back (a clean stop), so another supervisor
+        need not wait for it to expire."""
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                lease_release(self.conn, duties=["rescue"], holder=worker_name())
+
+    def job_keys(self, job_id: int) -> dict[str, Any]:
+        """The keys every job event carries (job_id, job_type, organization,
+        attempt), for the supervisor's rare events about one job."""
+        keys: dict[str, Any] = {"job_id": job_id}
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                keys.update(log_keys(self.conn, job_id=job_id))
+        return keys
+
+
+def ended(error_class: str, message: str) -> Failed:
+    """The outcome of an attempt the supervisor ended (or saw end) from outside."""
+    return Failed(error_class, message, None, False, None)

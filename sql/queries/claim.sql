@@ -1,0 +1,39 @@
+-- Claiming: what a worker (or pgjobs.testing) takes to run, and when to look again.
+-- Parameters are psycopg named placeholders; nothing is ever formatted in.
+-- %(now)s, where taken, is an optional clock: NULL means the database's now().
+
+-- name: job_claim
+select id, job_type, organization, payload, attempt, max_attempts, timeout_seconds,
+       checkpoint, lease_token
+  from pgjobs.claim(%(worker)s, %(queues)s, %(n)s, %(lease_seconds)s, %(now)s);
+
+-- name: testing_take_job
+-- pgjobs.testing.run_job: one chosen job, due or not.
+select * from pgjobs.take(%(worker)s,
+                          array(select id from pgjobs.jobs
+                                 where id = %(id)s and state in ('queued', 'retrying')
+                                   for update),
+                          %(lease_seconds)s, now());
+
+-- name: testing_claim
+-- pgjobs.testing.drain: the next due job, as a worker would claim it.
+select * from pgjobs.claim(%(worker)s,
+                           coalesce(%(queues)s::text[],
+                                    array(select distinct queue from pgjobs.jobs
+                                           where state in ('queued', 'retrying'))),
+                           1, %(lease_seconds)s, %(now)s);
+
+-- name: job_next_run_at_seconds
+-- Seconds until the next queued or retrying job in these queues is due (one
+-- index probe per priority); NULL when there is none.
+select extract(epoch from min(x.run_at) - now()) as seconds
+  from generate_series(0, 3) as p,
+       lateral (select j.run_at from pgjobs.jobs j
+                 where j.state in ('queued', 'retrying') and j.priority = p
+                   and j.queue = any(%(queues)s)
+                 order by j.run_at limit 1) x;
+
+-- name: job_active_count
+-- Unfinished jobs in these queues (waiting jobs included).
+select count(*) from pgjobs.jobs
+ where not pgjobs.is_finished(state) and queue = any(%(queues)s);

@@ -1,0 +1,17 @@
+-- Enqueue: one job or many, through the database's own enqueue functions.
+-- Parameters are psycopg named placeholders; nothing is ever formatted in.
+-- %(now)s, where taken, is an optional clock: NULL means the database's now().
+
+-- name: job_enqueue
+-- One job through pgjobs.enqueue_job: the new id, or the live duplicate's.
+select id, duplicate
+  from pgjobs.enqueue_job(job_type => %(job_type)s::text, payload => %(payload)s::jsonb,
+                          organization => %(organization)s::text, queue => %(queue)s::text,
+                          priority => %(priority)s::smallint, run_at => %(run_at)s::timestamptz,
+                          dedup_key => %(dedup_key)s::text, depends_on => %(depends_on)s::bigint[],
+                          max_attempts => %(max_attempts)s::int,
+                          timeout_seconds => %(timeout_seconds)s::int);
+
+-- name: job_enqueue_many
+-- Many jobs in one INSERT; one row per input, in input order.
+select ord, id, duplicate from pgjobs.enqueue_jobs(%(jobs)s::jsonb);
