@@ -285,6 +285,10 @@ def metrics(dsn: str | None, echo: Echo, *, fmt: str, organization: str | None) 
             False,
         )
         echo("")
+        if data["unserved_job_types"]:  # their jobs wait for a worker with the handler
+            echo("job types no live worker can run:")
+            _print_rows(echo, data["unserved_job_types"], ["job_type", "runnable_jobs"], False)
+            echo("")
         health = {**(data["workers"] or {}), **(data["postgres"] or {})}
         echo("  ".join(f"{k}={v}" for k, v in health.items()))
     return 0

@@ -24,6 +24,8 @@ def metrics(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         "processing_times": statements.processing_times(conn),
         "failure_rates": statements.failure_rates(conn),
         "workers": statements.workers(conn)[0] if staff else None,
+        # Job types no live worker has a handler for: their jobs wait.
+        "unserved_job_types": statements.unserved_job_types(conn) if staff else None,
         "postgres": statements.postgres_health(conn)[0] if staff else None,
     }
 
@@ -94,6 +96,11 @@ def _families(data: dict[str, Any]) -> list[Any]:
     families.append(
         _gauge("running_jobs", "Jobs held by live workers", [], workers, "running_jobs")
     )
+    families.append(
+        _gauge("unserved_runnable_jobs",
+               "Runnable jobs of a type no live worker has a handler for", ["job_type"],
+               data["unserved_job_types"] or [], "runnable_jobs")
+    )  # fmt: skip
     pg = [data["postgres"]] if data["postgres"] else []
     families += [_gauge(f"postgres_{k}", f"PostgreSQL health: {k}", [], pg, k) for k in _HEALTH]
     return families

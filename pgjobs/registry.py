@@ -18,12 +18,14 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
+import structlog
 
 from pgjobs import _conn, limits
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.statements import job_types as statements
 
 F = TypeVar("F", bound=Callable[..., Any])
+logger = structlog.get_logger("pgjobs.registry")
 
 # Who may cancel a job: any member of its organization, or only its creator
 # (and pgjobs_admin). Enforced by pgjobs.cancel in the database.
@@ -103,11 +105,30 @@ def upsert(conn: psycopg.Connection[Any], spec: JobType) -> None:
     spec.validate()
     resolve_handler(spec.handler)
     with translated():
-        statements.upsert(_conn.raw(conn), spec)
+        before = statements.upsert(_conn.raw(conn), spec)
+    if before is not None:
+        _log_changes(spec, before)
     if spec.schedule is not None:
         from pgjobs.schedules.declare import declare
 
         declare(_conn.raw(conn), spec.name, spec.schedule, spec.schedule_timezone)
+
+
+# The settings whose change by a registration is worth an operator's notice:
+# where a type's jobs go, what runs them, how often and for how long.
+_WATCHED = ("queue", "handler", "max_attempts", "timeout_seconds")
+
+
+def _log_changes(spec: JobType, before: dict[str, Any]) -> None:
+    """Logs a registration that changed an existing type's watched settings."""
+    changed = {k: (before[k], getattr(spec, k)) for k in _WATCHED if before[k] != getattr(spec, k)}
+    if changed:
+        logger.warning(
+            "job_type_changed",
+            job_type=spec.name,
+            **{f"old_{k}": old for k, (old, _) in changed.items()},
+            **{f"new_{k}": new for k, (_, new) in changed.items()},
+        )
 
 
 def _database_key(conn: psycopg.Connection[Any]) -> str:

@@ -14,7 +14,9 @@ The connection should be in autocommit mode (each step commits, as in the
 worker) or inside a transaction the test rolls back; ``ctx.conn`` in a handler
 is that same connection. Handlers are found as the worker finds them: the
 registration in ``registry`` (default: the current one, that is the registry of
-``@pgjobs.job`` unless a block made another current), else the job type's path.
+``@pgjobs.job`` unless a block made another current), and nowhere else (the
+handler path stored with a job type is never imported); a job whose type has
+none there fails its attempt with ``handler_not_registered``.
 Timeouts are not enforced here (that needs the worker's processes).
 """
 
@@ -31,10 +33,11 @@ from pgjobs.context import JobContext
 from pgjobs.errors import InvalidJob, InvalidTransition
 from pgjobs.records import Job
 from pgjobs.registry import Registry, current
-from pgjobs.statements import ClaimedJob, Completed, job_types, outcomes
+from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome, outcomes
 from pgjobs.statements import claim as claiming
 from pgjobs.tenancy import current_organization, set_organization
-from pgjobs.worker.executor import execute, handler_for
+from pgjobs.worker.executor import execute
+from pgjobs.worker.starting import handler_or_refusal
 
 WORKER = "pgjobs.testing"
 _LEASE_SECONDS = 3600.0
@@ -78,31 +81,21 @@ def drain(
 
 
 def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> str:
-    found = job_types.handler_path(conn, job_type=job.job_type)
-    path = None if found is None else str(found)
     ctx = JobContext(job, conn, lambda: conn, lambda: False, worker=WORKER)
-    try:
-        fn = handler_for(job.job_type, path, registry)
-    except InvalidJob as exc:
-        fn = _refuse(exc)
+    found = handler_or_refusal(job, registry)
+    outcome: Outcome = found if isinstance(found, Failed) else Completed(None, 0.0)
     # As in the worker: the handler runs scoped to the job's organization, and
     # its writes commit with the completion or are rolled back with a failure.
-    with conn.transaction() as tx:
-        previous = current_organization(conn)
-        set_organization(conn, job.organization)
-        outcome = execute(fn, ctx)
-        set_organization(conn, previous)
-        if isinstance(outcome, Completed):
-            done = outcomes.complete_many(conn, [(job, outcome)])
-        else:
-            raise psycopg.Rollback(tx)
+    if not isinstance(found, Failed):
+        with conn.transaction() as tx:
+            previous = current_organization(conn)
+            set_organization(conn, job.organization)
+            outcome = execute(found, ctx)
+            set_organization(conn, previous)
+            if isinstance(outcome, Completed):
+                done = outcomes.complete_many(conn, [(job, outcome)])
+            else:
+                raise psycopg.Rollback(tx)
     if not isinstance(outcome, Completed):
         done = outcomes.fail_many(conn, [(job, outcome)])
     return str(jobs.get(conn, job.id).state) if done else "lost"  # lease gone
-
-
-def _refuse(exc: InvalidJob) -> Any:
-    def refuse(ctx: JobContext, **payload: Any) -> None:
-        raise exc
-
-    return refuse

@@ -114,8 +114,11 @@ def test_run_job_uses_the_registry_it_is_given(conn: Conn) -> None:
 
     ran = pgjobs.testing.run_job(conn, first, registry=_registry(scoped_b))
     assert (ran.state, ran.result) == (pgjobs.State.COMPLETED, {"by": "b"})
-    # Without one, the current (default) registry does not know the type: the path decides.
-    assert pgjobs.testing.run_job(conn, second).result == {"by": "a"}
+    # Without one, the current (default) registry does not know the type, and the
+    # stored path is a record, never imported: the attempt fails, counted.
+    failed = pgjobs.testing.run_job(conn, second)
+    assert (failed.state, failed.attempt, failed.result) == (pgjobs.State.RETRYING, 1, None)
+    assert failed.last_error_class == "handler_not_registered"
 
 
 def test_a_registry_made_current_ends_with_its_block(conn: Conn) -> None:

@@ -140,7 +140,8 @@ def test_claim_on_a_backlog_walks_the_runnable_index(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         claimed = conn.execute(
             sql.query("job_claim"),
-            {"worker": "w", "queues": ["default"], "n": 10, "lease_seconds": 30.0, "now": None},
+            {"worker": "w", "queues": ["default"], "n": 10, "lease_seconds": 30.0, "now": None,
+             "job_types": [factories.JOB_TYPE]},
         ).fetchall()
         reads = conn.execute(
             "select pg_stat_get_xact_numscans('pgjobs.jobs_runnable_idx'::regclass),"

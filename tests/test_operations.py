@@ -283,7 +283,10 @@ def test_subscribe_receives_each_progress_value_of_one_job(dsn: str, wait_for: A
     thread.join(10)
     assert [e["progress"] for e in received] == [10, 50, 90]
     assert all(e["id"] == job_id and e["event"] == "progress" for e in received)
-    assert all(set(e) == {"id", "organization", "progress", "state", "event"} for e in received)
+    assert all(
+        set(e) == {"id", "organization", "progress", "state", "event", "hint"} for e in received
+    )
+    assert all(e["hint"] is True for e in received)  # progress is not read back
 
 
 def _listeners(dsn: str) -> int:

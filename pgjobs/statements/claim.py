@@ -41,14 +41,17 @@ def claim(
     n: int,
     lease_seconds: float,
     now: dt.datetime | None = None,
+    job_types: Sequence[str] | None = None,
 ) -> Params:
-    """Up to ``n`` due jobs of ``queues``, leased to ``worker`` (SKIP LOCKED)."""
+    """Up to ``n`` due jobs of ``queues``, leased to ``worker`` (SKIP LOCKED); only
+    of ``job_types``, the types the worker has handlers for (None: any type)."""
     return {
         "worker": worker,
         "queues": list(queues),
         "n": n,
         "lease_seconds": lease_seconds,
         "now": now,
+        "job_types": None if job_types is None else list(job_types),
     }
 
 
@@ -81,9 +84,10 @@ def _seconds(found: list[Any]) -> float | None:
 
 
 @statement("job_next_run_at_seconds", _seconds)
-def next_run_at_seconds(*, queues: Sequence[str]) -> Params:
-    """Seconds until the next queued or retrying job of ``queues`` is due; None if none."""
-    return {"queues": list(queues)}
+def next_run_at_seconds(*, queues: Sequence[str], job_types: Sequence[str]) -> Params:
+    """Seconds until the next queued or retrying job of ``queues`` and
+    ``job_types`` is due; None if none."""
+    return {"queues": list(queues), "job_types": list(job_types)}
 
 
 def _none_active(found: list[Any]) -> bool:
@@ -91,6 +95,7 @@ def _none_active(found: list[Any]) -> bool:
 
 
 @statement("job_active_count", _none_active)
-def none_active(*, queues: Sequence[str]) -> Params:
-    """Whether ``queues`` hold no unfinished job at all (waiting ones included)."""
-    return {"queues": list(queues)}
+def none_active(*, queues: Sequence[str], job_types: Sequence[str]) -> Params:
+    """Whether ``queues`` hold no unfinished job of ``job_types`` at all (waiting
+    ones included)."""
+    return {"queues": list(queues), "job_types": list(job_types)}

@@ -1,12 +1,16 @@
-"""Job types (``sql/queries/job_types.sql``): the registry's writes and the
-handler lookups of the worker and pgjobs.testing."""
+"""Job types (``sql/queries/job_types.sql``): the registry's writes.
+
+No statement here reads a type's ``handler`` for a worker: the stored path is a
+record of what registered the type, never something a worker imports."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from pgjobs.statements.base import Params, flag, nothing, scalar, statement
+from psycopg.rows import dict_row
+
+from pgjobs.statements.base import Params, flag, statement
 
 
 def _fields(spec: Any) -> Params:
@@ -14,9 +18,14 @@ def _fields(spec: Any) -> Params:
     return dataclasses.asdict(spec)
 
 
-@statement("job_type_upsert", nothing, fetch=False)
+def _before(found: list[Any]) -> dict[str, Any] | None:
+    return dict(found[0]) if found else None
+
+
+@statement("job_type_upsert", _before, row_factory=dict_row)
 def upsert(spec: Any) -> Params:
-    """Creates or updates one job type from a ``registry.JobType``."""
+    """Creates or updates one job type from a ``registry.JobType``; returns its
+    queue, handler, max_attempts and timeout_seconds from before, if it existed."""
     return _fields(spec)
 
 
@@ -30,19 +39,3 @@ def may_write() -> None:
 def ensure(spec: Any) -> Params:
     """Creates a type if missing; whether the row is still this transaction's own."""
     return _fields(spec)
-
-
-def _paths(found: list[Any]) -> dict[str, str]:
-    return dict(found)
-
-
-@statement("job_type_handlers", _paths)
-def handler_paths() -> None:
-    """Every job type's handler path, by type name."""
-    return None
-
-
-@statement("testing_handler", scalar)
-def handler_path(*, job_type: str) -> Params:
-    """One job type's handler path, or None."""
-    return {"job_type": job_type}

@@ -35,8 +35,17 @@ def lease_rescue(*, now: dt.datetime | None = None) -> Params:
 
 
 @statement("worker_register", nothing, fetch=False)
-def worker_register(*, worker: str, host: str, pid: int, queues: Sequence[str]) -> Params:
-    return {"worker": worker, "host": host, "pid": pid, "queues": list(queues)}
+def worker_register(
+    *, worker: str, host: str, pid: int, queues: Sequence[str], job_types: Sequence[str]
+) -> Params:
+    """Records a worker process, the queues it serves and the types it can run."""
+    return {
+        "worker": worker,
+        "host": host,
+        "pid": pid,
+        "queues": list(queues),
+        "job_types": list(job_types),
+    }
 
 
 @statement("worker_unregister", nothing, fetch=False)
@@ -61,11 +70,19 @@ def backend_terminate(*, pids: Sequence[int]) -> Params:
     return {"pids": list(pids)}
 
 
-def _ids(found: list[Any]) -> list[int]:
-    return [row[0] for row in found]
+@statement("job_return_crashed", rows)
+def return_crashed(*, worker: str, except_ids: Sequence[int], reason: str) -> Params:
+    """Settles the unstarted jobs of a process that crashed: back uncounted the
+    first time, counted when a crashing process held the job before."""
+    return {"worker": worker, "except_ids": list(except_ids), "reason": reason}
 
 
-@statement("job_cancels_requested", _ids)
-def cancels_requested(*, ids: Sequence[int], tokens: Sequence[int]) -> Params:
-    """Of these running attempts (job id, lease token), those a cancel was requested for."""
-    return {"ids": list(ids), "tokens": list(tokens)}
+def _ids(found: list[Any]) -> set[int]:
+    return {int(row[0]) for row in found}
+
+
+@statement("job_cancels_confirmed", _ids)
+def cancels_confirmed(*, leases: Sequence[tuple[int, int]]) -> Params:
+    """Of these running attempts (job id, lease token), those whose cancel was
+    requested: what a cancel NOTIFY claims, read under the lease."""
+    return {"ids": [job for job, _ in leases], "tokens": [token for _, token in leases]}

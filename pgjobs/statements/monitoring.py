@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from pgjobs.statements.base import Statement, nothing, statement
+from pgjobs.statements.base import Params, Statement, nothing, statement
 
 
 def _plain(found: list[Any]) -> list[dict[str, Any]]:
@@ -33,3 +33,10 @@ processing_times = _metric("metrics_processing_times")
 failure_rates = _metric("metrics_failure_rates")
 workers = _metric("metrics_workers")
 postgres_health = _metric("metrics_postgres_health")
+unserved_job_types = _metric("metrics_unserved_job_types")
+
+
+@statement("job_state_confirm", _plain, row_factory=dict_row)
+def state_confirm(*, job_id: int) -> Params:
+    """One job's id, organization, type, state and attempt, as the caller may see it."""
+    return {"id": job_id}

@@ -127,7 +127,7 @@ class Listener:
     def _note(self, payload: str) -> None:
         try:
             hint = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # anyone may NOTIFY: too deep is no event either
             return
         if isinstance(hint, dict):
             self._ring(hint.get("id"), hint.get("organization"))

@@ -26,6 +26,7 @@ from pgjobs.worker.beacon import Leases
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.session import connect
 from pgjobs.worker.slots import Slots
+from pgjobs.worker.starting import JobSetupFailed
 
 # A job's statements may outlive its timeout by this much: the supervisor's kill
 # is what enforces the timeout (and records it as one); the statement timeout is
@@ -131,10 +132,25 @@ class Completer:
                 # Lost while idle (a restart, a killed backend): nothing of this
                 # job has run on it yet, so a fresh connection loses nothing.
                 self.job_conn.close()
+            except psycopg.Error as exc:
+                raise self._setup_failed(job, exc) from exc
         self.job_conn = connect(self.cfg, "job", autocommit=False, bookkeeping=False)
         self.slots.put(self.index, slot_fields.PID_JOB, self.job_conn.info.backend_pid)
-        run(self.job_conn, begin)
+        try:
+            run(self.job_conn, begin)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            raise self._setup_failed(job, exc) from exc
         return self.job_conn
+
+    def _setup_failed(self, job: ClaimedJob, exc: psycopg.Error) -> JobSetupFailed:
+        """A setting Postgres refused left the session in an aborted
+        transaction: it is closed, so the next job gets a fresh one."""
+        self.close()
+        message = f"the job's transaction could not be set up: {type(exc).__name__}: {exc}"
+        self.log.warning("job_setup_failed", job_id=job.id, error=message)
+        return JobSetupFailed(message.strip())
 
     def _finish_in_job_transaction(self, job: ClaimedJob, outcome: Outcome) -> None:
         """The handler wrote through ctx.conn: its writes commit with the completion,
@@ -158,8 +174,11 @@ class Completer:
                 outcome = Failed(type(exc).__name__, str(exc), None, False, outcome.duration_ms)
         # The attempt's writes are undone with it; a broken connection has
         # undone them already, and the outcome must be recorded all the same.
+        # The session goes too: whatever the failed attempt left on it (a
+        # session setting, a temporary table) must not meet the next job.
         with contextlib.suppress(psycopg.Error):
             conn.rollback()
+        self.close()
         self._keep(job, outcome)
         self.flush()
 
@@ -168,3 +187,4 @@ class Completer:
             with contextlib.suppress(psycopg.Error):
                 self.job_conn.close()
         self.job_conn = None
+        self.slots.put(self.index, slot_fields.PID_JOB, 0)  # nothing for a kill to stop

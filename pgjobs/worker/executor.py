@@ -26,7 +26,8 @@ from pgjobs.context import JobContext
 from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
 from pgjobs.payload import encode
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome
-from pgjobs.statements.job_types import handler_paths
+from pgjobs.worker import starting
+from pgjobs.worker.starting import JobSetupFailed
 
 if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
     from pgjobs.worker.completer import Completer
@@ -76,24 +77,6 @@ def _fit(fn: Callable[..., Any]) -> _Fit | None:
     )
 
 
-def handler_for(
-    job_type: str, path: str | None, types: registry.Registry | None = None
-) -> Callable[..., Any]:
-    """The registration in ``types`` (default: the current registry) wins;
-    otherwise the path stored with the job type."""
-    fn = (types or registry.current()).handler(job_type)
-    if fn is not None:
-        return fn
-    if path is None:
-        raise InvalidJob(f"no handler registered for job type {job_type!r}")
-    return _imported(path)
-
-
-@functools.cache
-def _imported(path: str) -> Callable[..., Any]:
-    return registry.resolve_handler(path)
-
-
 def execute(fn: Callable[..., Any], ctx: JobContext) -> Outcome:
     started = time.perf_counter()
     try:
@@ -110,6 +93,8 @@ def execute(fn: Callable[..., Any], ctx: JobContext) -> Outcome:
         result = None if value is None else encode(value, what="result")
     except JobCanceled as exc:
         return Failed("canceled", str(exc), None, True, _ms(started))
+    except JobSetupFailed as exc:  # ctx.conn could not begin: not the handler's error
+        return Failed(starting.SETUP_FAILED, str(exc), None, False, _ms(started))
     except PermanentError as exc:
         return Failed(_class_name(exc), str(exc), traceback.format_exc(), True, _ms(started))
     except InvalidJob as exc:  # e.g. a result that is not JSON
@@ -169,7 +154,7 @@ class Executor:
         log: Any,
         batch_limit: int,
     ) -> None:
-        self.types = types  # handlers registered here win over stored paths
+        self.types = types  # the only handlers run: a stored path is never imported
         self.completer = completer
         self.slots = slots
         self.index = index
@@ -177,7 +162,6 @@ class Executor:
         self.stopping = stopping
         self.log = log
         self.batch = BatchSize(batch_limit)
-        self.handlers: dict[str, str] = {}
 
     def run_batch(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
         started = time.monotonic()
@@ -210,20 +194,13 @@ class Executor:
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds)
         started = time.monotonic()
         try:
-            fn = handler_for(job.job_type, self._handler_path(control, job.job_type), self.types)
-            outcome = execute(fn, ctx)
-        except Exception as exc:  # no handler: retry policy, another worker may have it
-            outcome = Failed(type(exc).__name__, str(exc), None, False, 0.0)
+            found = starting.handler_or_refusal(job, self.types)
+            outcome = found if isinstance(found, Failed) else execute(found, ctx)
         finally:
             self.slots.finish(self.index)
         outcome = _past_deadline(job, outcome, time.monotonic() - started)
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
-
-    def _handler_path(self, control: psycopg.Connection[Any], job_type: str) -> str | None:
-        if job_type not in self.handlers:
-            self.handlers = handler_paths(control)
-        return self.handlers.get(job_type)
 
     def _log_outcome(self, job: ClaimedJob, outcome: Outcome) -> None:
         if isinstance(outcome, Completed) and not pgjobs_log.enabled(logging.DEBUG):

@@ -25,6 +25,7 @@ from pgjobs.statements.control import log_keys
 from pgjobs.statements.leases import (
     backend_terminate,
     lease_rescue,
+    return_crashed,
     return_worker,
     worker_forget_stale,
     worker_unregister,
@@ -69,11 +70,19 @@ class Rescuer:
         self.next_rescue = time.monotonic() + max(self.cfg.lease_seconds / 4, _MIN_RESCUE_SECONDS)
 
     def settle(
-        self, index: int, pid: int | None, running: Running | None, reason: Failed | None
+        self,
+        index: int,
+        pid: int | None,
+        running: Running | None,
+        reason: Failed | None,
+        *,
+        crashed: bool = False,
     ) -> None:
         """Settles a worker process that is gone: its sessions stop, the job it
         was running ends with ``reason`` (None: given back uncounted, as at a
-        forced shutdown), and the jobs it held unstarted go back."""
+        forced shutdown), and the jobs it held unstarted go back. ``crashed``:
+        it died on its own, so one of those may be the cause; a job a crashed
+        process held unstarted before has its attempt counted this time."""
         assert self.conn is not None
         pids = self.slots.backend_pids(index)
         if pids and not self.cfg.pooler:
@@ -83,8 +92,17 @@ class Rescuer:
             fail_many(self.conn, [(Lease(running.job_id, running.lease_token), reason)])
             settled.append(running.job_id)
         if pid is not None:
-            return_worker(self.conn, worker=worker_name(pid), except_ids=settled)
-            worker_unregister(self.conn, worker=worker_name(pid))
+            name = worker_name(pid)
+            if crashed:
+                why = reason.message if reason is not None else "it crashed"
+                for job_id, state in return_crashed(
+                    self.conn, worker=name, except_ids=settled, reason=why
+                ):
+                    if state != "queued":
+                        self.log.warning("job_crash_counted", state=state, **self.job_keys(job_id))
+            else:
+                return_worker(self.conn, worker=name, except_ids=settled)
+            worker_unregister(self.conn, worker=name)
 
     def release(self) -> None:
         """Gives the rescue turn back (a clean stop), so another supervisor

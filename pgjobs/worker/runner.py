@@ -33,6 +33,7 @@ from pgjobs.worker.executor import Executor
 from pgjobs.worker.maintenance import Vacuum
 from pgjobs.worker.session import connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
+from pgjobs.worker.starting import decode_tolerantly
 from pgjobs.worker.wakeups import Wakeups
 
 logger = structlog.get_logger("pgjobs.worker")
@@ -53,8 +54,13 @@ class Runner:
         self.beacon = Beacon(cfg, self.name, self.leases, slots, index, wake)
         self.wakeups = Wakeups(cfg, wake)
         self.completer = Completer(cfg, self.leases, slots, index, self.log)
+        types = registry or current()
+        # What this process can run is what it registered: the claim takes no
+        # other type, whatever job_types.handler says (a record, never imported).
+        self.job_types = sorted(types.registered())
+        self.wakeups.job_types = self.job_types
         self.executor = Executor(
-            registry or current(),
+            types,
             self.completer,
             slots,
             index,
@@ -111,13 +117,14 @@ class Runner:
             queues=self.cfg.queues,
             n=self.executor.batch.current,
             lease_seconds=self.cfg.lease_seconds,
+            job_types=self.job_types,
         )
         self.leases.hold(jobs)
         return jobs
 
     def _idle_everywhere(self) -> bool:
         assert self.control is not None
-        return none_active(self.control, queues=self.cfg.queues)
+        return none_active(self.control, queues=self.cfg.queues, job_types=self.job_types)
 
     # -- the session ---------------------------------------------------------
 
@@ -135,12 +142,14 @@ class Runner:
 
     def _register(self, conn: psycopg.Connection[Any]) -> None:
         self.slots.put(self.index, slot_fields.PID_CONTROL, conn.info.backend_pid)
+        decode_tolerantly(conn)  # a payload it cannot read fails its job, not the process
         worker_register(
             conn,
             worker=self.name,
             host=socket.gethostname(),
             pid=os.getpid(),
             queues=self.cfg.queues,
+            job_types=self.job_types,
         )
 
     def _reconnect(self) -> None:

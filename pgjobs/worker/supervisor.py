@@ -82,12 +82,16 @@ class Supervisor:
                 self.exporter = Exporter(self.cfg, self.mp, self.log, self.log_json, self.log_level)
             for index in range(self.cfg.processes):
                 self._spawn(index)
+            job_types = sorted(self.registry.registered())
             self.log.info(
                 "worker_started",
                 processes=self.cfg.processes,
                 queues=list(self.cfg.queues),
                 pooler=self.cfg.pooler,
+                job_types=job_types,
             )
+            if not job_types:
+                self.log.warning("worker_has_no_job_types", hint="--import the handlers' module")
             return self._loop()
         finally:
             self._stop_services()
@@ -198,7 +202,7 @@ class Supervisor:
             # The process stays listed until its jobs are settled: if Postgres is
             # away, the next tick (after the reconnect) settles them and respawns.
             reason = ended("crash", f"worker process exited with code {code}")
-            self.rescuer.settle(index, proc.pid, running, reason)
+            self.rescuer.settle(index, proc.pid, running, reason, crashed=True)
             self.children[index] = None
             self.log.warning(
                 "worker_process_died",
@@ -270,7 +274,8 @@ def run(
     log_level: str = "info",
     registry: Registry | None = None,
 ) -> int:
-    """Runs a worker until it stops; its handlers come from ``registry`` (default:
-    the current one), else from the paths stored with the job types."""
+    """Runs a worker until it stops. It runs the job types whose handlers are
+    registered in ``registry`` (default: the current one) and claims no other:
+    the handler path stored with a type is never imported."""
     pgjobs_log.configure(level=log_level, json_lines=log_json)
     return Supervisor(cfg, log_json=log_json, log_level=log_level, registry=registry).run()

@@ -1,10 +1,14 @@
 """Timeouts and cancels: what the supervisor enforces on running jobs.
 
-A cancel request arrives by NOTIFY on ``pgjobs_cancel`` (the supervisor's
-session LISTENs), or, behind a transaction-mode pooler (no LISTEN), is found
-by reading the running attempts' rows every ``cancel_poll_seconds``; it is
-written into the slot of the process running the job;
-the handler sees it through ``ctx.raise_if_canceled()``. A job past its
+A NOTIFY on ``pgjobs_cancel`` (the supervisor's session LISTENs) is a hint,
+never a command: any role may send one, with any payload. The supervisor acts
+on a cancel only once it has read, under the attempt's lease, that
+pgjobs.cancel requested it (``cancel_requested_at``); then it writes the
+request into the slot of the process running the job, and the handler sees it
+through ``ctx.raise_if_canceled()``. Hints wait in a bounded set, and every
+``cancel_poll_seconds`` the jobs running here are checked anyway, so a hint
+dropped (the set full of forgeries) or never sent (behind a transaction-mode
+pooler there is no LISTEN) delays a cancel by that much at most. A job past its
 timeout, or a canceled job that did not return within its grace, has its
 process killed by the supervisor (SIGKILL, so a busy loop, a sleep and a
 blocked C call all stop); the rescuer then settles it.
@@ -19,7 +23,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from pgjobs.statements import Failed
-from pgjobs.statements.leases import cancels_requested
+from pgjobs.statements.leases import cancels_confirmed
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.rescuer import ended
@@ -34,64 +38,76 @@ class Overdue(NamedTuple):
     reason: Failed
 
 
+# At most this many cancel hints wait for their job to start here; past it the
+# oldest is dropped (the sweep still finds its cancel, if it was one).
+MAX_HINTS = 1024
+_MAX_JOB_ID = 2**63 - 1
+
+
+def hinted_job(payload: str) -> int | None:
+    """The job id a cancel hint names, or None for anything but a plain id."""
+    if not (0 < len(payload) <= 19 and payload.isascii() and payload.isdigit()):
+        return None
+    job_id = int(payload)
+    return job_id if 0 < job_id <= _MAX_JOB_ID else None
+
+
 class Enforcer:
     def __init__(self, cfg: WorkerConfig, slots: Slots, log: Any) -> None:
         self.cfg = cfg
         self.slots = slots
         self.log = log
-        self.pending_cancels: dict[int, float] = {}  # job id -> forget after
-        self.next_cancel_poll = 0.0
+        # job id -> forget after; insertion order, so the oldest goes first.
+        self.hints: dict[int, float] = {}
+        self.next_sweep = 0.0
 
     def read_cancels(
         self, conn: psycopg.Connection[Any], timeout: float, job_keys: Callable[[int], Any]
     ) -> None:
-        """Waits up to ``timeout`` for cancel requests, then delivers what it can:
-        a job not running here yet may start soon, so a request is kept for a
-        lease's length before it is forgotten."""
+        """Waits up to ``timeout`` for cancel hints, then delivers the cancels
+        the database confirms. A hinted job not running here yet may start
+        soon, so its hint is kept for a lease's length."""
         for note in conn.notifies(timeout=timeout):
-            try:
-                job_id = int(note.payload)
-            except ValueError:
-                continue
-            self.pending_cancels[job_id] = time.monotonic() + self.cfg.lease_seconds
-        if self.pending_cancels:
-            self._deliver(job_keys)
+            job_id = hinted_job(note.payload)
+            if job_id is not None:
+                self._hint(job_id)
+        self._deliver(conn, job_keys)
 
     def poll_cancels(self, conn: psycopg.Connection[Any], job_keys: Callable[[int], Any]) -> None:
-        """Pooler mode: reads which running attempts had a cancel requested, at
-        most every ``cancel_poll_seconds``, and delivers those."""
-        now = time.monotonic()
-        if now < self.next_cancel_poll:
-            return
-        self.next_cancel_poll = now + self.cfg.cancel_poll_seconds
-        running = [r for r in map(self.slots.running, range(self.cfg.processes)) if r]
-        fresh = [r for r in running if not self._delivered(r.job_id)]
-        if not fresh:
-            return
-        ids = [r.job_id for r in fresh]
-        for job_id in cancels_requested(conn, ids=ids, tokens=[r.lease_token for r in fresh]):
-            self.pending_cancels[job_id] = now + self.cfg.lease_seconds
-        if self.pending_cancels:
-            self._deliver(job_keys)
+        """Without LISTEN (pooler mode) only the sweep finds cancels."""
+        self._deliver(conn, job_keys)
 
-    def _delivered(self, job_id: int) -> bool:
-        return any(
-            self.slots.cancel_requested(index, job_id) for index in range(self.cfg.processes)
-        )
+    def _hint(self, job_id: int) -> None:
+        self.hints.pop(job_id, None)
+        self.hints[job_id] = time.monotonic() + self.cfg.lease_seconds
+        while len(self.hints) > MAX_HINTS:
+            del self.hints[next(iter(self.hints))]
 
-    def _deliver(self, job_keys: Callable[[int], Any]) -> None:
+    def _deliver(self, conn: psycopg.Connection[Any], job_keys: Callable[[int], Any]) -> None:
+        """Asks the database about the running jobs that have a hint (all of
+        them at a sweep); requests the cancel of those it confirms."""
         now = time.monotonic()
-        for job_id, forget_at in list(self.pending_cancels.items()):
-            for index in range(self.cfg.processes):
-                running = self.slots.running(index)
-                if running and running.job_id == job_id:
-                    self.slots.request_cancel(index, job_id, self.cfg.cancel_grace_seconds)
-                    del self.pending_cancels[job_id]
-                    self.log.info("job_cancel_delivered", **job_keys(job_id))
-                    break
-            else:
-                if now > forget_at:
-                    del self.pending_cancels[job_id]
+        sweep = now >= self.next_sweep
+        if sweep:
+            # Every this often the jobs running here are checked, hint or not.
+            self.next_sweep = now + self.cfg.cancel_poll_seconds
+            self.hints = {j: t for j, t in self.hints.items() if t > now}
+        asked: dict[int, Running] = {}
+        for index in range(self.cfg.processes):
+            running = self.slots.running(index)
+            if running is None or self.slots.cancel_requested(index, running.job_id):
+                continue
+            if sweep or running.job_id in self.hints:
+                asked[index] = running
+        if not asked:
+            return
+        leases = [(r.job_id, r.lease_token) for r in asked.values()]
+        confirmed = cancels_confirmed(conn, leases=leases)
+        for index, running in asked.items():
+            self.hints.pop(running.job_id, None)  # answered by the row, either way
+            if running.job_id in confirmed:
+                self.slots.request_cancel(index, running.job_id, self.cfg.cancel_grace_seconds)
+                self.log.info("job_cancel_delivered", **job_keys(running.job_id))
 
     def overdue(self, alive: Sequence[bool]) -> list[Overdue]:
         """The live processes whose job passed its timeout or its cancel grace."""

@@ -32,6 +32,7 @@ class Wakeups:
         self.wake = wake
         self.conn: psycopg.Connection[Any] | None = None
         self.listening = False
+        self.job_types: list[str] = []  # the runner's: a delayed job of another type wakes no one
 
     def attach(self, conn: psycopg.Connection[Any]) -> None:
         """A new session (after a reconnect) LISTENs to nothing yet."""
@@ -64,7 +65,7 @@ class Wakeups:
         conn = self.conn
         assert conn is not None
         wait = self.cfg.poll_seconds
-        due = next_run_at_seconds(conn, queues=self.cfg.queues)
+        due = next_run_at_seconds(conn, queues=self.cfg.queues, job_types=self.job_types)
         if due is not None:
             wait = max(0.0, min(wait, due))
         deadline = time.monotonic() + wait

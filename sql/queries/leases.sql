@@ -31,9 +31,10 @@ update pgjobs.jobs j
 returning j.id, j.state, j.job_type, j.organization, j.attempt;
 
 -- name: worker_register
-insert into pgjobs.worker_processes (name, host, pid, queues)
-values (%(worker)s, %(host)s, %(pid)s, %(queues)s)
-on conflict (name) do update set heartbeat_at = now();
+-- With the job types the process has handlers for (pgjobs.unserved_job_types).
+insert into pgjobs.worker_processes (name, host, pid, queues, job_types)
+values (%(worker)s, %(host)s, %(pid)s, %(queues)s, %(job_types)s)
+on conflict (name) do update set heartbeat_at = now(), job_types = excluded.job_types;
 
 -- name: worker_unregister
 delete from pgjobs.worker_processes where name = %(worker)s;
@@ -56,10 +57,52 @@ returning j.id;
 -- Stops queries a killed job process left running on the server.
 select pg_terminate_backend(pid) from unnest(%(pids)s::int[]) as pid where pid > 0;
 
--- name: job_cancels_requested
--- Which of the attempts a supervisor's processes run (job id and lease token)
--- had a cancel requested: how cancels are found without LISTEN (pooler mode).
-select j.id
-  from unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) as r(id, token)
-  join pgjobs.jobs j on j.id = r.id
- where j.state = 'running' and j.lease_token = r.token and j.cancel_requested_at is not null;
+-- name: job_return_crashed
+-- Settles the jobs a process that died on its own (a crash, not our kill) held
+-- but had not started. Any of them may be what killed it (a claim it could not
+-- read, say): each goes back uncounted once, marked 'crash_unstarted'; a job
+-- whose last attempt already ended with a dying process ('crash_unstarted' or
+-- 'crash') has its attempt counted (pgjobs.failed_attempt, retry policy), so a
+-- job that kills every process taking it ends dead instead of looping forever.
+with held as (
+    select j.id from pgjobs.jobs j
+     where j.state = 'running' and j.worker = %(worker)s
+       and j.id <> all(%(except_ids)s::bigint[])
+),
+counted as (
+    update pgjobs.jobs j
+       set (state, run_at, finished_at) = row((pgjobs.failed_attempt(
+               cancel_requested => j.cancel_requested_at is not null, permanent => false,
+               attempt => j.attempt, max_attempts => j.max_attempts,
+               run_at => j.run_at, retry_base_seconds => t.retry_base_seconds,
+               retry_cap_seconds => t.retry_cap_seconds, now => now())).*),
+           last_error = 'worker process ' || %(worker)s
+                        || ' died holding it, again before starting it: ' || %(reason)s,
+           last_error_class = 'crash', last_traceback = null, last_duration_ms = null,
+           lease_expires_at = null
+      from pgjobs.job_types t
+     where j.id in (select id from held) and j.state = 'running'
+       and j.last_error_class in ('crash_unstarted', 'crash') and t.name = j.job_type
+    returning j.id, j.state
+),
+returned as (
+    update pgjobs.jobs j
+       set state = 'queued', attempt = greatest(j.attempt - 1, 0), worker = null,
+           lease_expires_at = null, started_at = null,
+           last_error = 'worker process ' || %(worker)s
+                        || ' died holding it before starting it: ' || %(reason)s,
+           last_error_class = 'crash_unstarted'
+     where j.id in (select id from held) and j.state = 'running'
+       and j.last_error_class is distinct from 'crash_unstarted'
+       and j.last_error_class is distinct from 'crash'
+    returning j.id, j.state
+)
+select id, state from counted union all select id, state from returned;
+
+-- name: job_cancels_confirmed
+-- A cancel NOTIFY is a hint: of these running attempts (id and lease token),
+-- the ones whose cancel pgjobs.cancel really requested.
+select j.id from pgjobs.jobs j
+  join unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) as r(id, lease_token)
+    on j.id = r.id and j.lease_token = r.lease_token
+ where j.state = 'running' and j.cancel_requested_at is not null;

@@ -43,3 +43,11 @@ select (select n_dead_tup from pg_stat_user_tables
            and pid <> pg_backend_pid())  -- not this query's own transaction
            as oldest_transaction_seconds,
        pg_notification_queue_usage() as notify_queue_usage;
+
+-- name: metrics_unserved_job_types
+select job_type, queue, handler, runnable_jobs from pgjobs.unserved_job_types order by job_type;
+
+-- name: job_state_confirm
+-- subscribe: the job of a state event as the subscriber may see it (row-level
+-- security), so that a forged NOTIFY cannot pass for a job's end.
+select id, organization, job_type, state, attempt from pgjobs.jobs where id = %(id)s;

@@ -188,7 +188,10 @@ create table pgjobs.worker_processes (
     pid          int not null,
     queues       text[] not null,
     started_at   timestamptz not null default now(),
-    heartbeat_at timestamptz not null default now()
+    heartbeat_at timestamptz not null default now(),
+    -- The job types the process has handlers for (NULL: a worker from before
+    -- this column, which may run any type).
+    job_types    text[]
 );
 
 -- Whose turn it is at each maintenance duty, until when (rescue, prune,

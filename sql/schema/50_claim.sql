@@ -17,8 +17,13 @@
 -- * No JIT: past a few million rows the cost estimates of these short
 --   statements cross jit_above_cost, and compiling them took two fifths of
 --   the workers' database time in a sustained run.
+--
+-- job_types: the types the claiming process has handlers for; the jobs of other
+-- types wait for a worker that has theirs (one more filter on rows the scan
+-- visits for their queue anyway). NULL: every type (pgjobs.testing).
 create function pgjobs.claim(worker text, queues text[], n int,
-                             lease_seconds double precision, now timestamptz default null)
+                             lease_seconds double precision, now timestamptz default null,
+                             job_types text[] default null)
 returns table (id bigint, job_type text, organization text, payload jsonb, attempt int,
                max_attempts int, timeout_seconds int, checkpoint jsonb, lease_token bigint)
 language plpgsql
@@ -43,6 +48,7 @@ begin
                    select j.id, j.job_type, j.priority, j.run_at from pgjobs.jobs j
                     where j.state in ('queued', 'retrying') and j.priority = p.priority
                       and j.run_at <= t and j.queue = any(queues)
+                      and (claim.job_types is null or j.job_type = any(claim.job_types))
                     order by j.run_at, j.id
                     limit n
                       for update skip locked) d

@@ -78,3 +78,16 @@ select s.organization, s.name, s.job_type, s.cron, s.timezone, s.enabled, s.catc
        j.finished_at as last_job_finished_at, s.last_error, s.created_at
   from pgjobs.schedules s
   left join pgjobs.jobs j on j.id = s.last_job_id;
+
+-- Job types that no live worker (heartbeat within the last minute, as in
+-- pgjobs.workers) can run: none serves the type's queue with its handler.
+-- runnable_jobs counts the jobs of the type that are due or retrying.
+create view pgjobs.unserved_job_types with (security_invoker = true) as
+select t.name as job_type, t.queue, t.handler,
+       (select count(*) from pgjobs.jobs j
+         where j.job_type = t.name and j.state in ('queued', 'retrying')) as runnable_jobs
+  from pgjobs.job_types t
+ where not exists (select from pgjobs.worker_processes w
+                    where w.heartbeat_at > now() - interval '1 minute'
+                      and t.queue = any(w.queues)
+                      and (w.job_types is null or t.name = any(w.job_types)));

@@ -91,7 +91,8 @@ grant select, insert, update on pgjobs.job_types to pgjobs_worker;
 grant select on pgjobs.schema_migrations to pgjobs_worker;
 grant usage on all sequences in schema pgjobs to pgjobs_worker;
 grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
-                pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers
+                pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers,
+                pgjobs.unserved_job_types
     to pgjobs_worker;
 
 -- Admins: everything an operator does, across organizations; no claiming, no
@@ -108,7 +109,8 @@ grant select on pgjobs.job_types to pgjobs_admin;
 grant select on pgjobs.schema_migrations to pgjobs_admin;
 grant usage on sequence pgjobs.jobs_id_seq, pgjobs.job_events_id_seq to pgjobs_admin;
 grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
-                pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers
+                pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers,
+                pgjobs.unserved_job_types
     to pgjobs_admin;
 
 -- The SECURITY DEFINER functions run as pgjobs_owner, whom FORCE ROW LEVEL
@@ -132,11 +134,11 @@ end
 $$;
 
 -- The claim is the workers' alone.
-revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz),
+revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                            pgjobs.take(text, bigint[], double precision, timestamptz),
                            pgjobs.rate_take(bigint[], timestamptz)
     from public;
-grant execute on function pgjobs.claim(text, text[], int, double precision, timestamptz),
+grant execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                           pgjobs.take(text, bigint[], double precision, timestamptz),
                           pgjobs.rate_take(bigint[], timestamptz)
     to pgjobs_worker;
