@@ -46,6 +46,7 @@ class Floor:
         dsn = pg.create(self.admin, self.template)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute((SCRIPTS / "schema.sql").read_text())
+            conn.execute((SCRIPTS / "work_schema.sql").read_text())
 
     def drop_template(self) -> None:
         pg.drop(self.admin, self.template)
@@ -96,7 +97,35 @@ class Floor:
                     figures[f"claim_{n}_{finish}"] = self.pgbench_rate(
                         dsn, f"claim_{finish}.sql", clients, per_client, n
                     )
+            figures.update(self.run_work(dsn, clients, transactions))
         return figures
+
+    def run_work(self, dsn: str, clients: int, transactions: int) -> dict[str, float]:
+        """The floor that does pgjobs' work per job (work_*.sql): a bulk insert
+        with its wake-up, then a claim with a lease and history plus a
+        token-guarded completion with history, per batch of 100, with a
+        history row per state change and with one per attempt."""
+        figures: dict[str, float] = {}
+        self.seed_work(dsn, 0)
+        figures["work_insert_100"] = self.pgbench_rate(
+            dsn, "work_insert_100.sql", clients, max(1, transactions // 10), 100
+        )
+        n = 100
+        per_client = max(1, min(transactions, PREFILL_CAP // (clients * n)))
+        for script in ("work_claim_complete", "work_claim_complete_attempt"):
+            self.seed_work(dsn, per_client * clients * n)
+            figures[f"{script}_{n}"] = self.pgbench_rate(
+                dsn, f"{script}.sql", clients, per_client, n
+            )
+        return figures
+
+    def seed_work(self, dsn: str, queued: int) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("truncate work_jobs, work_events restart identity")
+            conn.execute(
+                "insert into work_jobs (payload) select '{}' from generate_series(1, %s)", [queued]
+            )
+            conn.execute("vacuum analyze work_jobs, work_events")
 
     # -- claim latency ------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench import pg
+from bench import pg, pressure
 from bench.systems.base import PING_PORT_ENV, System, worker_env
 
 POLL_SECONDS = 0.02
@@ -315,22 +315,35 @@ def sustained(
     window: float,
     processes: int = 2,
     on_window: Callable[[dict[str, float]], None] | None = None,
-) -> list[dict[str, float]]:
+    phases: list[tuple[str, float]] | None = None,
+) -> list[dict[str, Any]]:
     """Enqueues at ``rate`` jobs/s (batches of up to 500, so that one client
     keeps up with a fast system) with the workers running; per window: rates,
-    backlog, dead tuples and table size."""
+    backlog, dead tuples, table and index sizes and buffers read per job.
+    ``phases`` (name, seconds), run in turn after the first ``seconds``, put
+    another client's pressure on the database (bench/pressure.py)."""
     client = system.client(dsn)
-    series: list[dict[str, float]] = []
+    series: list[dict[str, Any]] = []
+    schedule = [("steady", seconds), *(phases or [])]
+    ends = [sum(s for _, s in schedule[: i + 1]) for i in range(len(schedule))]
     try:
         with (
             system.probe(dsn) as remaining,
             workers(system, dsn, processes) as w,
             _stats_conn(system, dsn) as stats,
+            contextlib.ExitStack() as pressing,
         ):
             start = time.monotonic()
             sent = 0
+            phase = mark_phase = 0
+            last = stats()
             mark = (start, 0, remaining())
-            while (now := time.monotonic()) - start < seconds:
+            while (now := time.monotonic()) - start < ends[-1]:
+                if now - start >= ends[phase]:
+                    phase += 1
+                    pressing.close()
+                    pressing.enter_context(
+                        pressure.pressure(schedule[phase][0], dsn, system.tables[0]))
                 due = int(rate * (now - start)) - sent
                 if due > 0:
                     n = min(due, 500)
@@ -343,14 +356,21 @@ def sustained(
                     w.sample_rss()
                     backlog = remaining()
                     span = now - mark[0]
+                    done = sent - mark[1] - (backlog - mark[2])
+                    current = stats()
                     point = {
                         "t": now - start,
+                        "phase": schedule[mark_phase][0],  # in force when it began
                         "enqueued_per_s": (sent - mark[1]) / span,
-                        "completed_per_s": (sent - mark[1] - (backlog - mark[2])) / span,
+                        "completed_per_s": done / span,
                         "backlog": float(backlog),
-                        **stats(),
+                        **current,
+                        "buffers_per_job": (current.get("buffers", 0) - last.get("buffers", 0))
+                        / max(done, 1),
                     }
+                    last = current
                     series.append(point)
+                    mark_phase = phase
                     if on_window:
                         on_window(point)
                     mark = (now, sent, backlog)

@@ -76,15 +76,24 @@ def server_settings(dsn: str) -> dict[str, str]:
 
 
 def table_stats(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[str, float]:
-    """Live and dead tuples and total size (MB) summed over ``tables`` (schema.name)."""
+    """Over ``tables`` (schema.name): live and dead tuples, total, heap and
+    index sizes (MB), and the buffers read so far (shared hits and reads of
+    heap and indexes, a counter: the caller takes differences)."""
     row = conn.execute(
-        "select coalesce(sum(n_live_tup), 0), coalesce(sum(n_dead_tup), 0),"
-        "       coalesce(sum(pg_total_relation_size(relid)), 0)"
-        "  from pg_stat_user_tables where schemaname || '.' || relname = any(%s)",
+        "select coalesce(sum(s.n_live_tup), 0), coalesce(sum(s.n_dead_tup), 0),"
+        "       coalesce(sum(pg_total_relation_size(s.relid)), 0),"
+        "       coalesce(sum(pg_relation_size(s.relid)), 0),"
+        "       coalesce(sum(pg_indexes_size(s.relid)), 0),"
+        "       coalesce(sum(coalesce(i.heap_blks_read, 0) + coalesce(i.heap_blks_hit, 0)"
+        "                    + coalesce(i.idx_blks_read, 0) + coalesce(i.idx_blks_hit, 0)), 0)"
+        "  from pg_stat_user_tables s join pg_statio_user_tables i using (relid)"
+        " where s.schemaname || '.' || s.relname = any(%s)",
         [list(tables)],
     ).fetchone()
     assert row is not None
-    return {"live": float(row[0]), "dead": float(row[1]), "size_mb": float(row[2]) / 2**20}
+    return {"live": float(row[0]), "dead": float(row[1]), "size_mb": float(row[2]) / 2**20,
+            "heap_mb": float(row[3]) / 2**20, "index_mb": float(row[4]) / 2**20,
+            "buffers": float(row[5])}
 
 
 def uri(dsn: str) -> str:

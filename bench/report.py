@@ -45,6 +45,15 @@ FLOOR_OF = {
     "claim_loaded_p99_ms": "claim_loaded_p99_ms",
 }
 
+# pgjobs figure -> the floor doing pgjobs' writes per job (work_*.sql, 2 clients).
+WORK_FLOOR_OF = {
+    "enqueue_bulk": "work_insert_100@2",
+    "drain_1_steady": "work_claim_complete_100@2",
+    "drain_2_steady": "work_claim_complete_100@2",
+    "drain_4_steady": "work_claim_complete_100@2",
+    "drain_2_total": "work_claim_complete_100@2",
+}
+
 FLOOR_FIGURES = [
     ("insert_1", "single-row INSERT"),
     ("insert_100", "100-row INSERT"),
@@ -54,6 +63,10 @@ FLOOR_FIGURES = [
     ("claim_1_update", "claim 1 + UPDATE"),
     ("claim_10_update", "claim 10 + UPDATE"),
     ("claim_100_update", "claim 100 + UPDATE"),
+    ("work_insert_100", "pgjobs' work: 100-row INSERT + one wake-up"),
+    ("work_claim_complete_100", "pgjobs' work: claim 100 with lease + guarded completion, "
+                                "history per state change"),
+    ("work_claim_complete_attempt_100", "pgjobs' work, history per attempt"),
 ]
 
 
@@ -135,8 +148,9 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
         "Ratios compare medians; for times (ms, MB) lower is better, so a ratio "
         "below 1x means pgjobs is ahead.",
         "",
-        "| figure | unit | " + " | ".join(names) + " | pgjobs / best peer | pgjobs / floor |",
-        "|---|---|" + "---|" * len(names) + "---|---|",
+        "| figure | unit | " + " | ".join(names)
+        + " | pgjobs / best peer | pgjobs / floor | pgjobs / work floor |",
+        "|---|---|" + "---|" * len(names) + "---|---|---|",
     ]
     sizes = meta.get("sizes", {})
     for key, label, unit, higher in FIGURES:
@@ -149,7 +163,10 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
         vs_peer = f"{ratio(median(ours.get(key)), peer[1])} ({peer[0]})" if peer else "-"
         floor_key = FLOOR_OF.get(key)
         vs_floor = ratio(median(ours.get(key)), median(floor.get(floor_key))) if floor_key else "-"
-        lines.append(f"| {label} | {unit} | " + " | ".join(cells) + f" | {vs_peer} | {vs_floor} |")
+        work_key = WORK_FLOOR_OF.get(key)
+        vs_work = ratio(median(ours.get(key)), median(floor.get(work_key))) if work_key else "-"
+        lines.append(f"| {label} | {unit} | " + " | ".join(cells)
+                     + f" | {vs_peer} | {vs_floor} | {vs_work} |")
     lines += ["", "## Raw-SQL floor (pgbench, bench/floor/*.sql)", ""]
     clients = sorted({int(k.split("@")[1]) for k in floor if "@" in k})
     if clients:
@@ -173,20 +190,30 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
             f"## Sustained load: {sustained['system']} at {sustained['target_rate']:,.0f} jobs/s "
             f"(70% of its 2-process drain), 2 processes",
             "",
-            "| t (s) | enqueued/s | completed/s | backlog | live tuples | dead tuples | "
-            "tables MB |",
-            "|---|---|---|---|---|---|---|",
+            "| t (s) | phase | enqueued/s | completed/s | backlog | live tuples | dead tuples | "
+            "heap MB | index MB | tables MB | buffers/job |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in series:
             lines.append(
-                f"| {p['t']:.0f} | {p['enqueued_per_s']:,.0f} | {p['completed_per_s']:,.0f} | "
+                f"| {p['t']:.0f} | {p.get('phase', 'steady')} | {p['enqueued_per_s']:,.0f} | "
+                f"{p['completed_per_s']:,.0f} | "
                 f"{p['backlog']:,.0f} | {p.get('live', 0):,.0f} | {p.get('dead', 0):,.0f} | "
-                f"{p.get('size_mb', 0):.1f} |"
+                f"{p.get('heap_mb', 0):.1f} | {p.get('index_mb', 0):.1f} | "
+                f"{p.get('size_mb', 0):.1f} | {p.get('buffers_per_job', 0):.1f} |"
             )
-        half = max(1, len(series) // 2)
-        first = sum(p["completed_per_s"] for p in series[:half]) / half
-        last = sum(p["completed_per_s"] for p in series[-half:]) / half
-        lines.append(f"\nCompleted/s, second half vs first half: {ratio(last, first)}.")
+        steady = [p for p in series if p.get("phase", "steady") == "steady"]
+        half = max(1, len(steady) // 2)
+        first = sum(p["completed_per_s"] for p in steady[:half]) / half
+        last = sum(p["completed_per_s"] for p in steady[-half:]) / half
+        lines.append(f"\nCompleted/s, second half vs first half (steady part): "
+                     f"{ratio(last, first)}.")
+        target = sustained["target_rate"]
+        for phase in ("idle_in_transaction", "recovery", "repeatable_read_counts"):
+            points = [p["completed_per_s"] for p in series if p.get("phase") == phase]
+            if points:
+                lines.append(f"Completed/s during {phase}: median {median(points):,.0f}, "
+                             f"{ratio(median(points), target)} of the offered rate.")
 
     if chart:
         lines += ["", f"![throughput and latency]({chart})"]

@@ -211,10 +211,13 @@ def _sustained(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
     system.prepare_template(admin, 99)
     try:
         with system.fresh("sustained") as dsn:
+            p = sizes.pressure_seconds
+            phases = [("idle_in_transaction", p), ("recovery", p), ("repeatable_read_counts", p)]
             series = measure.sustained(
                 system, dsn, rate, sizes.sustained_seconds, sizes.sustained_window,
+                phases=phases if p > 0 else None,
                 on_window=lambda p: progress(
-                    f"  t={p['t']:.0f}s done {p['completed_per_s']:,.0f}/s backlog "
+                    f"  t={p['t']:.0f}s {p['phase']} done {p['completed_per_s']:,.0f}/s backlog "
                     f"{p['backlog']:.0f} dead {p.get('dead', 0):.0f} "
                     f"size {p.get('size_mb', 0):.1f} MB"),
             )

@@ -21,6 +21,9 @@ class Sizes:
     sustained_seconds: float = 600.0
     sustained_window: float = 30.0
     sustained_fraction: float = 0.7
+    # After the steady part, each pressure phase of the sustained run lasts this
+    # long: a transaction left idle, a recovery, REPEATABLE READ count(*) loops.
+    pressure_seconds: float = 120.0
     floor_clients: tuple[int, ...] = (2, 8)
     floor_transactions: int = 2_000  # per client, per pgbench script
     worker_timeout: float = 600.0  # a drain that takes longer is a failure
@@ -38,6 +41,7 @@ QUICK = dataclasses.replace(
     claim_samples=100,
     sustained_seconds=60.0,
     sustained_window=10.0,
+    pressure_seconds=30.0,
     floor_clients=(2,),
     floor_transactions=1_000,
     worker_timeout=300.0,
@@ -55,6 +59,7 @@ TINY = dataclasses.replace(
     claim_samples=10,
     sustained_seconds=2.0,
     sustained_window=1.0,
+    pressure_seconds=1.0,
     floor_clients=(2,),
     floor_transactions=20,
     worker_timeout=60.0,

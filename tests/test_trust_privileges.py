@@ -53,6 +53,8 @@ WRITES: dict[tuple[str, str], dict[str, set[str] | str]] = {
     ("pgjobs_app", "jobs"): {"INSERT": JOB_INPUTS},
     ("pgjobs_worker", "jobs"): {"INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     ("pgjobs_worker", "job_events"): {"DELETE": ALL},
+    # The state relay's outbox (0020): the workers' sessions write, the relay empties.
+    ("pgjobs_worker", "state_outbox"): {"INSERT": ALL, "DELETE": ALL},
     ("pgjobs_worker", "rate_windows"): {"INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     ("pgjobs_worker", "worker_processes"): {"INSERT": ALL, "UPDATE": ALL, "DELETE": ALL},
     ("pgjobs_worker", "job_types"): {"INSERT": ALL, "UPDATE": ALL},
@@ -86,6 +88,7 @@ KNOWN_TABLES = {
     "schedules",
     "schedule_fires",
     "maintenance_leases",
+    "state_outbox",
 }
 
 
@@ -157,7 +160,9 @@ def test_definer_functions_belong_to_the_rls_bound_owner(conn: psycopg.Connectio
 _NOTIFY = re.compile(r"pg_notify\(\s*'(\w+)'\s*,\s*([^;]*?)\)\s*(?:as|is|\)|;|$)", re.I | re.M)
 # What a NOTIFY may carry: ids and numbers, or text the limits bound.
 BOUNDED_PAYLOADS = {
-    "pgjobs_state": "pgjobs.state_event(",
+    # Directly, or relayed from state_outbox (0020), whose rows the
+    # state-change trigger builds with state_event.
+    "pgjobs_state": ("pgjobs.state_event(", "e.payload"),
     "pgjobs_progress": "pgjobs.progress_event(",
     "pgjobs_wakeup": ("new.queue", "q"),  # a queue name: 1-200 characters
     "pgjobs_cancel": "cancel.id::text",

@@ -138,6 +138,9 @@ class System:
 
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    # BENCH_WORKER_PATH (a checkout holding pgjobs/ and sql/) runs the workers
+    # from there: an A/B of two versions in one sitting, on one schema.
+    first = (env.get("BENCH_WORKER_PATH"), str(ROOT), env.get("PYTHONPATH"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in first if p)
     env.update(extra or {})
     return env

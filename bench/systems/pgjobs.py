@@ -13,6 +13,8 @@ BATCH_SIZE = 100  # the worker's default claim size
 
 
 class PgJobsClient(Client):
+    job_type = "bench.noop"  # what enqueue_batch makes (bench.held: bench.sleep1ms)
+
     def __init__(self, dsn: str) -> None:
         import bench.apps.pgjobs  # noqa: F401  (registers the job types)
 
@@ -29,7 +31,7 @@ class PgJobsClient(Client):
     def enqueue_batch(self, count: int) -> None:
         import pgjobs
 
-        pgjobs.enqueue_many(self.conn, [{"job_type": "bench.noop"}] * count)
+        pgjobs.enqueue_many(self.conn, [{"job_type": self.job_type}] * count)
 
     def close(self) -> None:
         self.conn.close()

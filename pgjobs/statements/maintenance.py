@@ -10,7 +10,11 @@ from typing import Any
 from pgjobs.statements.base import Params, flag, nothing, statement
 
 
-@statement("jobs_vacuum_turn", flag)
+def _vacuum_due(found: list[Any]) -> tuple[bool, str | None]:
+    return (bool(found[0][0]), found[0][1]) if found else (False, None)
+
+
+@statement("jobs_vacuum_turn", _vacuum_due)
 def vacuum_turn(
     *,
     holder: str,
@@ -18,14 +22,19 @@ def vacuum_turn(
     threshold: int,
     scale: float,
     now: dt.datetime | None = None,
+    last_horizon: str | None = None,
 ) -> Params:
-    """Whether ``holder`` took the vacuum turn because a vacuum is due."""
+    """Whether ``holder`` took the vacuum turn because a vacuum is due and can
+    remove something, and the horizon it met (the oldest transaction holding
+    back what a vacuum may remove; None: none seen). ``last_horizon``: the one
+    the previous vacuum met."""
     return {
         "holder": holder,
         "seconds": seconds,
         "threshold": threshold,
         "scale": scale,
         "now": now,
+        "last_horizon": last_horizon,
     }
 
 

@@ -51,6 +51,11 @@ class Completer:
         self.job_conn: psycopg.Connection[Any] | None = None
         self.done: list[tuple[ClaimedJob, Outcome]] = []
         self.done_since = 0.0
+        # Outcomes wait at most this long: flush_seconds, or four times what
+        # the last write took when that is longer. With more processes than
+        # cores a write waits for a CPU; a fixed 20 ms then meant a write (a
+        # commit) per job, more waiting, and a collapse.
+        self.flush_every = cfg.flush_seconds
         # Claimed but never started when the connection was lost: given back
         # (fenced by their lease) once it is back, without counting the attempt.
         self.unstarted: list[ClaimedJob] = []
@@ -64,7 +69,7 @@ class Completer:
             self._finish_in_job_transaction(job, outcome)
         else:
             self._keep(job, outcome)
-        if self.done and time.monotonic() - self.done_since >= self.cfg.flush_seconds:
+        if self.done and time.monotonic() - self.done_since >= self.flush_every:
             self.flush()
 
     def _keep(self, job: ClaimedJob, outcome: Outcome) -> None:
@@ -77,6 +82,7 @@ class Completer:
             return
         assert self.control is not None
         done, self.done = self.done, []
+        started = time.monotonic()
         completed = [(j, o) for j, o in done if isinstance(o, Completed)]
         failed = [(j, o) for j, o in done if isinstance(o, Failed)]
         writes = [
@@ -91,6 +97,7 @@ class Completer:
             self.done = done + self.done  # written after the reconnect, lease permitting
             raise
         self.leases.release(job for job, _ in done)
+        self.flush_every = max(self.cfg.flush_seconds, 4 * (time.monotonic() - started))
 
     def give_back(self, jobs: Sequence[ClaimedJob]) -> None:
         """Returns claimed jobs to the queue without counting the attempt."""

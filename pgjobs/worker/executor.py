@@ -122,20 +122,27 @@ class BatchSize:
 
     Starts at one and grows (at most fourfold per batch) once jobs prove short,
     never past the configured batch size; a moving average of the time per job
-    keeps one slow batch from halving it."""
+    keeps one slow batch from halving it.
+
+    ``seconds`` is the handlers' time, not the batch's wall time: with more
+    processes than cores the claim and the writes wait for a CPU, and counting
+    those waits as work shrank batches to one job, which multiplied the
+    statements per job, and so the waits. A claim that came back ``full`` (the
+    queue holds more) never shrinks the next one."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.current = 1
         self.avg_seconds = 0.0
 
-    def adapt(self, count: int, seconds: float) -> int:
+    def adapt(self, count: int, seconds: float, *, full: bool = False) -> int:
         per_job = seconds / max(count, 1)
         self.avg_seconds = (
             per_job if not self.avg_seconds else 0.7 * self.avg_seconds + 0.3 * per_job
         )
         fit = math.ceil(_TARGET_BATCH_SECONDS / max(self.avg_seconds, 1e-6))
-        self.current = max(1, min(self.limit, fit, self.current * 4))
+        size = max(1, min(self.limit, fit, self.current * 4))
+        self.current = max(size, self.current) if full else size
         return self.current
 
 
@@ -162,9 +169,11 @@ class Executor:
         self.stopping = stopping
         self.log = log
         self.batch = BatchSize(batch_limit)
+        self.handler_seconds = 0.0  # of the batch running
 
     def run_batch(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
-        started = time.monotonic()
+        full = len(jobs) >= self.batch.current
+        self.handler_seconds = 0.0
         completer = self.completer
         for position, job in enumerate(jobs):
             if self.stopping():
@@ -181,7 +190,7 @@ class Executor:
                 completer.unstarted.extend(jobs[position + 1 :])
                 raise
         completer.flush()
-        self.batch.adapt(len(jobs), time.monotonic() - started)
+        self.batch.adapt(len(jobs), self.handler_seconds, full=full)
 
     def _run_one(self, control: psycopg.Connection[Any], job: ClaimedJob) -> None:
         ctx = JobContext(
@@ -198,7 +207,9 @@ class Executor:
             outcome = found if isinstance(found, Failed) else execute(found, ctx)
         finally:
             self.slots.finish(self.index)
-        outcome = _past_deadline(job, outcome, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        self.handler_seconds += elapsed
+        outcome = _past_deadline(job, outcome, elapsed)
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
 

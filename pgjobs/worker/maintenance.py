@@ -51,21 +51,26 @@ class Vacuum:
         self.log = log
         self.holder = holder
         self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
+        # The transaction that held back the last vacuum: while it still
+        # does, another vacuum could remove nothing (jobs_vacuum_turn).
+        self.horizon: str | None = None
 
     def if_due(self, conn: psycopg.Connection[Any]) -> None:
         now = time.monotonic()
         if now < self.next_check:
             return
         self.next_check = now + _VACUUM_CHECK_SECONDS
-        due = statements.vacuum_turn(
+        due, horizon = statements.vacuum_turn(
             conn,
             holder=self.holder,
             seconds=_VACUUM_TURN_SECONDS,
             threshold=_VACUUM_DEAD_TUPLES,
             scale=_VACUUM_DEAD_SHARE,
+            last_horizon=self.horizon,
         )
         if not due:
             return
+        self.horizon = horizon
         try:
             started = time.monotonic()
             # VACUUM cannot run in a transaction block, so behind a pooler it

@@ -92,11 +92,13 @@ class Runner:
         while not self.stopping:
             try:
                 self.wakeups.wake.clear()
+                claimed_for = self.executor.batch.current
                 jobs = self._claim()
                 if jobs:
                     assert self.control is not None
                     self.executor.run_batch(self.control, jobs)  # first: nothing waits on it
-                    self.wakeups.after_batch(busy=len(jobs) >= self.cfg.batch_size)
+                    # Full (more is waiting): no wake-up needed for a while.
+                    self.wakeups.after_batch(busy=len(jobs) >= claimed_for)
                     self.vacuum.if_due(self.control)
                     continue
                 if self.wakeups.listen(True):

@@ -10,6 +10,7 @@ SIGTERM it drives a graceful shutdown; a second signal forces it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import multiprocessing.context
@@ -28,6 +29,7 @@ from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.exporter import Exporter
 from pgjobs.worker.maintenance import Pruner
+from pgjobs.worker.relay import StateRelay
 from pgjobs.worker.rescuer import Rescuer, ended
 from pgjobs.worker.runner import child_main
 from pgjobs.worker.session import connect_until_up, resolve, worker_name
@@ -68,6 +70,7 @@ class Supervisor:
         self.exporter: Exporter | None = None
         self.pruner = Pruner(cfg, self.mp, worker_name(), log_json, log_level)
         self.schedules = Firer()  # fires due periodic jobs (pgjobs/schedules/fire.py)
+        self.relay = StateRelay()  # sends the state events of the worker's sessions
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -97,6 +100,8 @@ class Supervisor:
             self._stop_services()
             self.rescuer.release()
             if self.rescuer.conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self.relay.step(self.rescuer.conn)  # the stopped processes' last events
                 self.rescuer.conn.close()
 
     def _loop(self) -> int:
@@ -125,6 +130,7 @@ class Supervisor:
                 time.sleep(_TICK_SECONDS)
             else:
                 self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
+            self.relay.step(self.rescuer.conn)
             alive = [p is not None and p.is_alive() for p in self.children]
             for overdue in self.enforcer.overdue(alive):
                 self._kill(overdue)
@@ -148,6 +154,7 @@ class Supervisor:
             stop=lambda: bool(self.signals),
             setup=(lambda conn: None) if self.cfg.pooler else cancel_listen,
         )
+        self.relay.reset()  # a new session may meet an outbox a crash emptied
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1

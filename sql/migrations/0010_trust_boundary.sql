@@ -268,11 +268,11 @@ create trigger jobs_update_guard
 -- What the verbs write on the app's behalf, written as the owner
 -- ---------------------------------------------------------------------------
 
--- ALTER, not a restatement: the bodies stay those of 0008 (insert) and 0005
--- (state change), or of whichever migration restates them.
--- jobs_before_insert takes the dedup key and locks parents FOR SHARE;
--- jobs_after_update writes history, dedup keys and the dependency cascade;
--- jobs_after_delete releases dedup keys (prune).
+-- ALTER, not a restatement: the bodies stay those of whichever migration
+-- restates them. jobs_before_insert takes the dedup key and locks parents FOR
+-- SHARE for an app's INSERT; jobs_after_update writes history, dedup flags and
+-- the dependency cascade (see also 0045, after 0020 restated it);
+-- jobs_after_delete releases dedup keys (prune by an admin).
 alter function pgjobs.jobs_before_insert() security definer
     set search_path = pg_catalog, pg_temp;
 alter function pgjobs.jobs_after_update() security definer
@@ -319,7 +319,7 @@ revoke insert, update, delete on pgjobs.job_events, pgjobs.dedup_keys, pgjobs.ra
     from pgjobs_app;
 revoke usage on sequence pgjobs.jobs_id_seq, pgjobs.job_events_id_seq from pgjobs_app;
 
--- History is written by pgjobs alone; prune deletes it.
+-- History is written by pgjobs alone (its definer functions); prune deletes it.
 revoke insert, update on pgjobs.job_events from pgjobs_worker, pgjobs_admin;
 -- Dedup keys are the triggers' (prune releases them through jobs_after_delete).
 revoke insert, update, delete on pgjobs.dedup_keys from pgjobs_worker, pgjobs_admin;

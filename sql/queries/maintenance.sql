@@ -8,20 +8,43 @@
 -- already (autovacuum included). A vacuum reads every index whole, so a bigger
 -- table waits for more dead tuples (a share of its live ones): its cost per job
 -- stays flat as it grows.
+-- And only when it can remove something: the oldest transaction that holds
+-- back what may be removed (its horizon) is not the one the last vacuum
+-- (%(last_horizon)s) already met. A transaction left open keeps every dead
+-- row younger than it; vacuuming again and again meanwhile only read the
+-- table and its indexes. Sessions of roles this one may not see count as no
+-- horizon (every vacuum goes ahead). Returns the horizon met.
+with holders as (
+    select a.backend_xmin as x from pg_stat_activity a
+     where a.datname = current_database() and a.backend_xmin is not null
+       and a.pid <> pg_backend_pid()
+    union all
+    select a.backend_xid from pg_stat_activity a
+     where a.datname = current_database() and a.backend_xid is not null
+       and a.pid <> pg_backend_pid()
+    union all
+    select r.xmin from pg_replication_slots r where r.xmin is not null
+    union all
+    select p.transaction from pg_prepared_xacts p
+), horizon as (
+    select (select h.x::text from holders h order by age(h.x) desc limit 1) as xid
+)
 insert into pgjobs.maintenance_leases as l (duty, holder, expires_at)
 select 'vacuum', %(holder)s, coalesce(%(now)s, now()) + make_interval(secs => %(seconds)s)
   from pg_stat_user_tables s
   join pg_class c on c.oid = s.relid
+ cross join horizon h
  where s.relid = 'pgjobs.jobs'::regclass
    and s.n_dead_tup >= greatest(%(threshold)s, %(scale)s * s.n_live_tup)
    and (pg_has_role(c.relowner, 'USAGE')
         or (select r.rolsuper from pg_roles r where r.rolname = current_user))
    and not exists (select from pg_stat_progress_vacuum v where v.relid = s.relid)
+   and (h.xid is null or h.xid is distinct from %(last_horizon)s::text)
 on conflict (duty) do update
    set holder = excluded.holder, expires_at = excluded.expires_at
  where l.holder is null or l.holder = excluded.holder
        or l.expires_at < coalesce(%(now)s, now())
-returning true;
+returning true, (select h.xid from horizon h);
 
 -- name: jobs_vacuum
 vacuum pgjobs.jobs;

@@ -10,7 +10,10 @@ select set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('application_name', %(application_name)s, false),
        set_config('synchronous_commit',
                   coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')), false),
-       set_config('jit', coalesce(%(jit)s, current_setting('jit')), false);
+       set_config('jit', coalesce(%(jit)s, current_setting('jit')), false),
+       -- The state events of the worker's sessions go through the relay
+       -- (pgjobs/worker/relay.py), never from their own commits.
+       set_config('pgjobs.relay_state_events', 'on', false);
 
 -- name: transaction_configure
 -- session_configure for one transaction (pooler mode): the same settings, set
@@ -25,6 +28,7 @@ select set_config('statement_timeout', %(statement_timeout)s, true),
        set_config('synchronous_commit',
                   coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')), true),
        set_config('jit', coalesce(%(jit)s, current_setting('jit')), true),
+       set_config('pgjobs.relay_state_events', 'on', true),
        set_config('pgjobs.transaction_configured', 'on', true)
  where current_setting('pgjobs.transaction_configured', true) is distinct from 'on';
 

@@ -208,3 +208,12 @@ create table pgjobs.maintenance_leases (
 
 comment on table pgjobs.maintenance_leases is
     'Whose turn it is at each maintenance duty (rescue, prune, vacuum), until when.';
+
+-- State events waiting for the relay (pgjobs.state_relay): one row per UPDATE
+-- statement of a worker's session, its events as the pgjobs_state payloads.
+-- Unlogged, as NOTIFY is: a server crash loses what was not sent yet, and no
+-- row of it costs a WAL record.
+create unlogged table pgjobs.state_outbox (
+    id     bigint generated always as identity primary key,
+    events text[] not null
+);

@@ -100,8 +100,8 @@ returns text language sql stable parallel safe as $$
                   ',"state":', to_json(left(state, 20))::text, '}')
 $$;
 
--- After any UPDATE statement of jobs: the state machine, history, NOTIFY,
--- dependents and dedup keys, set-based.
+-- After any UPDATE statement of jobs: the state machine, history, NOTIFY (or
+-- the relay's outbox), dependents and dedup keys, set-based.
 --
 -- Every UPDATE of jobs runs it, from any session (a worker's, an operator's
 -- cancel or retry). No JIT: past a few million rows the planner's cost
@@ -112,8 +112,9 @@ $$;
 -- only ever looks rows up by id or through jobs_waiting_parents_idx.
 create function pgjobs.jobs_after_update() returns trigger
 language plpgsql
--- The owner's rights (90_security.sql): it writes history, dedup keys and the
--- dependency cascade for sessions that may write none of them.
+-- The owner's rights (90_security.sql): it writes history, dedup flags, the
+-- dependency cascade and the relay's outbox for sessions that may write none
+-- of them (an admin's UPDATE of run_at runs it too).
 security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
@@ -127,6 +128,13 @@ declare
     refused       text[];
     children      bigint[];
     q             text;
+    -- The worker's sessions leave their state events to the relay
+    -- (pgjobs.state_relay): a transaction that sends a NOTIFY commits only
+    -- while it holds a lock every such commit of the server takes in turn,
+    -- and with a notifying claim and completion per batch in every worker
+    -- process they queued behind each other past a few processes per core.
+    relay_events  text[];
+    relayed       boolean := coalesce(current_setting('pgjobs.relay_state_events', true), '') = 'on';
 begin
     -- Only the columns the history and the events need: never the payload.
     with changed as (
@@ -149,8 +157,9 @@ begin
           from changed c
     ), notified as (
         select c.*,
-               pg_notify('pgjobs_state', pgjobs.state_event(c.id, c.organization, c.job_type,
-                                                            c.state, c.attempt)) as sent
+               case when not relayed then
+                    pg_notify('pgjobs_state', pgjobs.state_event(c.id, c.organization, c.job_type,
+                                                                 c.state, c.attempt)) end as sent
           from changed c
     )
     select array_agg(id) filter (where state = 'completed'),
@@ -159,8 +168,10 @@ begin
            bool_or(dedup_key is not null
                    and (pgjobs.is_finished(state) or pgjobs.is_finished(from_state))),
            min(array[id::text, from_state, state])
-               filter (where not pgjobs.transition_allowed(from_state, state))
-      into completed_ids, failed_ids, woken_queues, dedup_changed, refused
+               filter (where not pgjobs.transition_allowed(from_state, state)),
+           array_agg(pgjobs.state_event(id, organization, job_type, state, attempt) order by id)
+               filter (where relayed)
+      into completed_ids, failed_ids, woken_queues, dedup_changed, refused, relay_events
       from notified;
 
     -- A forbidden transition undoes the whole statement (its history and
@@ -168,6 +179,13 @@ begin
     if refused is not null then
         raise exception 'pgjobs: job % cannot go from % to %', refused[1], refused[2], refused[3]
             using errcode = 'PJ003';
+    end if;
+
+    -- One outbox row per statement, its events in the NOTIFY payloads' form.
+    -- Its own statement, reached only by relayed sessions: only they may
+    -- write the outbox.
+    if relay_events is not null then
+        insert into pgjobs.state_outbox (events) values (relay_events);
     end if;
 
     if woken_queues is not null then
@@ -231,3 +249,37 @@ create trigger jobs_after_update
     after update on pgjobs.jobs
     referencing old table as old_rows new table as new_rows
     for each statement execute function pgjobs.jobs_after_update();
+
+-- The relay: sends the state events the worker's sessions left in
+-- pgjobs.state_outbox, from one session at a time, as the NOTIFYs those
+-- sessions would have sent (one per state change, the same payload), all in
+-- one commit. A worker supervisor calls it every few milliseconds with the
+-- lowest outbox id it may not have seen yet (rows commit out of id order, so
+-- it keeps the ids it skipped and asks again from the lowest); rows are
+-- deleted as they are sent, so whatever is still there was never sent, and a
+-- relay that starts afresh (after = 0) sends what a stopped one left. Returns
+-- the ids of the rows sent; none when another session is relaying.
+create function pgjobs.state_relay(after bigint, n int) returns setof bigint
+language plpgsql
+set plan_cache_mode = force_generic_plan
+set jit = off
+as $$
+begin
+    if not pg_try_advisory_xact_lock(hashtext('pgjobs.state_relay')) then
+        return;
+    end if;
+    return query
+    with sent as (
+        delete from pgjobs.state_outbox o
+         where o.id in (select b.id from pgjobs.state_outbox b
+                         where b.id > after order by b.id limit n)
+        returning o.id, o.events
+    ), notified as (
+        select s.id, count(pg_notify('pgjobs_state', e.payload)) as events
+          from (select s.id, s.events from sent s order by s.id) s
+         cross join lateral unnest(s.events) with ordinality as e(payload, ord)
+         group by s.id
+    )
+    select id from notified order by id;
+end
+$$;

@@ -81,7 +81,7 @@ grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
 
 -- Workers: claim, run, record, rescue, prune (--prune-after), register types.
 -- History is written by pgjobs alone (workers delete it when pruning); dedup
--- keys only by the triggers.
+-- keys only by the triggers, as the owner.
 grant select, insert, update, delete on pgjobs.jobs, pgjobs.rate_windows,
                                         pgjobs.worker_processes
     to pgjobs_worker;
@@ -112,6 +112,12 @@ grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
                 pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers,
                 pgjobs.unserved_job_types
     to pgjobs_admin;
+
+-- The state relay's outbox: written by the workers' own sessions, read and
+-- emptied by the relay (a worker supervisor). Nobody else sees it.
+grant select, insert, delete on pgjobs.state_outbox to pgjobs_worker;
+revoke execute on function pgjobs.state_relay(bigint, int) from public;
+grant execute on function pgjobs.state_relay(bigint, int) to pgjobs_worker;
 
 -- The SECURITY DEFINER functions run as pgjobs_owner, whom FORCE ROW LEVEL
 -- SECURITY binds, never as the (often superuser) role that installed them.

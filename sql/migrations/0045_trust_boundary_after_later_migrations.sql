@@ -1,7 +1,8 @@
--- The trust boundary (issue 12) for what 0012 and 0013 made after 0010.
+-- The trust boundary (issue 12) for what 0012, 0013 and 0020 made after 0010.
 --
 -- (Number not assigned to the trust branch: the lead may renumber this file,
--- as long as it runs after 0013.)
+-- as long as it runs after 0020 and every other migration that restates
+-- cancel, trigger_schedule, schedule_fire or jobs_after_update.)
 --
 -- 0010 made cancel SECURITY DEFINER, so pgjobs_app, which may not UPDATE jobs
 -- itself, cancels through it; 0012 (job ownership) then replaced the function
@@ -23,6 +24,14 @@ $$;
 
 alter function pgjobs.cancel(bigint) security definer set search_path = pg_catalog, pg_temp;
 
+-- The state-change trigger writes history, dedup flags, the dependency
+-- cascade and the state relay's outbox (0020) for every session that changes
+-- a state, admins' included (an UPDATE of run_at runs it too, and the INSERT
+-- into job_events is checked whether or not it adds a row): as the owner.
+-- 0020 restated it, and CREATE OR REPLACE drops SECURITY DEFINER.
+alter function pgjobs.jobs_after_update() security definer
+    set search_path = pg_catalog, pg_temp;
+
 -- Schedules (0013) write a history row for each job they make ("fired by
 -- schedule ..."), and no role but the owner may write history: both run as the
 -- owner. Row-level security still scopes them to the calling session, and
@@ -41,7 +50,8 @@ begin
             current_user;
         return;
     end if;
-    foreach f in array array['pgjobs.cancel(bigint)', 'pgjobs.trigger_schedule(text, text)',
+    foreach f in array array['pgjobs.cancel(bigint)', 'pgjobs.jobs_after_update()',
+                             'pgjobs.trigger_schedule(text, text)',
                              'pgjobs.schedule_fire(jsonb, timestamptz)'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
     end loop;

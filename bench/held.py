@@ -1,0 +1,193 @@
+"""Completions per second with the queue held at a depth, and what the
+server's sessions wait on meanwhile.
+
+The shape of the independent harness that found the collapse past the core
+count (issue 19): N worker processes, jobs of a millisecond, a feeder topping
+the queue up to ``depth`` so workers never run dry. A sampler reads
+pg_stat_activity every few milliseconds and tallies the wait events of the
+active sessions (``CPU`` when none), and, less often, which statements hold
+what the waiting sessions wait for.
+
+``python -m bench.held --processes 4,16,64 --seconds 30`` prints one line per
+process count and the top wait events; ``BENCH_DSN`` picks the server (it
+needs about 2 connections per worker process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import psycopg
+
+from bench import measure, pg
+from bench.systems import ALL, System
+
+_WAITS = """
+select coalesce(wait_event_type, 'CPU'), coalesce(wait_event, 'running'), count(*)
+  from pg_stat_activity
+ where datname = current_database() and state = 'active' and pid <> pg_backend_pid()
+ group by 1, 2
+"""
+# What the sessions that block others are doing: the first words of their statement.
+_HOLDERS = """
+select left(regexp_replace(h.query, '\\s+', ' ', 'g'), 60), count(*)
+  from pg_stat_activity w
+  cross join lateral unnest(pg_blocking_pids(w.pid)) as b(pid)
+  join pg_stat_activity h on h.pid = b.pid
+ where w.datname = current_database() and w.wait_event_type = 'Lock'
+ group by 1
+"""
+
+
+# How often the feeder counts and tops up: a count reads the whole queue, so
+# polling faster takes CPU from the system measured.
+_POLL_SECONDS = 0.05
+
+
+class Sampler(threading.Thread):
+    """Tallies wait events (every ``every`` s) and lock holders (every tenth sample)."""
+
+    def __init__(self, dsn: str, every: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.dsn = dsn
+        self.every = every
+        self.stopped = threading.Event()
+        self.waits: collections.Counter[str] = collections.Counter()
+        self.holders: collections.Counter[str] = collections.Counter()
+        self.samples = 0
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stopped.wait(self.every):
+                for kind, event, n in conn.execute(_WAITS).fetchall():
+                    self.waits[f"{kind}:{event}"] += n
+                if self.samples % 10 == 0:
+                    for query, n in conn.execute(_HOLDERS).fetchall():
+                        self.holders[query] += n
+                self.samples += 1
+
+    def report(self) -> dict[str, Any]:
+        """Average sessions per wait event, and the holders' shares."""
+        n = max(self.samples, 1)
+        return {
+            "waits": {k: round(v / n, 2) for k, v in self.waits.most_common(8)},
+            "holders": dict(self.holders.most_common(5)),
+        }
+
+
+@contextlib.contextmanager
+def sampling(dsn: str) -> Iterator[Sampler]:
+    s = Sampler(dsn)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stopped.set()
+        s.join()
+
+
+def _cpu_seconds(w: measure.Workers, dsn: str) -> tuple[float, float]:
+    """CPU seconds used so far by the worker processes and by the server
+    sessions of this database (both on this machine): a cost per job that
+    holds whatever share of the machine others take."""
+    def used(procs: list[psutil.Process]) -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    workers = [psutil.Process(p.pid) for p in w.procs] + w.job_processes()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute(
+            "select pid from pg_stat_activity where datname = current_database()"
+            " and pid <> pg_backend_pid()").fetchall()]
+    backends = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            backends.append(psutil.Process(pid))
+    return used(workers), used(backends)
+
+
+def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
+         warmup: float = 5.0) -> dict[str, Any]:
+    """Completions/s over ``seconds`` after ``warmup``, the queue kept near ``depth``."""
+    client = system.client(dsn)
+    client.job_type = "bench.sleep1ms"  # type: ignore[attr-defined]
+    try:
+        with system.probe(dsn) as remaining, measure.workers(system, dsn, processes) as w:
+            sent = 0
+
+            def top_up() -> int:
+                nonlocal sent
+                left = remaining()
+                while left < depth:
+                    n = min(depth - left, 500)
+                    client.enqueue_batch(n)
+                    sent += n
+                    left += n
+                return left
+
+            stop = time.monotonic() + warmup
+            while time.monotonic() < stop:
+                top_up()
+                w.check()
+                time.sleep(_POLL_SECONDS)
+            with sampling(dsn) as sampler:
+                cpu0 = _cpu_seconds(w, dsn)
+                t0, sent0, left0 = time.monotonic(), sent, top_up()
+                while time.monotonic() - t0 < seconds:
+                    time.sleep(_POLL_SECONDS)
+                    left = top_up()
+                w.check()
+                span = time.monotonic() - t0
+                cpu1 = _cpu_seconds(w, dsn)
+            done = (sent - sent0) - (left - left0)
+            return {"processes": processes, "completed_per_s": done / span,
+                    "worker_cpu_us_per_job": (cpu1[0] - cpu0[0]) / max(done, 1) * 1e6,
+                    "server_cpu_us_per_job": (cpu1[1] - cpu0[1]) / max(done, 1) * 1e6,
+                    **sampler.report()}
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.held", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", default="4,16,64")
+    parser.add_argument("--depth", type=int, default=4000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repeats")
+    parser.add_argument("--system", default="pgjobs")
+    parser.add_argument("--variants", default="",
+                        help="label=checkout,... : workers from each checkout in turn (A/B)")
+    args = parser.parse_args(argv)
+    system = ALL[args.system]()
+    admin = pg.admin_dsn()
+    variants = [v.split("=", 1) for v in args.variants.split(",") if v] or [["", ""]]
+    system.prepare_template(admin, 0)
+    try:
+        for _ in range(args.rounds):
+            for procs in (int(p) for p in args.processes.split(",")):
+                for label, path in variants:
+                    os.environ["BENCH_WORKER_PATH"] = path
+                    with system.fresh(f"held{procs}") as dsn:
+                        out = held(system, dsn, procs, args.depth, args.seconds)
+                    print(json.dumps({"variant": label, **out}), flush=True)
+    finally:
+        system.drop_template()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

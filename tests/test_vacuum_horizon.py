@@ -1,0 +1,52 @@
+"""The worker vacuums the jobs table only when the vacuum can remove
+something (issue 19 item 3): while a transaction left open holds back the
+horizon the last vacuum met, dead rows younger than it cannot go, and
+another vacuum would only read the table and its indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgjobs.statements import maintenance
+from tests.support import factories
+
+HOLDER = "test/1"
+
+
+def vacuum_turn(conn: psycopg.Connection[Any], last_horizon: str | None) -> tuple[bool, str | None]:
+    due = maintenance.vacuum_turn(
+        conn, holder=HOLDER, seconds=60, threshold=1000, scale=0.0, last_horizon=last_horizon
+    )
+    if due[0]:
+        maintenance.lease_release(conn, duties=["vacuum"], holder=HOLDER)
+    return due
+
+
+@pytest.mark.slow
+def test_no_second_vacuum_while_the_same_open_transaction_holds_the_horizon(
+    dsn: str, wait_for: Callable[..., Any]
+) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        factories.ensure_type(conn)
+        conn.execute("insert into pgjobs.jobs (job_type) select %s from generate_series(1, 1500)",
+                     (factories.JOB_TYPE,))
+        with psycopg.connect(dsn) as idle:
+            held = idle.execute("select pg_current_xact_id()::text").fetchone()
+            assert held is not None
+            conn.execute("update pgjobs.jobs set progress = 1")  # 1,500 dead row versions
+            wait_for(lambda: conn.execute(
+                "select n_dead_tup >= 1000 from pg_stat_user_tables"
+                " where relid = 'pgjobs.jobs'::regclass").fetchone()[0], timeout=20)
+
+            locked, horizon = vacuum_turn(conn, None)
+            assert locked and horizon == held[0]  # the open transaction is the horizon
+            conn.execute("vacuum pgjobs.jobs")
+            # The same transaction still holds it: nothing more could go.
+            assert vacuum_turn(conn, horizon)[0] is False
+        # It ended: the next vacuum can remove what it kept.
+        locked, after = vacuum_turn(conn, horizon)
+        assert locked and after != horizon
