@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sustained-seconds", type=float, default=None,
                         help="length of the sustained run (full: 600, --quick: 60)")
     parser.add_argument("--out", default=None, help="results directory (default bench/results)")
+    parser.add_argument("--no-async", action="store_true",
+                        help="skip the async figures (bench/aio.py)")
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in args.systems.split(",") if n.strip()]
@@ -48,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = report.write(result, args.out)
     for path in paths:
         print(f"wrote {path}")
+    if "pgjobs" in names and not args.no_async:
+        from bench import aio
+
+        aio.main([*(["--quick"] if mode.startswith("quick") else []),
+                  "--runs", str(args.runs or sizes.runs), "--systems", ",".join(names)])
     return 0
 
 

@@ -7,7 +7,7 @@ first use.
 
 from typing import TYPE_CHECKING, Any
 
-from pgjobs.context import JobContext
+from pgjobs.context import AsyncJobContext, JobContext
 from pgjobs.enqueue import EnqueueResult, enqueue, enqueue_many
 from pgjobs.errors import (
     AccessDenied,
@@ -18,12 +18,13 @@ from pgjobs.errors import (
     PermanentError,
     PgJobsError,
     TransientError,
+    WaitTimeout,
 )
 from pgjobs.jobs import cancel, get, history, list_jobs, retry
 from pgjobs.monitoring import metrics
 from pgjobs.notify import subscribe
 from pgjobs.records import Event, Job
-from pgjobs.registry import Registry, job
+from pgjobs.registry import Registry, job, on_worker_start
 from pgjobs.schedules import (
     list_schedules,
     pause_schedule,
@@ -34,21 +35,23 @@ from pgjobs.schedules import (
 )
 from pgjobs.states import State
 from pgjobs.tenancy import tenant
+from pgjobs.waiting import wait
 
 if TYPE_CHECKING:
-    from pgjobs import testing
+    from pgjobs import aio, testing
 
 
 def __getattr__(name: str) -> Any:
-    if name == "testing":
+    if name in ("testing", "aio"):
         import importlib
 
-        return importlib.import_module("pgjobs.testing")
+        return importlib.import_module(f"pgjobs.{name}")
     raise AttributeError(f"module 'pgjobs' has no attribute {name!r}")
 
 
 __all__ = [
     "AccessDenied",
+    "AsyncJobContext",
     "EnqueueResult",
     "Event",
     "InvalidJob",
@@ -62,6 +65,8 @@ __all__ = [
     "Registry",
     "State",
     "TransientError",
+    "WaitTimeout",
+    "aio",
     "cancel",
     "enqueue",
     "enqueue_many",
@@ -71,6 +76,7 @@ __all__ = [
     "list_jobs",
     "list_schedules",
     "metrics",
+    "on_worker_start",
     "pause_schedule",
     "resume_schedule",
     "retry",
@@ -80,4 +86,5 @@ __all__ = [
     "testing",
     "trigger_schedule",
     "unschedule",
+    "wait",
 ]

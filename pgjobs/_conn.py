@@ -32,12 +32,58 @@ def raw(conn: object) -> psycopg.Connection[Any]:
     """The psycopg connection under ``conn``, inside the owner's transaction (if any)."""
     if isinstance(conn, psycopg.Connection):
         return conn
+    if isinstance(conn, psycopg.AsyncConnection) or _is_async_sqlalchemy(conn):
+        raise TypeError(
+            f"{type(conn).__qualname__} is asynchronous: use pgjobs.aio "
+            f"(await pgjobs.aio.enqueue(...)) with it"
+        )
     family = _family(conn)
     if family == "sqlalchemy":
         return _sqlalchemy(conn)
     if family == "django":
         return _django(conn)
     raise TypeError(f"pgjobs needs {SUPPORTED}; got {type(conn).__qualname__}")
+
+
+ASYNC_SUPPORTED = (
+    "a psycopg 3 AsyncConnection (from an AsyncConnectionPool too), or SQLAlchemy's "
+    "AsyncConnection or AsyncSession (postgresql+psycopg://)"
+)
+
+
+async def araw(conn: object) -> psycopg.AsyncConnection[Any]:
+    """:func:`raw` for ``pgjobs.aio``: the psycopg AsyncConnection under ``conn``,
+    inside the owner's transaction (if any), begun as the owner would begin it."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        return conn
+    if not _is_async_sqlalchemy(conn):
+        hint = " (a blocking one: use pgjobs, not pgjobs.aio)" if _is_blocking(conn) else ""
+        raise TypeError(f"pgjobs.aio needs {ASYNC_SUPPORTED}; got {type(conn).__qualname__}{hint}")
+    sa: Any = conn
+    if hasattr(sa, "sync_session"):
+        # An AsyncSession: connection() autobegins the session's transaction,
+        # exactly as a query through the ORM would.
+        sa = await sa.connection()
+    elif not sa.in_transaction():
+        await sa.begin()  # as in _sqlalchemy: our statements bypass its execute()
+    fairy = await sa.get_raw_connection()
+    driver = fairy.driver_connection
+    if not isinstance(driver, psycopg.AsyncConnection):
+        raise TypeError(
+            f"pgjobs.aio needs SQLAlchemy's psycopg 3 async driver (postgresql+psycopg://), "
+            f"not {type(driver).__module__}"
+        )
+    return driver
+
+
+def _is_async_sqlalchemy(conn: object) -> bool:
+    return _family(conn) == "sqlalchemy" and (
+        hasattr(conn, "sync_session") or hasattr(conn, "sync_connection")
+    )
+
+
+def _is_blocking(conn: object) -> bool:
+    return isinstance(conn, psycopg.Connection) or _family(conn) is not None
 
 
 def _family(conn: object) -> str | None:
@@ -86,7 +132,7 @@ def _django(conn: Any) -> psycopg.Connection[Any]:
     return driver
 
 
-def own_types(cur: psycopg.Cursor[Any]) -> None:
+def own_types(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
     """Reads jsonb as Python objects on this cursor whatever the connection says.
 
     Django's connection loads jsonb as text (its JSONField decodes it itself),

@@ -51,6 +51,15 @@ def attach(main: click.Group, run: Run, dsn_option: Decorator) -> None:
         help="Most jobs one claim takes at a time.",
     )
     @click.option(
+        "--concurrency",
+        "-c",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 10_000),
+        help="Async handlers in flight per process, on its one event loop "
+        "(sync handlers run one at a time).",
+    )
+    @click.option(
         "--lease",
         "lease_seconds",
         default=30.0,
@@ -124,6 +133,7 @@ def attach(main: click.Group, run: Run, dsn_option: Decorator) -> None:
         queues: str,
         imports: tuple[str, ...],
         batch_size: int,
+        concurrency: int,
         lease_seconds: float,
         grace_seconds: float,
         cancel_grace_seconds: float,
@@ -150,6 +160,7 @@ def attach(main: click.Group, run: Run, dsn_option: Decorator) -> None:
                 queues=queues,
                 imports=imports,
                 batch_size=batch_size,
+                concurrency=concurrency,
                 lease_seconds=lease_seconds,
                 grace_seconds=grace_seconds,
                 cancel_grace_seconds=cancel_grace_seconds,

@@ -11,13 +11,14 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import psycopg
+from psycopg import ConnectionInfo
 
-from pgjobs import _conn, limits, registry
+from pgjobs import limits, registry
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.payload import encode
 from pgjobs.statements import enqueue as statements
 from pgjobs.statements.enqueue import EnqueueResult, NewJob
+from pgjobs.steps import Steps, blocking
 
 __all__ = ["EnqueueResult", "enqueue", "enqueue_many", "job_params"]
 
@@ -75,8 +76,8 @@ def job_params(
     )
 
 
-def enqueue(
-    conn: psycopg.Connection[Any],
+def enqueue_steps(
+    info: ConnectionInfo,
     job_type: str,
     payload: Mapping[str, Any] | None = None,
     *,
@@ -89,7 +90,7 @@ def enqueue(
     depends_on: Iterable[int] = (),
     max_attempts: int | None = None,
     timeout: float | dt.timedelta | None = None,
-) -> EnqueueResult:
+) -> Steps[EnqueueResult]:
     """Adds one job; a live duplicate's id comes back with ``duplicate=True``.
 
     ``None`` means the job type's default; ``delay`` (seconds or a timedelta) and
@@ -108,22 +109,21 @@ def enqueue(
         max_attempts=max_attempts,
         timeout=timeout,
     )
-    raw = _conn.raw(conn)
     types = registry.current()
-    types.ensure(raw, job_type)
+    yield from types.ensure_steps(info, job_type)
     with _unknown_type_resync(types), translated():
-        return statements.enqueue(raw, job)
+        result: EnqueueResult = yield statements.enqueue.bind(job)
+    return result
 
 
-def enqueue_many(
-    conn: psycopg.Connection[Any], jobs: Sequence[Mapping[str, Any]]
-) -> list[EnqueueResult]:
+def enqueue_many_steps(
+    info: ConnectionInfo, jobs: Sequence[Mapping[str, Any]]
+) -> Steps[list[EnqueueResult]]:
     """Adds many jobs in one statement; results are in input order.
 
     Each item is a mapping with ``job_type`` and the keyword arguments of
     :func:`enqueue` (``payload``, ``organization``, ``delay``, ...).
     """
-    raw = _conn.raw(conn)
     if not jobs:
         return []
     elements = []
@@ -146,10 +146,15 @@ def enqueue_many(
         head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
         elements.append(f'{head[:-1]},"payload":{payload}}}')
     for name in types:
-        registry.current().ensure(raw, name)
+        yield from registry.current().ensure_steps(info, name)
     text = "[" + ",".join(elements) + "]"
     with translated():
-        return statements.enqueue_many(raw, jobs=text)
+        results: list[EnqueueResult] = yield statements.enqueue_many.bind(jobs=text)
+    return results
+
+
+enqueue = blocking(enqueue_steps)
+enqueue_many = blocking(enqueue_many_steps)
 
 
 _JOB_FIELDS = frozenset(

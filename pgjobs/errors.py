@@ -43,6 +43,10 @@ class AccessDenied(PgJobsError, PermissionError):
     """Row-level security or privileges refused the operation."""
 
 
+class WaitTimeout(PgJobsError, TimeoutError):
+    """``pgjobs.wait`` gave up: the job had not finished within its timeout."""
+
+
 class TransientError(PgJobsError):
     """Raised by a handler: the attempt failed; retry policy applies."""
 

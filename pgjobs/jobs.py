@@ -7,51 +7,52 @@ security decides what the caller can see.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import psycopg
+from psycopg import ConnectionInfo
 
-from pgjobs import _conn
 from pgjobs.errors import InvalidJob, JobNotFound, translated
 from pgjobs.payload import check_text
 from pgjobs.records import Event, Job
-from pgjobs.statements import Bound, run
+from pgjobs.statements import Bound
 from pgjobs.statements import control as statements
 from pgjobs.states import State
+from pgjobs.steps import Steps, blocking
 
 MAX_LIST_LIMIT = 10_000
 T = TypeVar("T")
 
 
-def _run(conn: Any, stmt: Bound[T]) -> T:
-    """On the caller's connection (psycopg or an ORM's), errors translated."""
+def _one(stmt: Bound[T]) -> Steps[T]:
+    """One statement, its errors translated."""
     with translated():
-        return run(_conn.raw(conn), stmt)
+        value: T = yield stmt
+    return value
 
 
-def get(conn: psycopg.Connection[Any], job_id: int) -> Job:
+def get_steps(info: ConnectionInfo, job_id: int) -> Steps[Job]:
     """One job's public columns; JobNotFound if it does not exist or is not visible."""
-    job = _run(conn, statements.get.bind(job_id=_job_id(job_id)))
+    job = yield from _one(statements.get.bind(job_id=_job_id(job_id)))
     if job is None:
         raise JobNotFound(f"no job {job_id}")
     return job
 
 
-def cancel(conn: psycopg.Connection[Any], job_id: int) -> State:
+def cancel_steps(info: ConnectionInfo, job_id: int) -> Steps[State]:
     """Cancels a job; returns its state (canceled, or running while it stops).
 
     InvalidTransition if it already finished, JobNotFound if it does not exist.
     """
-    return _run(conn, statements.cancel.bind(job_id=_job_id(job_id)))
+    return (yield from _one(statements.cancel.bind(job_id=_job_id(job_id))))
 
 
-def retry(conn: psycopg.Connection[Any], job_id: int) -> State:
+def retry_steps(info: ConnectionInfo, job_id: int) -> Steps[State]:
     """Puts a dead or canceled job back in the queue with its attempts reset."""
-    return _run(conn, statements.retry.bind(job_id=_job_id(job_id)))
+    return (yield from _one(statements.retry.bind(job_id=_job_id(job_id))))
 
 
-def list_jobs(
-    conn: psycopg.Connection[Any],
+def list_jobs_steps(
+    info: ConnectionInfo,
     *,
     organization: str | None = None,
     state: str | None = None,
@@ -61,7 +62,7 @@ def list_jobs(
     until: dt.datetime | None = None,
     limit: int = 100,
     after_id: int | None = None,
-) -> list[Job]:
+) -> Steps[list[Job]]:
     """Jobs newest first. Page with ``after_id`` = the last id of the previous page."""
     for name, value in (("organization", organization), ("job_type", job_type), ("queue", queue)):
         check_text(name, value)
@@ -71,20 +72,29 @@ def list_jobs(
         raise InvalidJob(f"limit must be 1-{MAX_LIST_LIMIT}")
     after = None if after_id is None else _job_id(after_id)
     where = statements.JobFilter(organization, state, job_type, queue, since, until, limit, after)
-    return _run(conn, statements.list_jobs.bind(where))
+    return (yield from _one(statements.list_jobs.bind(where)))
 
 
-def history(conn: psycopg.Connection[Any], job_id: int) -> list[Event]:
+def history_steps(info: ConnectionInfo, job_id: int) -> Steps[list[Event]]:
     """Every state change and attempt of a job, oldest first."""
-    return _run(conn, statements.history.bind(job_id=_job_id(job_id)))
+    return (yield from _one(statements.history.bind(job_id=_job_id(job_id))))
 
 
-def state_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    return _run(conn, statements.state_counts.bind())
+def _state_counts(info: ConnectionInfo) -> Steps[dict[str, int]]:
+    return (yield from _one(statements.state_counts.bind()))
 
 
-def type_state_counts(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int]]:
-    return _run(conn, statements.type_state_counts.bind())
+def _type_state_counts(info: ConnectionInfo) -> Steps[list[tuple[str, str, int]]]:
+    return (yield from _one(statements.type_state_counts.bind()))
+
+
+get = blocking(get_steps)
+cancel = blocking(cancel_steps)
+retry = blocking(retry_steps)
+list_jobs = blocking(list_jobs_steps)
+history = blocking(history_steps)
+state_counts = blocking(_state_counts)
+type_state_counts = blocking(_type_state_counts)
 
 
 def _job_id(value: object) -> int:

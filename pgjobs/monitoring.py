@@ -4,30 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
+from psycopg import ConnectionInfo
 
-from pgjobs import _conn
 from pgjobs.statements import monitoring as statements
+from pgjobs.steps import Steps, blocking
 
 
-def metrics(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+def metrics_steps(info: ConnectionInfo) -> Steps[dict[str, Any]]:
     """Everything an operator watches, as plain data (what RLS lets the caller see).
 
     The workers and the Postgres health figures cover every organization, so a
     tenant-scoped caller gets ``None`` for them rather than totals across tenants.
     """
-    conn = _conn.raw(conn)
-    staff = bool(statements.sees_all(conn)[0]["sees_all"])
+    staff = bool((yield statements.sees_all.bind())[0]["sees_all"])
     return {
-        "queue_depth": statements.queue_depth(conn),
-        "job_counts": statements.job_counts(conn),
-        "processing_times": statements.processing_times(conn),
-        "failure_rates": statements.failure_rates(conn),
-        "workers": statements.workers(conn)[0] if staff else None,
+        "queue_depth": (yield statements.queue_depth.bind()),
+        "job_counts": (yield statements.job_counts.bind()),
+        "processing_times": (yield statements.processing_times.bind()),
+        "failure_rates": (yield statements.failure_rates.bind()),
+        "workers": (yield statements.workers.bind())[0] if staff else None,
         # Job types no live worker has a handler for: their jobs wait.
-        "unserved_job_types": statements.unserved_job_types(conn) if staff else None,
-        "postgres": statements.postgres_health(conn)[0] if staff else None,
+        "unserved_job_types": (yield statements.unserved_job_types.bind()) if staff else None,
+        "postgres": (yield statements.postgres_health.bind())[0] if staff else None,
     }
+
+
+metrics = blocking(metrics_steps)
 
 
 def prometheus_text(data: dict[str, Any]) -> str:

@@ -24,15 +24,17 @@ import structlog
 
 from pgjobs import pooler
 from pgjobs.reconnect import Backoff
+from pgjobs.statements import run
 from pgjobs.statements.monitoring import listen_events, listen_progress, state_confirm
 from pgjobs.states import TERMINAL, State
 
 log = structlog.get_logger("pgjobs.notify")
 
+APPLICATION_NAME = "pgjobs subscribe"  # how an operator (or a test) finds these sessions
 CHANNELS = {"pgjobs_state": "state", "pgjobs_progress": "progress"}
 _MAX_ID = 2**63 - 1
 _STATES = frozenset(s.value for s in State)
-_ENDS = frozenset(s.value for s in TERMINAL)
+ENDS = frozenset(s.value for s in TERMINAL)
 
 
 def subscribe(
@@ -56,7 +58,9 @@ def subscribe(
     backoff = Backoff(cap=reconnect_max_seconds)
     while True:
         try:
-            with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+            with psycopg.connect(
+                dsn, autocommit=True, prepare_threshold=None, application_name=APPLICATION_NAME
+            ) as conn:
                 pooler.refuse_listen(conn, "pgjobs.subscribe (pgjobs listen)")
                 listen_events(conn)
                 listen_progress(conn)
@@ -65,10 +69,10 @@ def subscribe(
                     # Read out before the next statement: the iterator holds the connection.
                     notes = list(conn.notifies(timeout=timeout, stop_after=1))
                     for note in notes:
-                        event = _parse(note.channel, note.payload)
-                        if event is not None and event["state"] in _ENDS:
+                        event = parse(note.channel, note.payload)
+                        if event is not None and event["state"] in ENDS:
                             event = _confirmed(conn, event)
-                        if event is not None and _matches(event, organization, job_id):
+                        if event is not None and matches(event, organization, job_id):
                             yield event
                     if not notes and timeout is not None:
                         return
@@ -77,7 +81,7 @@ def subscribe(
             time.sleep(backoff.next())
 
 
-def _parse(channel: str, payload: str) -> dict[str, Any] | None:
+def parse(channel: str, payload: str) -> dict[str, Any] | None:
     """The event a payload describes, or None if it is not one pgjobs could send."""
     kind = CHANNELS.get(channel)
     if kind is None:
@@ -108,9 +112,14 @@ def _confirmed(conn: psycopg.Connection[Any], event: dict[str, Any]) -> dict[str
     """A job's end, as the subscriber may read it in the table; None if the
     row (visible to this role) does not say so."""
     try:
-        found = state_confirm(conn, job_id=event["id"])
+        found = run(conn, state_confirm.bind(job_id=event["id"]))
     except psycopg.errors.InsufficientPrivilege:
         found = []  # a role that may not read jobs learns no end from a NOTIFY
+    return confirmed(event, found)
+
+
+def confirmed(event: dict[str, Any], found: list[Any]) -> dict[str, Any] | None:
+    """The event once its row is read back (both faces of subscribe)."""
     row = found[0] if found else None
     if row is None or row["state"] != event["state"]:
         log.debug("subscribe_event_unconfirmed", job_id=event["id"], state=event["state"])
@@ -120,7 +129,7 @@ def _confirmed(conn: psycopg.Connection[Any], event: dict[str, Any]) -> dict[str
     return event
 
 
-def _matches(event: dict[str, Any], organization: str | None, job_id: int | None) -> bool:
+def matches(event: dict[str, Any], organization: str | None, job_id: int | None) -> bool:
     if organization is not None and event.get("organization") != organization:
         return False
     return job_id is None or event.get("id") == job_id

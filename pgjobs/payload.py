@@ -118,6 +118,11 @@ def check_text(name: str, value: str | None, *, max_length: int = 1000) -> None:
         raise InvalidJob(f"{name} must be a string, got {type(value).__name__}")
     if "\x00" in value:
         raise InvalidJob(f"{name} may not contain NUL (\\x00)")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidJob(f"{name} is not valid Unicode text: {exc.reason}") from exc
     if len(value) > max_length:
         raise InvalidJob(f"{name} is longer than {max_length} characters")
     try:

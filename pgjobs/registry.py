@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 
 import psycopg
 import structlog
+from psycopg import ConnectionInfo
 
 from pgjobs import _conn, limits
 from pgjobs.errors import InvalidJob, translated
 from pgjobs.statements import job_types as statements
+from pgjobs.steps import Steps, drive
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = structlog.get_logger("pgjobs.registry")
@@ -131,8 +133,7 @@ def _log_changes(spec: JobType, before: dict[str, Any]) -> None:
         )
 
 
-def _database_key(conn: psycopg.Connection[Any]) -> str:
-    info = conn.info
+def _database_key(info: ConnectionInfo) -> str:
     return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
 
 
@@ -146,6 +147,22 @@ class Registry:
         self._handlers: dict[str, Callable[..., Any]] = {}
         # (database, type) pairs already written, so enqueue pays the upsert once.
         self._synced: set[tuple[str, str]] = set()
+        self._start_hooks: list[Callable[[], Any]] = []
+
+    def on_worker_start(self, fn: F) -> F:
+        """Runs ``fn()`` (a coroutine function or a plain one) once in every
+        worker process as it starts, on the event loop its async handlers run
+        on: the place to make process-wide async resources (an HTTP client, a
+        connection pool) that every job of the process then shares."""
+        if not callable(fn):
+            raise InvalidJob("on_worker_start takes a function")
+        with self._lock:
+            self._start_hooks.append(fn)
+        return fn
+
+    def start_hooks(self) -> list[Callable[[], Any]]:
+        with self._lock:
+            return list(self._start_hooks)
 
     def job(
         self,
@@ -223,24 +240,28 @@ class Registry:
             names.append(spec.name)
         if raw.autocommit:  # otherwise ensure() caches each type once it sees it committed
             with self._lock:
-                self._synced.update((_database_key(raw), name) for name in names)
+                self._synced.update((_database_key(raw.info), name) for name in names)
         return names
 
     def ensure(self, conn: psycopg.Connection[Any], name: str) -> None:
         """Makes a registered type exist in the database before enqueueing it."""
+        drive(conn, self.ensure_steps(conn.info, name))
+
+    def ensure_steps(self, info: ConnectionInfo, name: str) -> Steps[None]:
+        """:meth:`ensure` as steps (``pgjobs.steps``), for both faces of enqueue."""
         with self._lock:
             spec = self._types.get(name)
-            key = (_database_key(conn), name)
+            key = (_database_key(info), name)
             if spec is None or key in self._synced:
                 return
         resolve_handler(spec.handler)
         with translated():
-            if not statements.may_write(conn):
+            if not (yield statements.may_write.bind()):
                 # An application role reads job types but does not define them:
                 # the workers (or migrations) do. Enqueue then checks the type exists.
                 self._remember(key)
                 return
-            uncommitted = statements.ensure(conn, spec)
+            uncommitted = yield statements.ensure.bind(spec)
         # A row this transaction wrote may yet be rolled back: cache it only once committed.
         if not uncommitted:
             self._remember(key)
@@ -276,6 +297,7 @@ def current() -> Registry:
 
 
 job = default.job
+on_worker_start = default.on_worker_start
 
 
 # The current registry's verbs, for callers that hold no registry of their own.

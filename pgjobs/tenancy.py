@@ -53,11 +53,25 @@ def tenant(conn: Any, organization: str, *, actor: str | None = None) -> Iterato
     scope: InvalidJob, rather than a scope that would end with its own statement.
     Yields ``conn`` as given.
     """
+    pg = _conn.raw(conn)
+    entered = statements.tenant_enter(pg, **entering(pg, organization, actor))
+    try:
+        yield conn
+    finally:
+        if still_scoped(pg):
+            statements.tenant_restore(pg, entered)
+
+
+Connection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+
+
+def entering(pg: Connection, organization: str, actor: str | None) -> dict[str, Any]:
+    """Checks a tenant block's arguments and connection, for both faces of
+    ``tenant``; the arguments of ``tenant_enter``."""
     if not isinstance(organization, str) or not organization:
         raise InvalidJob("organization must be a non-empty string")
     check_text("organization", organization)
     check_text("actor", actor)
-    pg = _conn.raw(conn)
     # An autocommit connection inside conn.transaction() has a transaction to join.
     if pg.autocommit and pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         raise InvalidJob(
@@ -65,12 +79,13 @@ def tenant(conn: Any, organization: str, *, actor: str | None = None) -> Iterato
             "open one first (psycopg: `with conn.transaction():`, Django: "
             "`with transaction.atomic():`)"
         )
-    entered = statements.tenant_enter(pg, organization=organization, actor=actor)
-    try:
-        yield conn
-    finally:
-        # In a failed transaction nothing can run, and the rollback the caller
-        # owes undoes the scope anyway; after a commit inside the block, the
-        # scope ended with that transaction.
-        if not pg.broken and pg.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-            statements.tenant_restore(pg, entered)
+    return {"organization": organization, "actor": actor}
+
+
+def still_scoped(pg: Connection) -> bool:
+    """Whether the block's end has a scope to restore.
+
+    In a failed transaction nothing can run, and the rollback the caller owes
+    undoes the scope anyway; after a commit inside the block, the scope ended
+    with that transaction."""
+    return not pg.broken and pg.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS

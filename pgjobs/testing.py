@@ -17,23 +17,28 @@ registration in ``registry`` (default: the current one, that is the registry of
 ``@pgjobs.job`` unless a block made another current), and nowhere else (the
 handler path stored with a job type is never imported); a job whose type has
 none there fails its attempt with ``handler_not_registered``.
-Timeouts are not enforced here (that needs the worker's processes).
+Timeouts are not enforced here (that needs the worker's processes). An
+``async def`` handler runs here too, to its end, with the awaitable context
+(``await ctx.progress(...)``) the worker gives it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
+import inspect
+import threading
 from typing import Any
 
 import psycopg
 
 from pgjobs import _conn, jobs
-from pgjobs.context import JobContext
+from pgjobs.context import AsyncJobContext, JobContext
 from pgjobs.errors import InvalidJob, InvalidTransition
 from pgjobs.records import Job
 from pgjobs.registry import Registry, current
-from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome, outcomes
+from pgjobs.statements import Bound, ClaimedJob, Completed, Failed, Outcome, outcomes, run
 from pgjobs.statements import claim as claiming
 from pgjobs.tenancy import current_organization, set_organization
 from pgjobs.worker.executor import execute
@@ -81,7 +86,6 @@ def drain(
 
 
 def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> str:
-    ctx = JobContext(job, conn, lambda: conn, lambda: False, worker=WORKER)
     found = handler_or_refusal(job, registry)
     outcome: Outcome = found if isinstance(found, Failed) else Completed(None, 0.0)
     # As in the worker: the handler runs scoped to the job's organization, and
@@ -90,7 +94,8 @@ def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> 
         with conn.transaction() as tx:
             previous = current_organization(conn)
             set_organization(conn, job.organization)
-            outcome = execute(found, ctx)
+            ctx = _context(found, job, conn)
+            outcome = execute(found, ctx, lambda awaitable: _loop(registry).run(awaitable))
             set_organization(conn, previous)
             if isinstance(outcome, Completed):
                 done = outcomes.complete_many(conn, [(job, outcome)])
@@ -99,3 +104,60 @@ def _run(conn: psycopg.Connection[Any], job: ClaimedJob, registry: Registry) -> 
     if not isinstance(outcome, Completed):
         done = outcomes.fail_many(conn, [(job, outcome)])
     return str(jobs.get(conn, job.id).state) if done else "lost"  # lease gone
+
+
+def _context(
+    fn: Any, job: ClaimedJob, conn: psycopg.Connection[Any]
+) -> JobContext | AsyncJobContext:
+    """An async handler gets the awaitable context, its statements run inline
+    on ``conn`` (the handler itself runs to its end on a loop of its own)."""
+    if not inspect.iscoroutinefunction(fn):
+        return JobContext(job, conn, lambda: conn, lambda: False, worker=WORKER)
+
+    async def inline(stmt: Bound[Any]) -> Any:
+        return run(conn, stmt)
+
+    return AsyncJobContext(job, inline, lambda: False, worker=WORKER)
+
+
+class _Loop:
+    """The event loop async handlers run on here: one, made at the first async
+    job and kept, on a thread of its own (so a test that is itself async may
+    call these helpers), with the registry's ``on_worker_start`` hooks run on
+    it once, as a worker process does."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="pgjobs-testing", daemon=True).start()
+        self.started: set[int] = set()
+
+    def run(self, awaitable: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(_awaited(awaitable), self.loop).result()
+
+    def start(self, registry: Registry) -> None:
+        if id(registry) in self.started:
+            return
+        self.started.add(id(registry))
+        for hook in registry.start_hooks():
+            value = self.run(_call(hook))
+            if inspect.isawaitable(value):
+                self.run(value)
+
+
+_the_loop: _Loop | None = None
+
+
+def _loop(registry: Registry) -> _Loop:
+    global _the_loop
+    if _the_loop is None:
+        _the_loop = _Loop()
+    _the_loop.start(registry)
+    return _the_loop
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+async def _call(hook: Any) -> Any:
+    return hook()  # on the loop's thread, as in a worker

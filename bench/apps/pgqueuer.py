@@ -18,6 +18,10 @@ def register(qm: QueueManager) -> None:
     async def noop(job: Job) -> None:
         return None
 
+    @qm.entrypoint("sleep")
+    async def sleep(job: Job) -> None:
+        await asyncio.sleep(_ping.SLEEP_SECONDS)
+
     @qm.entrypoint("ping")
     async def ping(job: Job) -> None:
         _ping.report(int(job.payload or b"0"))

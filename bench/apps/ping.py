@@ -14,3 +14,7 @@ def report(seq: int) -> None:
     port = int(os.environ.get("BENCH_PING_PORT", "0"))
     if port:
         _sock.sendto(f"{seq} {stamp!r}".encode(), ("127.0.0.1", port))
+
+
+# What each job of the I/O-bound drain waits (bench/aio.py), in every system.
+SLEEP_SECONDS = 0.01

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import procrastinate
@@ -14,6 +15,11 @@ app = procrastinate.App(connector=procrastinate.PsycopgConnector())
 @app.task(name="bench.noop", queue="default")
 async def noop() -> None:
     return None
+
+
+@app.task(name="bench.sleep", queue="default")
+async def sleep() -> None:
+    await asyncio.sleep(_ping.SLEEP_SECONDS)
 
 
 @app.task(name="bench.ping", queue="default")

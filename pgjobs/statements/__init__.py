@@ -5,7 +5,7 @@ a hand-built dict. See :mod:`pgjobs.statements.base` for the shape (logic
 without I/O, one thin executor per kind of connection).
 """
 
-from pgjobs.statements.base import Bound, Statement, run, run_writes
+from pgjobs.statements.base import Bound, Statement, arun, run, run_writes
 from pgjobs.statements.claim import ClaimedJob
 from pgjobs.statements.outcomes import Completed, Failed, Lease, Leased, Outcome
 
@@ -18,6 +18,7 @@ __all__ = [
     "Leased",
     "Outcome",
     "Statement",
+    "arun",
     "run",
     "run_writes",
 ]

@@ -4,8 +4,8 @@ Each statement of ``sql/queries`` has one :class:`Statement` here, built from a
 function that turns typed keyword arguments into the query's parameters and a
 decoder that turns the fetched rows into the caller's value. Neither does any
 I/O, so an executor is a few lines: :func:`run` here for psycopg's blocking
-connections, and an asyncio twin would be the same lines with ``await``. No
-SQL text, parameter building or row decoding exists twice.
+connections and :func:`arun`, the same lines with ``await``, for asyncio ones.
+No SQL text, parameter building or row decoding exists twice.
 
 Calling a statement runs it on a blocking connection::
 
@@ -100,6 +100,19 @@ def run(conn: psycopg.Connection[Any], stmt: Bound[T]) -> T:
         _conn.own_types(cur)
     cur.execute(stmt.query, stmt.params, prepare=pooler.prepare_flag(conn))
     return stmt.decode(cur.fetchall() if stmt.fetch else [])
+
+
+async def arun(conn: psycopg.AsyncConnection[Any], stmt: Bound[T]) -> T:
+    """The asyncio executor: :func:`run` with ``await`` where it waits.
+
+    It leaves preparing to the connection: behind a transaction-mode pooler,
+    give the AsyncConnection ``prepare_threshold=None`` (pgjobs' own async
+    sessions do)."""
+    cur = conn.cursor(row_factory=stmt.row_factory)
+    if stmt.jsonb:
+        _conn.own_types(cur)
+    await cur.execute(stmt.query, stmt.params)
+    return stmt.decode(await cur.fetchall() if stmt.fetch else [])
 
 
 def run_writes(conn: psycopg.Connection[Any], stmts: Iterable[Bound[Any]]) -> None:

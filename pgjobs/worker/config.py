@@ -11,6 +11,9 @@ class WorkerConfig:
     queues: tuple[str, ...] = ("default",)
     processes: int = 2
     imports: tuple[str, ...] = ()
+    # Async handlers in flight per process, on its one event loop (sync
+    # handlers run one at a time whatever this says).
+    concurrency: int = 1
     batch_size: int = 100
     lease_seconds: float = 30.0
     poll_seconds: float = 5.0  # the safety net under LISTEN
@@ -35,6 +38,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.processes < 1:
             raise ValueError("processes must be at least 1")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         if self.batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if self.lease_seconds <= 0:

@@ -22,7 +22,7 @@ import psycopg
 
 from pgjobs import log as pgjobs_log
 from pgjobs import registry
-from pgjobs.context import JobContext
+from pgjobs.context import AsyncJobContext, JobContext
 from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
 from pgjobs.payload import encode
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome
@@ -31,6 +31,7 @@ from pgjobs.worker.starting import JobSetupFailed
 
 if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
     from pgjobs.worker.completer import Completer
+    from pgjobs.worker.lane import Lane
     from pgjobs.worker.slots import Slots
 
 _TARGET_BATCH_SECONDS = 0.05  # claim about this much work at a time
@@ -77,35 +78,59 @@ def _fit(fn: Callable[..., Any]) -> _Fit | None:
     )
 
 
-def execute(fn: Callable[..., Any], ctx: JobContext) -> Outcome:
+def check_fit(fn: Callable[..., Any], ctx: JobContext | AsyncJobContext) -> None:
+    """PermanentError if the payload does not fit the handler's parameters."""
+    payload = ctx.payload
+    fit = _fit(fn)
+    if fit is None or not fit.fits(payload):
+        try:  # the full bind, for its precise message (or a rare signature)
+            _signature(fn).bind(ctx, **payload)
+        except TypeError as exc:
+            raise PermanentError(f"payload does not fit the handler: {exc}") from exc
+
+
+def completed(value: Any, started: float) -> Completed:
+    """A handler's return value as its outcome (InvalidJob if it is not JSON)."""
+    return Completed(None if value is None else encode(value, what="result"), ms(started))
+
+
+def failure(exc: Exception, started: float) -> Failed:
+    """How an attempt that raised ``exc`` ends (called while it is handled)."""
+    if isinstance(exc, JobCanceled):
+        return Failed("canceled", str(exc), None, True, ms(started))
+    if isinstance(exc, JobSetupFailed):  # ctx.conn could not begin: not the handler's error
+        return Failed(starting.SETUP_FAILED, str(exc), None, False, ms(started))
+    # InvalidJob: e.g. a result that is not JSON.
+    permanent = isinstance(exc, PermanentError | InvalidJob)
+    return Failed(_class_name(exc), str(exc), traceback.format_exc(), permanent, ms(started))
+
+
+def execute(
+    fn: Callable[..., Any],
+    ctx: JobContext | AsyncJobContext,
+    run_awaitable: Callable[[Any], Any] | None = None,
+) -> Outcome:
+    """Runs a handler to its outcome. A coroutine (``pgjobs.testing`` runs async
+    handlers inline) runs to its end through ``run_awaitable`` (default: on a
+    loop of its own); the worker runs them on its process's event loop
+    instead (:mod:`pgjobs.worker.lane`)."""
     started = time.perf_counter()
     try:
-        payload = ctx.payload
-        fit = _fit(fn)
-        if fit is None or not fit.fits(payload):
-            try:  # the full bind, for its precise message (or a rare signature)
-                _signature(fn).bind(ctx, **payload)
-            except TypeError as exc:
-                raise PermanentError(f"payload does not fit the handler: {exc}") from exc
-        value = fn(ctx, **payload)
+        check_fit(fn, ctx)
+        value = fn(ctx, **ctx.payload)
         if inspect.isawaitable(value):
-            value = asyncio.run(_awaited(value))
-        result = None if value is None else encode(value, what="result")
-    except JobCanceled as exc:
-        return Failed("canceled", str(exc), None, True, _ms(started))
-    except JobSetupFailed as exc:  # ctx.conn could not begin: not the handler's error
-        return Failed(starting.SETUP_FAILED, str(exc), None, False, _ms(started))
-    except PermanentError as exc:
-        return Failed(_class_name(exc), str(exc), traceback.format_exc(), True, _ms(started))
-    except InvalidJob as exc:  # e.g. a result that is not JSON
-        return Failed(_class_name(exc), str(exc), traceback.format_exc(), True, _ms(started))
+            value = (run_awaitable or _run_apart)(value)
+        return completed(value, started)
     except Exception as exc:
-        return Failed(_class_name(exc), str(exc), traceback.format_exc(), False, _ms(started))
-    return Completed(result, _ms(started))
+        return failure(exc, started)
 
 
 async def _awaited(value: Any) -> Any:
     return await value
+
+
+def _run_apart(value: Any) -> Any:
+    return asyncio.run(_awaited(value))
 
 
 def _class_name(exc: BaseException) -> str:
@@ -113,7 +138,7 @@ def _class_name(exc: BaseException) -> str:
     return cls.__name__ if cls.__module__ in ("builtins", "pgjobs.errors") else cls.__qualname__
 
 
-def _ms(started: float) -> float:
+def ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
@@ -160,6 +185,7 @@ class Executor:
         stopping: Callable[[], bool],
         log: Any,
         batch_limit: int,
+        lane: Lane | None = None,
     ) -> None:
         self.types = types  # the only handlers run: a stored path is never imported
         self.completer = completer
@@ -170,25 +196,62 @@ class Executor:
         self.log = log
         self.batch = BatchSize(batch_limit)
         self.handler_seconds = 0.0  # of the batch running
+        self.lane = lane  # runs async handlers; started at its first job if not before
+        # Slot entries not in use (main thread only): a sync job takes one while
+        # it runs, an async job until the lane hands its outcome back.
+        self.free = list(range(slots.concurrency - 1, -1, -1))
+        self.handing: list[tuple[int, ClaimedJob, Callable[..., Any]]] = []
+
+    @property
+    def in_flight(self) -> int:
+        return self.slots.concurrency - len(self.free)
+
+    @property
+    def running_async(self) -> bool:
+        return self.lane is not None and self.lane.thread.is_alive()
+
+    def room(self) -> int:
+        """How many jobs to claim now: a batch, or once async jobs run here, as
+        many as there are free entries plus one round more, so that an entry
+        a task gives back is refilled at once, without a claim's round trip."""
+        if not self.running_async:
+            return self.batch.current
+        return min(self.batch.current, len(self.free) + self.slots.concurrency)
+
+    def collect(self) -> int:
+        """Hands the outcomes of finished async jobs to the completer."""
+        lane = self.lane
+        count = 0
+        while lane is not None and lane.done:
+            entry, job, outcome = lane.done.popleft()
+            self.free.append(entry)
+            self._log_outcome(job, outcome)
+            self.completer.record(job, outcome, False)  # raises only once it is kept
+            count += 1
+        return count
 
     def run_batch(self, control: psycopg.Connection[Any], jobs: list[ClaimedJob]) -> None:
         full = len(jobs) >= self.batch.current
         self.handler_seconds = 0.0
         completer = self.completer
-        for position, job in enumerate(jobs):
-            if self.stopping():
-                completer.give_back(jobs[position:])
-                break
-            if control.closed:
-                # Lost while the previous job ran: starting the next one would
-                # only spend its attempt on the outage.
-                completer.unstarted.extend(jobs[position:])
-                raise psycopg.OperationalError("the connection is lost")
-            try:
-                self._run_one(control, job)  # raises only once the outcome is kept
-            except psycopg.OperationalError:
-                completer.unstarted.extend(jobs[position + 1 :])
-                raise
+        try:
+            for position, job in enumerate(jobs):
+                self._wait_for_entry()
+                if self.stopping():
+                    completer.give_back(jobs[position:])
+                    break
+                if control.closed:
+                    # Lost while the previous job ran: starting the next one would
+                    # only spend its attempt on the outage.
+                    completer.unstarted.extend(jobs[position:])
+                    raise psycopg.OperationalError("the connection is lost")
+                try:
+                    self._run_one(control, job)  # raises only once the outcome is kept
+                except psycopg.OperationalError:
+                    completer.unstarted.extend(jobs[position + 1 :])
+                    raise
+        finally:
+            self._hand_over()  # the async jobs taken in hand start whatever happens
         completer.flush()
         self.batch.adapt(len(jobs), self.handler_seconds, full=full)
 
@@ -200,18 +263,54 @@ class Executor:
             lambda: self.slots.cancel_requested(self.index, job.id),
             worker=self.worker,
         )
-        self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds)
+        entry = self.free.pop()
+        self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry)
         started = time.monotonic()
         try:
             found = starting.handler_or_refusal(job, self.types)
-            outcome = found if isinstance(found, Failed) else execute(found, ctx)
+            if isinstance(found, Failed):
+                outcome: Outcome = found
+            elif self.lane is not None and inspect.iscoroutinefunction(found):
+                self._submit(entry, job, found)  # the entry is the task's until it ends
+                entry = -1
+                return
+            else:
+                self._hand_over()  # the async jobs before it need not wait for it
+                outcome = execute(found, ctx)
         finally:
-            self.slots.finish(self.index)
+            if entry >= 0:
+                self.slots.finish(self.index, entry)
+                self.free.append(entry)
         elapsed = time.monotonic() - started
         self.handler_seconds += elapsed
         outcome = _past_deadline(job, outcome, elapsed)
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
+
+    def _wait_for_entry(self) -> None:
+        """Until an async job in flight gives an entry back (the jobs claimed
+        ahead wait in hand for one), or SIGTERM comes."""
+        while not self.free and not self.stopping():
+            assert self.lane is not None
+            self._hand_over()
+            self.lane.wake.wait(0.05)
+            self.lane.wake.clear()
+            self.collect()
+
+    def _submit(self, entry: int, job: ClaimedJob, fn: Callable[..., Any]) -> None:
+        assert self.lane is not None
+        if not self.lane.thread.is_alive():
+            self.lane.start()
+        # The loop cancels the task at the deadline; the supervisor kills later.
+        self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry, True)
+        self.handing.append((entry, job, fn))
+
+    def _hand_over(self) -> None:
+        """Starts the batch's async jobs on the loop, in one wake-up of it."""
+        if self.handing:
+            assert self.lane is not None
+            handing, self.handing = self.handing, []
+            self.lane.submit(handing)
 
     def _log_outcome(self, job: ClaimedJob, outcome: Outcome) -> None:
         if isinstance(outcome, Completed) and not pgjobs_log.enabled(logging.DEBUG):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -73,35 +74,45 @@ class Rescuer:
         self,
         index: int,
         pid: int | None,
-        running: Running | None,
-        reason: Failed | None,
+        ended: Sequence[tuple[Running, Failed]],
         *,
-        crashed: bool = False,
+        crashed: str | None = None,
     ) -> None:
-        """Settles a worker process that is gone: its sessions stop, the job it
-        was running ends with ``reason`` (None: given back uncounted, as at a
-        forced shutdown), and the jobs it held unstarted go back. ``crashed``:
-        it died on its own, so one of those may be the cause; a job a crashed
-        process held unstarted before has its attempt counted this time."""
+        """Settles a worker process that is gone: its sessions stop, the jobs it
+        was running end with their reasons (none: given back uncounted, as at a
+        forced shutdown), and the jobs it held unstarted go back. A job that was
+        running beside the one that had the process killed (async concurrency)
+        goes back without losing its attempt, and is logged as that collateral.
+        ``crashed`` (why): it died on its own, so one of those may be the cause; a
+        job a crashed process held unstarted before has its attempt counted this time."""
         assert self.conn is not None
+        in_hand = {running.job_id for running in self.slots.running_all(index)}
         pids = self.slots.backend_pids(index)
         if pids and not self.cfg.pooler:
             backend_terminate(self.conn, pids=pids)
-        settled = []
-        if running is not None and reason is not None:
-            fail_many(self.conn, [(Lease(running.job_id, running.lease_token), reason)])
-            settled.append(running.job_id)
+        if ended:
+            fail_many(
+                self.conn, [(Lease(run.job_id, run.lease_token), why) for run, why in ended]
+            )
+        settled = [running.job_id for running, _ in ended]
         if pid is not None:
             name = worker_name(pid)
-            if crashed:
-                why = reason.message if reason is not None else "it crashed"
+            if crashed is not None:
                 for job_id, state in return_crashed(
-                    self.conn, worker=name, except_ids=settled, reason=why
+                    self.conn, worker=name, except_ids=settled, reason=crashed
                 ):
                     if state != "queued":
                         self.log.warning("job_crash_counted", state=state, **self.job_keys(job_id))
             else:
-                return_worker(self.conn, worker=name, except_ids=settled)
+                returned = return_worker(self.conn, worker=name, except_ids=settled)
+                for (job_id,) in returned:
+                    if job_id in in_hand and ended:
+                        self.log.warning(
+                            "job_returned_collateral",
+                            pid=pid,
+                            killed_for=settled,
+                            **self.job_keys(job_id),
+                        )
             worker_unregister(self.conn, worker=name)
 
     def release(self) -> None:

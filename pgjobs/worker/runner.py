@@ -30,6 +30,7 @@ from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
+from pgjobs.worker.lane import Lane
 from pgjobs.worker.maintenance import Vacuum
 from pgjobs.worker.session import connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
@@ -37,6 +38,9 @@ from pgjobs.worker.starting import decode_tolerantly
 from pgjobs.worker.wakeups import Wakeups
 
 logger = structlog.get_logger("pgjobs.worker")
+
+# While async jobs are in flight, an idle sleep looks at their outcomes this often.
+_BUSY_STEP_SECONDS = 0.01
 
 
 class Runner:
@@ -55,6 +59,7 @@ class Runner:
         self.wakeups = Wakeups(cfg, wake)
         self.completer = Completer(cfg, self.leases, slots, index, self.log)
         types = registry or current()
+        self.lane = Lane(cfg, slots, index, wake, self.name, types.start_hooks())
         # What this process can run is what it registered: the claim takes no
         # other type, whatever job_types.handler says (a record, never imported).
         self.job_types = sorted(types.registered())
@@ -68,6 +73,7 @@ class Runner:
             lambda: self.stopping,
             self.log,
             cfg.batch_size,
+            self.lane,
         )
         self.vacuum = Vacuum(self.log, self.name)
         self.control: psycopg.Connection[Any] | None = None
@@ -77,6 +83,8 @@ class Runner:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
         self._connect()
         self.beacon.start()
+        if self.lane.hooks:
+            self.lane.start()  # the hooks' resources exist before the first job
         try:
             self._loop()
         finally:
@@ -89,10 +97,12 @@ class Runner:
         self.wakeups.wake.set()
 
     def _loop(self) -> None:
+        executor = self.executor
         while not self.stopping:
             try:
                 self.wakeups.wake.clear()
-                claimed_for = self.executor.batch.current
+                executor.collect()
+                claimed_for = executor.room()
                 jobs = self._claim()
                 if jobs:
                     assert self.control is not None
@@ -104,9 +114,24 @@ class Runner:
                 if self.wakeups.listen(True):
                     continue  # once more, for what came before the LISTEN
                 self.completer.flush()
-                if self.cfg.exit_when_idle and self._idle_everywhere():
+                if self.cfg.exit_when_idle and not executor.in_flight and self._idle_everywhere():
                     return
-                self.wakeups.sleep_until_due(lambda: self.stopping)
+                step = _BUSY_STEP_SECONDS if executor.in_flight else None
+                self.wakeups.sleep_until_due(lambda: self.stopping, step)
+            except psycopg.OperationalError as exc:
+                self.log.warning("worker_connection_lost", error=str(exc))
+                self._reconnect()
+        self._finish_in_flight()
+
+    def _finish_in_flight(self) -> None:
+        """At SIGTERM: lets the async jobs in flight end (the supervisor kills
+        the process at the grace's end, and their jobs go back uncounted)."""
+        while self.executor.in_flight:
+            try:
+                self.wakeups.wake.wait(self.cfg.flush_seconds)
+                self.wakeups.wake.clear()
+                self.executor.collect()
+                self.completer.flush()
             except psycopg.OperationalError as exc:
                 self.log.warning("worker_connection_lost", error=str(exc))
                 self._reconnect()
@@ -117,7 +142,7 @@ class Runner:
             self.control,
             worker=self.name,
             queues=self.cfg.queues,
-            n=self.executor.batch.current,
+            n=self.executor.room(),
             lease_seconds=self.cfg.lease_seconds,
             job_types=self.job_types,
         )
@@ -186,7 +211,7 @@ def child_main(
         become_child(log_json, log_level)
         for module in cfg.imports:
             importlib.import_module(module)
-        Runner(cfg, index, Slots(cfg.processes, array), registry).serve()
+        Runner(cfg, index, Slots(cfg.processes, array, cfg.concurrency), registry).serve()
     except BaseException:
         logger.exception("worker_process_failed")
         code = 1

@@ -28,7 +28,7 @@ import psycopg
 
 from pgjobs import pooler
 from pgjobs.reconnect import with_backoff
-from pgjobs.statements import run
+from pgjobs.statements import Bound, arun, run
 from pgjobs.statements.sessions import session_configure
 from pgjobs.worker.config import WorkerConfig
 
@@ -61,16 +61,8 @@ def connect(
 
     ``timeout_seconds`` bounds its statements and idle transactions (default:
     the worker's statement timeout) and, when given, the connection attempt."""
-    options: dict[str, Any] = {}
-    if timeout_seconds is not None:
-        options["connect_timeout"] = max(1, int(timeout_seconds))
-    seconds = cfg.statement_timeout_seconds if timeout_seconds is None else timeout_seconds
-    settings = session_configure.bind(
-        statement_timeout_ms=int(seconds * 1000),
-        application_name=f"pgjobs {purpose} {os.getpid()}",
-        synchronous_commit="off" if bookkeeping else None,
-        jit="off" if bookkeeping else None,
-    )
+    options = _options(timeout_seconds)
+    settings = _configure(cfg, purpose, bookkeeping, timeout_seconds)
     if cfg.pooler:
         return pooler.connect(cfg.dsn, settings=settings.params, autocommit=autocommit, **options)
     conn = psycopg.connect(cfg.dsn, autocommit=autocommit, **options)
@@ -80,6 +72,37 @@ def connect(
     if not autocommit:
         conn.commit()
     return conn
+
+
+async def aconnect(cfg: WorkerConfig, purpose: str) -> psycopg.AsyncConnection[Any]:
+    """:func:`connect` for the async lane: an autocommit bookkeeping session.
+
+    Behind a pooler (``cfg.pooler``) its statements are never prepared; its
+    writes (progress, checkpoints, cancel polls) are single autocommit
+    statements, which need none of the session settings a pooler loses."""
+    options: dict[str, Any] = {"prepare_threshold": None} if cfg.pooler else {}
+    conn = await psycopg.AsyncConnection.connect(cfg.dsn, autocommit=True, **options)
+    if not cfg.pooler:
+        await arun(conn, _configure(cfg, purpose, True, None))
+    return conn
+
+
+def _options(timeout_seconds: float | None) -> dict[str, Any]:
+    if timeout_seconds is None:
+        return {}
+    return {"connect_timeout": max(1, int(timeout_seconds))}
+
+
+def _configure(
+    cfg: WorkerConfig, purpose: str, bookkeeping: bool, timeout_seconds: float | None
+) -> Bound[None]:
+    seconds = cfg.statement_timeout_seconds if timeout_seconds is None else timeout_seconds
+    return session_configure.bind(
+        statement_timeout_ms=int(seconds * 1000),
+        application_name=f"pgjobs {purpose} {os.getpid()}",
+        synchronous_commit="off" if bookkeeping else None,
+        jit="off" if bookkeeping else None,
+    )
 
 
 def connect_until_up(

@@ -59,7 +59,11 @@ class Supervisor:
         # The supervisor holds no threads, and a child never touches (or closes)
         # the connection it inherits: it leaves by os._exit.
         self.mp = multiprocessing.get_context("fork")
-        self.slots = Slots(cfg.processes, self.mp.RawArray("q", cfg.processes * slot_fields.FIELDS))
+        self.slots = Slots(
+            cfg.processes,
+            self.mp.RawArray("q", slot_fields.size(cfg.processes, cfg.concurrency)),
+            cfg.concurrency,
+        )
         self.children: list[Process | None] = [None] * cfg.processes
         self.started_at: list[float] = [0.0] * cfg.processes
         self.signals = 0
@@ -132,8 +136,11 @@ class Supervisor:
                 self.enforcer.read_cancels(self.rescuer.conn, _TICK_SECONDS, self.rescuer.job_keys)
             self.relay.step(self.rescuer.conn)
             alive = [p is not None and p.is_alive() for p in self.children]
+            by_process: dict[int, list[Overdue]] = {}
             for overdue in self.enforcer.overdue(alive):
-                self._kill(overdue)
+                by_process.setdefault(overdue.slot, []).append(overdue)
+            for index, found in by_process.items():
+                self._kill(index, found)
             self._reap()
             if self.stop_deadline is None:
                 self.schedules.tick(self.rescuer.conn)
@@ -180,19 +187,22 @@ class Supervisor:
         else:
             self.children[index] = None
 
-    def _kill(self, overdue: Overdue) -> None:
-        proc = self.children[overdue.slot]
+    def _kill(self, index: int, found: list[Overdue]) -> None:
+        """Kills a process whose jobs ``found`` are overdue: they end with their
+        reasons, and whatever else it ran goes back uncounted (collateral)."""
+        proc = self.children[index]
         assert proc is not None
         proc.kill()
         proc.join(5)
-        self.rescuer.settle(overdue.slot, proc.pid, overdue.running, overdue.reason)
-        self.log.warning(
-            "job_killed",
-            reason=overdue.reason.error_class,
-            pid=proc.pid,
-            **self.rescuer.job_keys(overdue.running.job_id),
-        )
-        self._replace(overdue.slot)
+        self.rescuer.settle(index, proc.pid, [(o.running, o.reason) for o in found])
+        for overdue in found:
+            self.log.warning(
+                "job_killed",
+                reason=overdue.reason.error_class,
+                pid=proc.pid,
+                **self.rescuer.job_keys(overdue.running.job_id),
+            )
+        self._replace(index)
 
     def _reap(self) -> None:
         """A process that died on its own: its running job crashed, the rest go back."""
@@ -200,22 +210,26 @@ class Supervisor:
             if proc is None or proc.is_alive():
                 continue
             code = proc.exitcode
-            running = self.slots.running(index)
-            if code == 0 and running is None:
+            running = self.slots.running_all(index)
+            if code == 0 and not running:
                 self.children[index] = None
                 if self.stop_deadline is None and not self.cfg.exit_when_idle:
                     self._spawn(index)
                 continue
             # The process stays listed until its jobs are settled: if Postgres is
             # away, the next tick (after the reconnect) settles them and respawns.
+            # Every job it ran crashed with it (each attempt counts: one of
+            # them may crash every process that runs it).
             reason = ended("crash", f"worker process exited with code {code}")
-            self.rescuer.settle(index, proc.pid, running, reason, crashed=True)
+            self.rescuer.settle(
+                index, proc.pid, [(r, reason) for r in running], crashed=reason.message
+            )
             self.children[index] = None
             self.log.warning(
                 "worker_process_died",
                 pid=proc.pid,
                 exitcode=code,
-                **(self.rescuer.job_keys(running.job_id) if running else {"job_id": None}),
+                **(self.rescuer.job_keys(running[0].job_id) if running else {"job_id": None}),
             )
             if self.stop_deadline is None:
                 if time.monotonic() - self.started_at[index] < _CRASH_BACKOFF_SECONDS:
@@ -268,7 +282,7 @@ class Supervisor:
                     continue
                 proc.kill()
                 proc.join(5)
-                self.rescuer.settle(index, proc.pid, None, None)  # the attempt is not counted
+                self.rescuer.settle(index, proc.pid, [])  # the attempts are not counted
                 self.children[index] = None
                 self.log.warning("job_returned_at_shutdown", pid=proc.pid)
         return self._all_exited()

@@ -24,7 +24,6 @@ import psycopg
 
 from pgjobs.statements import Failed
 from pgjobs.statements.leases import cancels_confirmed
-from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.rescuer import ended
 from pgjobs.worker.slots import Running, Slots, now_ms
@@ -92,37 +91,43 @@ class Enforcer:
             # Every this often the jobs running here are checked, hint or not.
             self.next_sweep = now + self.cfg.cancel_poll_seconds
             self.hints = {j: t for j, t in self.hints.items() if t > now}
-        asked: dict[int, Running] = {}
+        asked: list[tuple[int, Running]] = []  # every entry of every process
         for index in range(self.cfg.processes):
-            running = self.slots.running(index)
-            if running is None or self.slots.cancel_requested(index, running.job_id):
-                continue
-            if sweep or running.job_id in self.hints:
-                asked[index] = running
+            for running in self.slots.running_all(index):
+                if self.slots.cancel_requested(index, running.job_id):
+                    continue
+                if sweep or running.job_id in self.hints:
+                    asked.append((index, running))
         if not asked:
             return
-        leases = [(r.job_id, r.lease_token) for r in asked.values()]
+        leases = [(r.job_id, r.lease_token) for _, r in asked]
         confirmed = cancels_confirmed(conn, leases=leases)
-        for index, running in asked.items():
+        for index, running in asked:
             self.hints.pop(running.job_id, None)  # answered by the row, either way
             if running.job_id in confirmed:
                 self.slots.request_cancel(index, running.job_id, self.cfg.cancel_grace_seconds)
                 self.log.info("job_cancel_delivered", **job_keys(running.job_id))
 
     def overdue(self, alive: Sequence[bool]) -> list[Overdue]:
-        """The live processes whose job passed its timeout or its cancel grace."""
+        """The jobs of live processes that passed their timeout or cancel grace.
+
+        A coroutine is cancelled by its own process at the deadline; its
+        process is killed only if it is still there a cancel grace later."""
         now = now_ms()
         found = []
         for index, is_alive in enumerate(alive):
-            running = self.slots.running(index) if is_alive else None
-            if running is None:
-                continue
-            if running.deadline_ms and now > running.deadline_ms:
-                reason = ended("timeout", "the job exceeded its timeout")
-                found.append(Overdue(index, running, reason))
-            elif self.slots.cancel_requested(index, running.job_id) and now > self.slots.get(
-                index, slot_fields.CANCEL_DEADLINE_MS
-            ):
-                reason = ended("canceled", "canceled; did not stop within the grace")
-                found.append(Overdue(index, running, reason))
+            for running in self.slots.running_all(index) if is_alive else ():
+                reason = self._reason(index, running, now)
+                if reason is not None:
+                    found.append(Overdue(index, running, reason))
         return found
+
+    def _reason(self, index: int, running: Running, now: int) -> Failed | None:
+        backstop = int(self.cfg.cancel_grace_seconds * 1000) if running.is_async else 0
+        if running.deadline_ms and now > running.deadline_ms + backstop:
+            return ended("timeout", "the job exceeded its timeout")
+        if self.slots.cancel_requested(index, running.job_id) and now > (
+            self.slots.cancel_deadline_ms(index, running.entry)
+        ):
+            return ended("canceled", "canceled; did not stop within the grace")
+        return None

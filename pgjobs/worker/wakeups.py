@@ -59,9 +59,11 @@ class Wakeups:
         if busy:
             self.listen(False)
 
-    def sleep_until_due(self, stopping: Callable[[], bool]) -> None:
+    def sleep_until_due(self, stopping: Callable[[], bool], step: float | None = None) -> None:
         """Until a wake-up for one of our queues, the next delayed job's time,
-        or the poll; in steps, so that SIGTERM is seen."""
+        or the poll; in steps (``step``, default 0.25 s), so that SIGTERM, and
+        ``wake`` while listening, are seen."""
+        step = step or _STEP_SECONDS
         conn = self.conn
         assert conn is not None
         wait = self.cfg.poll_seconds
@@ -74,8 +76,8 @@ class Wakeups:
             if left <= 0:
                 break
             if not self.listening:
-                self.wake.wait(min(left, _STEP_SECONDS))
-            elif self._woken(conn, min(left, _STEP_SECONDS)):
+                self.wake.wait(min(left, step))
+            elif self._woken(conn, min(left, step)):
                 break
 
     def _woken(self, conn: psycopg.Connection[Any], timeout: float) -> bool:

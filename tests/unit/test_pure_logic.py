@@ -50,7 +50,7 @@ def test_a_cancel_request_concerns_only_the_job_it_names() -> None:
     assert slots.cancel_requested(0, 5)
     assert not slots.cancel_requested(0, 6)
     assert not slots.cancel_requested(0, 0)  # no job: never "canceled"
-    assert slots.get(0, slot_fields.CANCEL_DEADLINE_MS) >= now_ms()
+    assert slots.cancel_deadline_ms(0) >= now_ms()
 
 
 def test_backend_pids_skip_unset_sessions_and_reset_clears_everything() -> None:
@@ -67,12 +67,27 @@ def test_a_slot_read_while_a_new_job_is_written_is_never_a_mix() -> None:
     the middle of a start sees nothing, not the old job with the new token."""
     slots = Slots(1)
     slots.start(0, job_id=1, lease_token=10, timeout_seconds=0)
-    base = 0
+    base = slots._base(0)
     slots.array[base + slot_fields.JOB] = 0  # what start() does first
     slots.array[base + slot_fields.TOKEN] = 20
     assert slots.running(0) is None
     slots.array[base + slot_fields.JOB] = 2
     assert slots.running(0) == Running(2, 20, 0)
+
+
+def test_a_slot_holds_one_entry_per_concurrent_job_and_cancels_find_theirs() -> None:
+    slots = Slots(2, concurrency=3)
+    slots.start(1, job_id=7, lease_token=1, timeout_seconds=0, entry=0, is_async=True)
+    slots.start(1, job_id=8, lease_token=2, timeout_seconds=5, entry=2, is_async=True)
+    assert [r.job_id for r in slots.running_all(1)] == [7, 8]
+    assert slots.running_all(0) == []
+    assert slots.request_cancel(1, 8, grace_seconds=1) and not slots.request_cancel(1, 9, 1)
+    assert slots.cancel_requested(1, 8) and not slots.cancel_requested(1, 7)
+    assert slots.cancel_deadline_ms(1, 2) >= now_ms() and slots.cancel_deadline_ms(1, 0) == 0
+    slots.put(1, slot_fields.PID_LOOP, 55)
+    assert slots.backend_pids(1) == [55] and slots.backend_pids(0) == []
+    slots.finish(1, 0)
+    assert [r.entry for r in slots.running_all(1)] == [2]
 
 
 # -- payload encoding ---------------------------------------------------------
