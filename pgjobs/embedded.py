@@ -1,4 +1,4 @@
-"""The embedded server, started privately (issue 12, deliverable 8).
+"""The embedded server, started privately.
 
 pgserver's own start is not private: as root it runs every project's server as
 one shared OS user with ``trust`` auth, opens every ancestor of the data

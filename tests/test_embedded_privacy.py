@@ -1,4 +1,4 @@
-"""The embedded server is private (issue 12, deliverable 8).
+"""The embedded server is private.
 
 Started as root (this machine's and CI's case), it runs as an OS user of its
 own per data directory, listens on a socket in a directory only that user may

@@ -1,4 +1,4 @@
-"""One error contract (issue 12, deliverable 9).
+"""One error contract.
 
 Whatever is passed to ``pgjobs.enqueue`` / ``enqueue_many`` raises InvalidJob
 or AccessDenied, or enqueues; and a refusal writes nothing. ``pgjobs enqueue``

@@ -1,4 +1,4 @@
-"""Multi-tenancy: row-level security per organization, roles, hostile input (SPEC 6).
+"""Multi-tenancy: row-level security per organization, roles, hostile input.
 
 Tenant-side sessions connect as login roles made for this run and granted the
 pgjobs roles, exactly as an application would (``GRANT pgjobs_app TO ...``);

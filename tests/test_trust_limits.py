@@ -1,4 +1,4 @@
-"""Every input limit is the database's (issue 12, deliverable 2).
+"""Every input limit is the database's.
 
 A tenant (a login in pgjobs_app) writes each poison value through every path
 plain SQL offers: INSERT, INSERT ... SELECT (whose values may arrive

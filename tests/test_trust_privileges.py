@@ -1,5 +1,4 @@
-"""Least privilege per role, and notifications bounded whatever a row holds
-(issue 12, deliverables 5 and 2).
+"""Least privilege per role, and notifications bounded whatever a row holds.
 
 pgjobs_app changes jobs only through the verbs; history, dedup keys and rate
 windows are written by pgjobs alone; only the owner and workers write

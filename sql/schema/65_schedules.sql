@@ -523,7 +523,7 @@ create trigger schedules_before_write
     for each row execute function pgjobs.schedules_before_write();
 
 -- ---------------------------------------------------------------------------
--- Public functions (SPEC 2). A schedule is named within the session's
+-- Public functions. A schedule is named within the session's
 -- organization (or, unscoped, among system schedules unless `organization` is
 -- given); another organization's schedule is invisible, so "no schedule".
 -- ---------------------------------------------------------------------------
