@@ -1,4 +1,4 @@
-"""Benchmarks of pgjobs beside its peers and the raw-SQL floor (issue 6, SPEC 7).
+"""Benchmarks of pgjobs beside its peers and the raw-SQL floor.
 
 Layout: ``systems/`` has one module per queue, each implementing
 :class:`bench.systems.base.System` for the harness side (install, enqueue,

@@ -1,4 +1,4 @@
-"""The async figures (issue 14), side by side in one run:
+"""The async figures, side by side in one run:
 
 - the async no-op drain against the sync no-op drain (pgjobs, 2 processes);
 - the I/O-bound drain (each job awaits ``asyncio.sleep(0.01)``) at 2

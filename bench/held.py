@@ -2,7 +2,7 @@
 server's sessions wait on meanwhile.
 
 The shape of the independent harness that found the collapse past the core
-count (issue 19): N worker processes, jobs of a millisecond, a feeder topping
+count: N worker processes, jobs of a millisecond, a feeder topping
 the queue up to ``depth`` so workers never run dry. A sampler reads
 pg_stat_activity every few milliseconds and tallies the wait events of the
 active sessions (``CPU`` when none), and, less often, which statements hold

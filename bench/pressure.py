@@ -1,5 +1,5 @@
-"""What other clients do to a queue's database while it works (issue 19 item
-3): a transaction left open, and sessions counting the jobs table in
+"""What other clients do to a queue's database while it works: a transaction
+left open, and sessions counting the jobs table in
 REPEATABLE READ. Both hold back the xmin horizon, so no dead row version
 younger than their snapshot can be removed while they last."""
 

@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-import psycopg
 
-from pgjobs import cli_help, cli_server, cli_worker, commands, diagnose
+from pgjobs import cli_help, cli_server, cli_worker, commands
 from pgjobs import log as pgjobs_log
-from pgjobs.diagnose import SetupError
-from pgjobs.errors import (
-    AccessDenied,
-    InvalidJob,
-    InvalidTransition,
-    JobNotFound,
-)
+from pgjobs.cli_exit import OneLineErrors
+from pgjobs.cli_exit import run as _run
 from pgjobs.schedules import cli as schedule_commands
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_JOB_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def _dsn_option(fn: F) -> F:
@@ -41,34 +31,11 @@ def _dsn_option(fn: F) -> F:
     )(fn)
 
 
-def _run(fn: Callable[[], int | None]) -> None:
-    """Maps pgjobs errors to exit codes with a one-line message."""
-    try:
-        code = fn()
-    except (InvalidJob, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except (InvalidTransition, JobNotFound, AccessDenied) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_JOB_FAILURE)
-    except SetupError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except psycopg.Error as exc:
-        # A bad DSN, a database never migrated: one line saying what to do.
-        message = diagnose.explain(exc)
-        if message is None:
-            raise
-        click.echo(f"error: {message}", err=True)
-        sys.exit(EXIT_USAGE)
-    sys.exit(code or 0)
-
-
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, default=str, ensure_ascii=False))
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="pgjobs")
 def main() -> None:
     """pgjobs: background jobs that live in PostgreSQL."""
@@ -180,14 +147,10 @@ def history(dsn: str | None, job_id: int, organization: str | None, as_json: boo
 @_dsn_option
 @click.argument("job_id", type=int)
 @click.option("--org", "organization", default=None, help="Act as this organization.")
-@click.option(
-    "--actor", default=None, help="Who cancels (a 'creator' cancel policy checks it)."
-)
+@click.option("--actor", default=None, help="Who cancels (a 'creator' cancel policy checks it).")
 def cancel(dsn: str | None, job_id: int, organization: str | None, actor: str | None) -> None:
     """Cancel a job (exit 1 if finished or not yours to cancel)."""
-    _run(
-        lambda: commands.cancel(dsn, job_id, click.echo, organization=organization, actor=actor)
-    )
+    _run(lambda: commands.cancel(dsn, job_id, click.echo, organization=organization, actor=actor))
 
 
 @main.command()
@@ -315,9 +278,7 @@ def watch(dsn: str | None, job_id: int, organization: str | None) -> None:
 
 @main.command()
 @_dsn_option
-@click.option(
-    "--older-than", required=True, help="Finished longer ago than this: e.g. 30d, 12h."
-)
+@click.option("--older-than", required=True, help="Finished longer ago than this: e.g. 30d, 12h.")
 @click.option(
     "--batch-size",
     default=1000,

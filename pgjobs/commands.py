@@ -18,6 +18,7 @@ from pgjobs.errors import InvalidJob
 from pgjobs.payload import decode_cli
 from pgjobs.records import Job
 from pgjobs.tenancy import set_actor, set_organization
+from pgjobs.terminal import printable
 
 Echo = Callable[[Any], None]
 
@@ -161,7 +162,8 @@ def history(
     if not as_json:
         for row in rows:
             if row.get("traceback"):
-                echo(f"\n-- attempt {row['attempt']} traceback --\n{row['traceback']}")
+                trace = printable(row["traceback"], keep_lines=True)
+                echo(f"\n-- attempt {row['attempt']} traceback --\n{trace}")
     return 0
 
 
@@ -235,7 +237,7 @@ def _cell(value: Any) -> str:
         return value.isoformat(timespec="seconds")
     if isinstance(value, float):
         return f"{value:.1f}"
-    text = str(value)
+    text = printable(str(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -380,14 +382,14 @@ def watch(
         bar = "#" * int(pct / 5) + "-" * (20 - int(pct / 5))
         line = (
             f"[{bar}] {pct:5.1f}%  {job['state']:<9} attempt {job['attempt']}"
-            f"/{job['max_attempts']}  {job['progress_message'] or ''}"
+            f"/{job['max_attempts']}  {printable(job['progress_message'] or '')}"
         )
         if line != last:
             echo(line)
             last = line
         if job["state"] in TERMINAL:
             if job["last_error"] and job["state"] != State.COMPLETED:
-                echo(f"error: {job['last_error']}")
+                echo(f"error: {printable(job['last_error'])}")
             return 0 if job["state"] == State.COMPLETED else 1
         time.sleep(interval)
 

@@ -57,8 +57,9 @@ def default_home() -> Path:
 
     Per user, not per working directory: a home under ``./.pgjobs`` started one
     more server in every directory a command ran from. Root is the exception
-    because pgserver then runs the server as an unprivileged account and opens
-    every ancestor of the data directory to others, which must not be ``/root``.
+    because the server then runs as an unprivileged OS user of its own
+    (pgjobs.embedded), which must be able to reach the data: ``/root`` is closed
+    to it, and pgjobs opens no directory it did not make.
     A project that wants a server of its own sets ``PGJOBS_HOME``.
     """
     override = os.environ.get(HOME_ENV)
@@ -138,9 +139,9 @@ def test_server_dsn() -> str:
     Postgres on 127.0.0.1:5432 if it answers within 2 s, else an embedded one.
 
     The embedded fallback lives under ``PGJOBS_HOME`` or the temp directory, not
-    under ``~``: pgserver, when run as root, opens every ancestor of the data
-    directory to other users (its server runs as an unprivileged account), which
-    is harmless for /tmp but not for /root.
+    under ``~``: as root the server runs as an unprivileged OS user of its own,
+    which must be able to reach its data directory (/root is closed to it, and
+    pgjobs opens no directory it did not make).
     """
     from_env = os.environ.get(TEST_DSN_ENV)
     if from_env:
@@ -268,13 +269,16 @@ def _remove_lock_files(pgdata: Path, info: PostmasterInfo) -> None:
 
 
 def _start(pgdata: Path) -> PostmasterInfo:
+    from pgjobs import embedded
+
     pgserver = _import_pgserver()
-    # Built directly rather than through get_server(): that caches one handle
-    # per process, which goes stale once the server is stopped. cleanup_mode
-    # None is what keeps the server running after this process exits.
-    pgdata.mkdir(mode=0o700, exist_ok=True)
-    server = pgserver.PostgresServer(pgdata, cleanup_mode=None)
-    info: PostmasterInfo = server.get_postmaster_info()
+    # Not pgserver's PostgresServer: its start is not private (pgjobs/embedded.py).
+    embedded.start(pgserver, pgdata)
+    info = _running_postmaster(pgdata)
+    if info is None:
+        log = pgdata / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise RuntimeError(f"the embedded server did not start; its log ends:\n{tail}")
     return info
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from psycopg import ConnectionInfo
 
-from pgjobs import registry
+from pgjobs import limits, registry
 from pgjobs.errors import InvalidJob, translated
-from pgjobs.payload import check_text, encode
+from pgjobs.payload import encode
 from pgjobs.statements import enqueue as statements
 from pgjobs.statements.enqueue import EnqueueResult, NewJob
 from pgjobs.steps import Steps, blocking
@@ -23,26 +23,8 @@ from pgjobs.steps import Steps, blocking
 __all__ = ["EnqueueResult", "enqueue", "enqueue_many", "job_params"]
 
 
-def _seconds(value: float | dt.timedelta | None, name: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise InvalidJob(f"{name} must be a number of seconds or a timedelta")
-    if seconds < 0:
-        raise InvalidJob(f"{name} must not be negative, got {seconds}")
-    return float(seconds)
-
-
-def _int(value: object, name: str, low: int, high: int | None = None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidJob(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"{low}-{high}" if high is not None else f">= {low}"
-        raise InvalidJob(f"{name} must be {bound}, got {value}")
-    return value
+# A delay reaches at most a few thousand years: run_at must stay before 9999.
+_MAX_DELAY_SECONDS = 1000 * 365 * 86400
 
 
 def job_params(
@@ -59,45 +41,37 @@ def job_params(
     max_attempts: int | None = None,
     timeout: float | dt.timedelta | None = None,
 ) -> NewJob:
-    """Validates one job's arguments into what the enqueue statements take."""
+    """Validates one job's arguments into what the enqueue statements take.
+
+    The database checks every limit again (pgjobs.limits mirrors it); these
+    checks give a Python caller a clear InvalidJob before a round trip.
+    """
     if not isinstance(job_type, str) or not job_type:
         raise InvalidJob("job_type must be a non-empty string")
-    check_text("job_type", job_type, max_length=200)
-    check_text("organization", organization)
+    limits.check_name("job_type", job_type)
     if organization == "":
         raise InvalidJob("organization must not be empty (None makes a system job)")
-    check_text("queue", queue, max_length=200)
-    check_text("dedup_key", dedup_key)
+    limits.check_name("organization", organization)
+    limits.check_name("queue", queue)
+    limits.check_dedup_key(dedup_key)
     if run_at is not None and delay is not None:
         raise InvalidJob("give run_at or delay, not both")
-    if run_at is not None and not isinstance(run_at, dt.datetime):
-        raise InvalidJob("run_at must be a datetime")
-    if run_at is not None and run_at.tzinfo is None:
-        raise InvalidJob("run_at must be timezone-aware")
-    delay_s = _seconds(delay, "delay")
+    run_at = limits.check_run_at(run_at)
+    delay_s = limits.seconds("delay", delay, _MAX_DELAY_SECONDS)
     if delay_s is not None:
-        try:
-            run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
-        except OverflowError as exc:
-            raise InvalidJob(f"delay is too long: {delay_s} seconds") from exc
-    timeout_s = _seconds(timeout, "timeout")
-    try:
-        parents = list(depends_on or ())
-    except TypeError as exc:
-        raise InvalidJob("depends_on must be a sequence of job ids") from exc
-    for parent in parents:
-        if isinstance(parent, bool) or not isinstance(parent, int):
-            raise InvalidJob(f"depends_on must hold job ids, got {parent!r}")
+        run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay_s)
+    timeout_s = limits.seconds("timeout", timeout, limits.MAX_TIMEOUT_SECONDS)
+    parents = limits.check_depends_on(depends_on)
     return NewJob(
         job_type=job_type,
         payload=encode(payload),
         organization=organization,
         queue=queue,
-        priority=_int(priority, "priority", 0, 3),
+        priority=limits.check_int("priority", priority, 0, 3),
         run_at=run_at,
         dedup_key=dedup_key,
         depends_on=parents or None,
-        max_attempts=_int(max_attempts, "max_attempts", 1),
+        max_attempts=limits.check_int("max_attempts", max_attempts, 1, limits.MAX_ATTEMPTS),
         timeout_seconds=None if timeout_s is None else int(timeout_s),
     )
 
@@ -155,9 +129,14 @@ def enqueue_many_steps(
     elements = []
     types = set()
     for item in jobs:
+        if not isinstance(item, Mapping):
+            raise InvalidJob(f"each job must be a mapping, got {type(item).__name__}")
         fields = dict(item)
         if "job_type" not in fields:
             raise InvalidJob("each job needs a job_type")
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
         job = job_params(fields.pop("job_type"), fields.pop("payload", None), **fields)
         types.add(job.job_type)
         params: dict[str, Any] = job._asdict()
@@ -176,6 +155,23 @@ def enqueue_many_steps(
 
 enqueue = blocking(enqueue_steps)
 enqueue_many = blocking(enqueue_many_steps)
+
+
+_JOB_FIELDS = frozenset(
+    (
+        "job_type",
+        "payload",
+        "organization",
+        "queue",
+        "priority",
+        "run_at",
+        "delay",
+        "dedup_key",
+        "depends_on",
+        "max_attempts",
+        "timeout",
+    )
+)
 
 
 class _unknown_type_resync:

@@ -5,7 +5,8 @@
 - anything else that is not JSON (sets, bytes, objects, NaN, infinity) is an
   ``InvalidJob``; nothing is pickled or eval'd;
 - floats of magnitude 2**53 or more are refused: jsonb would hand them back as
-  integers with other digits (ints of any size are fine);
+  integers with other digits; ints must be below 10**300 in magnitude (the
+  database refuses more digits: Python cannot read back an int of 4,300);
 - at most ``MAX_PAYLOAD_BYTES`` of JSON and ``MAX_DEPTH`` levels of nesting;
 - strings may not hold NUL (``\\u0000``): PostgreSQL's jsonb cannot store it.
 """
@@ -21,12 +22,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from pgjobs.errors import InvalidJob
+from pgjobs.limits import MAX_INTEGER_DIGITS
 
 MAX_PAYLOAD_BYTES = 1_048_576  # matches pgjobs.max_payload_bytes() in SQL
 MAX_DEPTH = 32
 # jsonb keeps numbers as decimals and prints floats this large without an
 # exponent, so they would come back as ints: refused to keep round trips exact.
 _FLOAT_EXACT_LIMIT = 2.0**53
+_INT_LIMIT = 10**MAX_INTEGER_DIGITS
 
 
 def _default(value: object) -> Any:
@@ -47,6 +50,12 @@ def _check(value: object, depth: int) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise InvalidJob("payload strings may not contain NUL (\\u0000)")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= _INT_LIMIT:
+            raise InvalidJob(
+                f"payload holds an integer of {MAX_INTEGER_DIGITS} or more digits; "
+                "pass it as a string"
+            )
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidJob(f"payload holds {value}, which is not JSON")
@@ -81,7 +90,11 @@ def encode(payload: object, *, what: str = "payload") -> str:
         raise InvalidJob(f"{what} is nested too deeply") from exc
     except ValueError as exc:
         raise InvalidJob(f"{what} is not JSON: {exc}") from exc
-    if len(text.encode()) > MAX_PAYLOAD_BYTES:
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidJob(f"{what} holds text that is not valid Unicode") from exc
+    if size > MAX_PAYLOAD_BYTES:
         raise InvalidJob(f"{what} is larger than {MAX_PAYLOAD_BYTES} bytes of JSON")
     return text
 
@@ -90,7 +103,7 @@ def decode_cli(text: str) -> dict[str, Any]:
     """A payload given as JSON text (CLI, files)."""
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidJob(f"payload is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise InvalidJob("payload must be a JSON object")
@@ -112,3 +125,7 @@ def check_text(name: str, value: str | None, *, max_length: int = 1000) -> None:
             raise InvalidJob(f"{name} is not valid Unicode text: {exc.reason}") from exc
     if len(value) > max_length:
         raise InvalidJob(f"{name} is longer than {max_length} characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidJob(f"{name} is not valid Unicode text") from exc

@@ -21,9 +21,8 @@ import psycopg
 import structlog
 from psycopg import ConnectionInfo
 
-from pgjobs import _conn
+from pgjobs import _conn, limits
 from pgjobs.errors import InvalidJob, translated
-from pgjobs.payload import check_text
 from pgjobs.statements import job_types as statements
 from pgjobs.steps import Steps, drive
 
@@ -58,16 +57,13 @@ class JobType:
     schedule_timezone: str = "UTC"
 
     def validate(self) -> None:
-        check_text("job type", self.name, max_length=200)
-        check_text("queue", self.queue, max_length=200)
         if not self.name:
             raise InvalidJob("job type name must not be empty")
-        if not 0 <= self.priority <= 3:
-            raise InvalidJob(f"priority must be 0-3, got {self.priority}")
-        if self.max_attempts < 1:
-            raise InvalidJob(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if self.timeout_seconds < 0:
-            raise InvalidJob(f"timeout must be >= 0 seconds (0 = none), got {self.timeout_seconds}")
+        limits.check_name("job type", self.name)
+        limits.check_name("queue", self.queue)
+        limits.check_int("priority", self.priority, 0, 3)
+        limits.check_int("max_attempts", self.max_attempts, 1, limits.MAX_ATTEMPTS)
+        limits.check_int("timeout", self.timeout_seconds, 0, limits.MAX_TIMEOUT_SECONDS)
         if self.dedup_window_seconds < 0:
             raise InvalidJob("dedup_window must be >= 0 seconds")
         if self.rate_limit is not None and self.rate_limit < 0:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from pgjobs import db
+from pgjobs import db, embedded
 from tests.support.databases import databases
 
 # Runs in a fresh interpreter: connects to whatever resolve_dsn() picks and
@@ -48,11 +50,22 @@ def _postmaster_pid(home: Path) -> int:
 def embedded_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A PGJOBS_HOME of the test's own; its server is stopped afterwards, so the
     test leaves no process behind even when it fails."""
-    home = tmp_path / "home"
+    # Not under tmp_path when root: pytest makes its base directory 0700, and
+    # the server's own OS user must be able to reach its data (pgjobs opens no
+    # directory it did not make).
+    base = Path(tempfile.mkdtemp(prefix="pgjobs-test-home-")) if os.geteuid() == 0 else tmp_path
+    base.chmod(0o711)
+    home = base / "home"
     monkeypatch.delenv(db.DSN_ENV, raising=False)
     monkeypatch.setenv(db.HOME_ENV, str(home))
     yield home
     db.stop_embedded(home / "pgdata")
+    if base != tmp_path:
+        shutil.rmtree(base, ignore_errors=True)
+    # As root the server ran as an OS user made for this data directory.
+    user = embedded.server_user((home / "pgdata").resolve())
+    if user is not None:
+        subprocess.run(["userdel", user], capture_output=True)
 
 
 def test_explicit_dsn_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +157,8 @@ def test_lock_files_naming_a_stranger_do_not_block_a_restart(embedded_home: Path
     # and pgserver both take a live pid in a lock file for a running server.
     pgdata = embedded_home / "pgdata"
     first = _probe(embedded_home)
-    socket_lock = pgdata / ".s.PGSQL.5432.lock"
+    socket_dir = Path((pgdata / "postmaster.pid").read_text().split("\n")[4])
+    socket_lock = socket_dir / ".s.PGSQL.5432.lock"
     pid_lines = (pgdata / "postmaster.pid").read_text()
     lock_lines = socket_lock.read_text()
     assert db.stop_embedded(pgdata)
@@ -175,7 +189,8 @@ def test_test_server_dsn_falls_back_to_the_embedded_server(
     monkeypatch.delenv(db.TEST_DSN_ENV, raising=False)
     monkeypatch.setattr(db, "LOCAL_TEST_DSN", "host=127.0.0.1 port=1 user=postgres")  # refused
     dsn = db.test_server_dsn()
-    assert conninfo_to_dict(dsn)["host"] == str(embedded_home.resolve() / "pgdata")
+    # The socket lives in a private directory beside the data (pgjobs.embedded).
+    assert conninfo_to_dict(dsn)["host"] == str(embedded_home.resolve() / "run")
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select current_user").fetchone() == ("postgres",)
 

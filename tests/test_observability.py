@@ -90,7 +90,7 @@ def test_progress_10_50_90_is_held_by_the_row_in_turn_and_notified_with_ids_only
                 _scalar(db, "select state from pgjobs.jobs where id = %s", (job_id,)) == "completed"
             )
         )
-    # SPEC §2: {"id", "organization", "progress", "state"}, never the message text.
+    # The progress payload: {"id", "organization", "progress", "state"}, never the message text.
     assert events == [
         {"id": job_id, "organization": "acme", "progress": step, "state": "running"}
         for step in (10, 50, 90)

@@ -1,4 +1,4 @@
-"""Job ownership (SPEC 6, issue 16): created_by, the actor on history rows, and
+"""Job ownership: created_by, the actor on history rows, and
 a job type's cancel policy, enforced by pgjobs.cancel itself, so SQL, Python,
 the CLI and HTTP refuse alike. Tenant sessions connect as a login role granted
 pgjobs_app, as an application does."""

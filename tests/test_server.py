@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pgjobs import db, server
+from pgjobs import db, embedded, server
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -28,12 +28,17 @@ def home() -> Iterator[Path]:
     that must traverse every parent directory, and each pytest run (another
     checkout's, say) makes /tmp/pytest-of-root private again.
     """
-    path = Path(tempfile.mkdtemp(prefix="pgjobs-server-test-")) / "home"
+    base = Path(tempfile.mkdtemp(prefix="pgjobs-server-test-"))
+    base.chmod(0o711)  # mkdtemp makes it private; pgjobs opens no directory itself
+    path = base / "home"
     try:
         yield path
     finally:
         db.stop_embedded(path / "pgdata")
         shutil.rmtree(path.parent, ignore_errors=True)
+        user = embedded.server_user((path / "pgdata").resolve())
+        if user is not None:  # as root, the OS user made for this data directory
+            subprocess.run(["userdel", user], capture_output=True)
 
 
 def pgjobs(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""State events of the worker's sessions go through the relay (issue 19 item 2):
+"""State events of the worker's sessions go through the relay:
 never a NOTIFY from their own commits, every event delivered by the relay as
 the same pgjobs_state payload, once, whatever order the writers commit in."""
 

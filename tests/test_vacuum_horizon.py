@@ -1,5 +1,5 @@
 """The worker vacuums the jobs table only when the vacuum can remove
-something (issue 19 item 3): while a transaction left open holds back the
+something: while a transaction left open holds back the
 horizon the last vacuum met, dead rows younger than it cannot go, and
 another vacuum would only read the table and its indexes."""
 

@@ -1,6 +1,6 @@
 """The JSON API's contract (every endpoint, every error code), read-only mode,
 CSRF on the pages' forms, and scoping: a viewer of org-A never gets org-B's
-jobs, from any endpoint or page (issue 16)."""
+jobs, from any endpoint or page."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A job that cannot start is a failed attempt, not a crash (issue 12, item 3).
+"""A job that cannot start is a failed attempt, not a crash.
 
 Each poison row is planted as a row from before the database enforced its
 limits would be (the limits' constraints dropped in the test's own database,

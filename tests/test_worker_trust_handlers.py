@@ -1,4 +1,4 @@
-"""Workers run only code registered in their own process (issue 12, item 4).
+"""Workers run only code registered in their own process.
 
 The reproduction: pgjobs_admin (or any role that may write job_types) pointed
 a type at a library function that runs a program, and a worker imported and

@@ -1,4 +1,4 @@
-"""Notifications are hints, never commands (issue 12, item 1).
+"""Notifications are hints, never commands.
 
 Any role may NOTIFY on any channel with any payload. Each test forges from a
 login role with no grants at all, against real workers that run as a

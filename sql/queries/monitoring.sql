@@ -35,7 +35,9 @@ select (select n_dead_tup from pg_stat_user_tables
        (select n_live_tup from pg_stat_user_tables
          where schemaname = 'pgjobs' and relname = 'jobs') as jobs_live_tuples,
        pg_total_relation_size('pgjobs.jobs') as jobs_total_bytes,
-       (select coalesce(extract(epoch from now() - min(xact_start)), 0)
+       -- clock_timestamp, not now(): this transaction may have begun before
+       -- the oldest other one (a busy worker's), which made the age negative.
+       (select coalesce(extract(epoch from clock_timestamp() - min(xact_start)), 0)
           from pg_stat_activity
          where (backend_xid is not null or backend_xmin is not null)
            and pid <> pg_backend_pid())  -- not this query's own transaction

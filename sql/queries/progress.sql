@@ -3,7 +3,8 @@
 -- %(now)s, where taken, is an optional clock: NULL means the database's now().
 
 -- name: job_progress
--- Persists progress and tells LISTENers; says whether a cancel is pending.
+-- Persists progress and tells LISTENers (a payload bounded whatever the row
+-- holds); says whether a cancel is pending.
 with p as (
     update pgjobs.jobs
        set progress = %(progress)s, progress_message = %(message)s
@@ -11,9 +12,8 @@ with p as (
     returning id, organization, progress, state, cancel_requested_at
 )
 select p.cancel_requested_at is not null as cancel_requested,
-       pg_notify('pgjobs_progress', json_build_object(
-           'id', p.id, 'organization', p.organization, 'progress', p.progress,
-           'state', p.state)::text) is null as notified
+       pg_notify('pgjobs_progress', pgjobs.progress_event(p.id, p.organization, p.progress,
+                                                          p.state)) is null as notified
   from p;
 
 -- name: job_checkpoint

@@ -56,11 +56,24 @@ $$;
 -- the organization its transaction is scoped to, and nothing without one.
 -- The one rule the row-level security policies (90_security.sql) and the
 -- insert trigger share.
+-- The role the session acts as: SET ROLE's, else the login's. Unlike
+-- current_user, a SECURITY DEFINER function does not change it (and SET ROLE
+-- is refused inside one), so the definer functions below see what their
+-- caller sees.
+create function pgjobs.session_role() returns name
+language sql stable parallel safe as $$
+    select case when current_setting('role') = 'none' then session_user
+                else current_setting('role')::name end
+$$;
+
+-- Asked about the session's role (pgjobs.session_role), not current_user: the
+-- SECURITY DEFINER functions that write for the app (90_security.sql) then see
+-- exactly what their caller sees.
 create function pgjobs.sees_all() returns boolean
 language sql stable as $$
     select coalesce(current_setting('pgjobs.organization', true), '') = ''
-       and (pg_has_role(current_user, 'pgjobs_worker', 'USAGE')
-            or pg_has_role(current_user, 'pgjobs_admin', 'USAGE'))
+       and (pg_has_role(pgjobs.session_role(), 'pgjobs_worker', 'USAGE')
+            or pg_has_role(pgjobs.session_role(), 'pgjobs_admin', 'USAGE'))
 $$;
 
 -- Who asked: what the session put in pgjobs.actor (transaction-locally, as
@@ -75,10 +88,12 @@ $$;
 
 -- Does the current session act as an admin for ownership checks? Members of
 -- pgjobs_admin, and superusers (whom row-level security never binds either).
+-- By the session's role: cancel runs as the owner (SECURITY DEFINER).
 create function pgjobs.acts_as_admin() returns boolean
 language sql stable
 set search_path = pg_catalog, pg_temp
 as $$
-    select pg_has_role(current_user, 'pgjobs_admin', 'USAGE')
-        or coalesce((select r.rolsuper from pg_roles r where r.rolname = current_user), false)
+    select pg_has_role(pgjobs.session_role(), 'pgjobs_admin', 'USAGE')
+        or coalesce((select r.rolsuper from pg_roles r where r.rolname = pgjobs.session_role()),
+                    false)
 $$;

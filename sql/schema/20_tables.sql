@@ -1,6 +1,22 @@
 -- The tables: job types, jobs, history, dedup keys, rate windows and worker
 -- processes, with the indexes each reader needs.
 
+-- Input limits (0010): the tables' constraints and the insert trigger use them.
+-- statement_timeout holds at most 2,147,483 s and the worker adds a 1 s margin.
+create function pgjobs.max_timeout_seconds() returns int
+language sql immutable parallel safe as $$ select 2000000 $$;
+
+create function pgjobs.max_attempts_limit() returns int
+language sql immutable parallel safe as $$ select 1000 $$;
+
+-- A job type, queue or organization name: 1-200 characters, none of them a
+-- control character (C0, DEL, C1), so a name prints as itself and its JSON
+-- form in a NOTIFY is at most 4 bytes a character.
+create function pgjobs.name_ok(name text) returns boolean
+language sql immutable parallel safe as $$
+    select length(name) between 1 and 200 and name !~ '[\x01-\x1f\x7f-\x9f]'
+$$;
+
 -- Job types are data: defaults for every job of the type, and its handler.
 create table pgjobs.job_types (
     name                 text primary key check (name <> '' and length(name) <= 200),
@@ -21,7 +37,14 @@ create table pgjobs.job_types (
     -- Who may cancel a job of this type: any member of its organization, or
     -- only the actor who created it (and pgjobs_admin).
     cancel_policy        text not null default 'organization'
-        constraint job_types_cancel_policy_check check (cancel_policy in ('organization', 'creator'))
+        constraint job_types_cancel_policy_check check (cancel_policy in ('organization', 'creator')),
+    constraint job_types_limits_check check (
+        pgjobs.name_ok(name) and pgjobs.name_ok(queue)
+        and max_attempts between 1 and pgjobs.max_attempts_limit()
+        and timeout_seconds <= pgjobs.max_timeout_seconds()
+        and dedup_window_seconds <= 3650 * 86400
+        and rate_period_seconds <= 3650 * 86400
+        and retry_base_seconds <= 365 * 86400 and retry_cap_seconds <= 365 * 86400)
 );
 
 create table pgjobs.jobs (
@@ -63,12 +86,20 @@ create table pgjobs.jobs (
         ('waiting', 'queued', 'running', 'retrying', 'completed', 'dead', 'canceled')),
     -- Every other rule on a row's values in one constraint: Postgres reads and
     -- prepares each CHECK of a table for every statement that writes it.
+    -- Cheap tests only, since every claim and completion evaluates them again;
+    -- names' characters and payloads are the triggers' (40_enqueue.sql).
     constraint jobs_values_check check (
         priority between 0 and 3
-        and max_attempts >= 1
-        and timeout_seconds >= 0
+        and max_attempts between 1 and pgjobs.max_attempts_limit()
+        and timeout_seconds between 0 and pgjobs.max_timeout_seconds()
         and (progress is null or progress between 0 and 100)
-        and (state <> 'running' or lease_token is not null)),
+        and (state <> 'running' or lease_token is not null)
+        and attempt >= 0
+        and run_at > '0001-01-02 00:00:00+00' and run_at < '9999-12-30 00:00:00+00'
+        and length(job_type) between 1 and 200 and length(queue) between 1 and 200
+        and (organization is null or length(organization) between 1 and 200)
+        and (dedup_key is null or octet_length(dedup_key) <= 1000)
+        and (depends_on is null or cardinality(depends_on) <= 1000)),
     -- Every unique index starts with the organization, so no tenant can
     -- collide with, or probe for, another's rows. Ids come from one sequence, so
     -- they are unique across organizations as well; jobs_id_idx finds one by id.

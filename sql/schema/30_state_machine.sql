@@ -77,12 +77,27 @@ $$;
 
 -- A NOTIFY payload as JSON text: ids and numbers only. Built by concatenation,
 -- at half the cost of json_build_object for the same JSON.
-create function pgjobs.state_event(id bigint, organization text, job_type text, state text,
-                                   attempt int)
+-- Postgres refuses a NOTIFY payload of 8,000 bytes or more, and the statement
+-- with it. Whatever a row holds, this one is at most 1,200 + 1,200 bytes of
+-- escaped text (200 characters of at most 6 bytes each) plus ids and numbers.
+create function pgjobs.state_event(id bigint, organization text, job_type text,
+                                   state text, attempt int)
 returns text language sql stable parallel safe as $$  -- stable, as concat is: inlined
-    select concat('{"id":', id, ',"organization":', coalesce(to_json(organization)::text, 'null'),
-                  ',"job_type":', to_json(job_type)::text, ',"state":"', state,
-                  '","attempt":', attempt, '}')
+    select concat('{"id":', id, ',"organization":',
+                  coalesce(to_json(left(organization, 200))::text, 'null'),
+                  ',"job_type":', to_json(left(job_type, 200))::text,
+                  ',"state":', to_json(left(state, 20))::text,
+                  ',"attempt":', attempt, '}')
+$$;
+
+-- The pgjobs_progress payload, bounded the same way (progress is 0-100).
+create function pgjobs.progress_event(id bigint, organization text, progress numeric,
+                                      state text)
+returns text language sql stable parallel safe as $$
+    select concat('{"id":', id, ',"organization":',
+                  coalesce(to_json(left(organization, 200))::text, 'null'),
+                  ',"progress":', coalesce(round(progress, 6)::text, 'null'),
+                  ',"state":', to_json(left(state, 20))::text, '}')
 $$;
 
 -- After any UPDATE statement of jobs: the state machine, history, NOTIFY (or
@@ -97,6 +112,11 @@ $$;
 -- only ever looks rows up by id or through jobs_waiting_parents_idx.
 create function pgjobs.jobs_after_update() returns trigger
 language plpgsql
+-- The owner's rights (90_security.sql): it writes history, dedup flags, the
+-- dependency cascade and the relay's outbox for sessions that may write none
+-- of them (an admin's UPDATE of run_at runs it too).
+security definer
+set search_path = pg_catalog, pg_temp
 set jit = off
 set enable_seqscan = off
 as $$

@@ -77,8 +77,13 @@ create trigger jobs_authorize_insert
 -- type, the scope, the type's defaults, validation, dependencies, the id,
 -- dedup and the wake-up. The steps are blocks of one function, not functions
 -- of their own, so a row pays for no extra call.
+-- The owner's rights (90_security.sql): it takes dedup keys and locks parents
+-- FOR SHARE for sessions that may do neither themselves.
 create function pgjobs.jobs_before_insert() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 declare
     t     pgjobs.job_types;
     scope text := pgjobs.current_organization();
@@ -240,6 +245,118 @@ $$;
 create trigger jobs_before_insert
     before insert on pgjobs.jobs
     for each row execute function pgjobs.jobs_before_insert();
+
+-- Why a payload may not be stored, or NULL. Sizes are of the uncompressed
+-- value: `payload || '{}'` hands back the payload itself, decompressed (a
+-- value read from another table by INSERT ... SELECT may arrive compressed).
+-- The depth test stops at level 32, so a payload nested 5,000 deep costs no
+-- more than one nested 33 deep.
+create function pgjobs.payload_problem(payload jsonb) returns text
+language sql immutable parallel safe as $$
+    select case
+        when payload is null then null
+        when jsonb_typeof(payload) <> 'object'
+            then format('payload must be a JSON object, got %s', jsonb_typeof(payload))
+        when pg_column_size(payload || '{}') > pgjobs.max_payload_bytes()
+            then format('payload is %s bytes uncompressed, the limit is %s',
+                        pg_column_size(payload || '{}'), pgjobs.max_payload_bytes())
+        when jsonb_path_exists(payload, 'strict $.**{32}')
+            then 'payload is nested deeper than 32 levels'
+        when jsonb_path_exists(payload,
+                 'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))')
+            then 'payload holds a number with 300 or more integer digits; store it as a string'
+    end
+$$;
+
+-- Why a job's own values may not be stored, or NULL: the insert trigger's
+-- clear message for what jobs_values_check also holds.
+create function pgjobs.job_problem(j pgjobs.jobs) returns text
+language sql immutable parallel safe as $$
+    select case
+        when not pgjobs.name_ok(j.job_type)
+            then 'job_type must be 1-200 characters without control characters'
+        when not pgjobs.name_ok(j.queue)
+            then 'queue must be 1-200 characters without control characters'
+        when j.organization is not null and not pgjobs.name_ok(j.organization)
+            then 'organization must be 1-200 characters without control characters'
+        when octet_length(j.dedup_key) > 1000
+            then 'dedup_key must be at most 1000 bytes'
+        when j.priority not between 0 and 3
+            then format('priority must be 0-3, got %s', j.priority)
+        when j.max_attempts not between 1 and pgjobs.max_attempts_limit()
+            then format('max_attempts must be 1-%s, got %s', pgjobs.max_attempts_limit(),
+                        j.max_attempts)
+        when j.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
+            then format('timeout_seconds must be 0-%s, got %s', pgjobs.max_timeout_seconds(),
+                        j.timeout_seconds)
+        when not (j.run_at > '0001-01-02 00:00:00+00' and j.run_at < '9999-12-30 00:00:00+00')
+            then format('run_at must be a finite time between the years 1 and 9999, got %s',
+                        j.run_at)
+        when cardinality(j.depends_on) > 1000
+            then 'depends_on may name at most 1000 jobs'
+    end
+$$;
+
+-- The input limits (0010). Triggers of one event fire in name order, so
+-- jobs_accept_input runs first, then jobs_authorize_insert (0011, no scope),
+-- then jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup
+-- key only for a row that met every limit. Values left NULL come from the job
+-- type, whose own constraint holds them to the same limits.
+-- The trigger's WHEN clause is the test, evaluated without entering PL/pgSQL
+-- (a trigger function call per row cost a bulk enqueue a fifth more CPU);
+-- the function runs only to say which limit a row broke.
+create function pgjobs.jobs_accept_input() returns trigger
+language plpgsql as $$
+begin
+    perform pgjobs.invalid_job(coalesce(
+        pgjobs.job_problem(new),
+        pgjobs.payload_problem(new.payload),
+        -- Left NULL, the organization is the session's scope.
+        'organization must be 1-200 characters without control characters'));
+    return new;
+end
+$$;
+
+create trigger jobs_accept_input
+    before insert on pgjobs.jobs
+    for each row
+    when (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
+          or not pgjobs.name_ok(new.queue)
+          or octet_length(new.dedup_key) > 1000
+          or new.priority not between 0 and 3
+          or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
+          or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
+          or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
+          or cardinality(new.depends_on) > 1000
+          or jsonb_typeof(new.payload) <> 'object'
+          or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
+          or jsonb_path_exists(new.payload, 'strict $.**{32}')
+          or jsonb_path_exists(new.payload,
+                 'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))'))
+    execute function pgjobs.jobs_accept_input();
+
+-- An UPDATE that sets a name or the payload meets the insert's limits (the
+-- claim and the completions set neither, so they never run this).
+create function pgjobs.jobs_update_guard() returns trigger
+language plpgsql as $$
+declare
+    problem text := coalesce(pgjobs.job_problem(new), pgjobs.payload_problem(new.payload));
+begin
+    if problem is not null then
+        perform pgjobs.invalid_job(problem);
+    end if;
+    return new;
+end
+$$;
+
+create trigger jobs_update_guard
+    before update of payload, job_type, queue, organization, dedup_key on pgjobs.jobs
+    for each row
+    when (old.payload is distinct from new.payload or old.job_type is distinct from new.job_type
+          or old.queue is distinct from new.queue
+          or old.organization is distinct from new.organization
+          or old.dedup_key is distinct from new.dedup_key)
+    execute function pgjobs.jobs_update_guard();
 
 -- Enqueue with the outcome spelled out: the new id, or the live duplicate's.
 -- priority is an int, range-checked inside: Postgres casts int to smallint

@@ -3,10 +3,12 @@
 -- Cancel: one conditional UPDATE, guarded by the type's cancel policy, so no
 -- surface (SQL, Python, CLI, HTTP) can skip the check and no concurrent change
 -- can slip between a check and the update. A running job is marked and its
--- worker told; anything else unfinished ends canceled at once. Runs with the
--- caller's rights: row-level security decides which jobs exist for it.
+-- worker told; anything else unfinished ends canceled at once. Runs as the
+-- owner, and row-level security (by the session's role) decides which jobs
+-- exist for the caller.
 create function pgjobs.cancel(id bigint) returns text
 language plpgsql
+security definer  -- the owner's rights: the app may not UPDATE jobs itself
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -55,7 +57,10 @@ $$;
 
 -- Retry: a dead or canceled job goes back to queued with its attempts reset.
 create function pgjobs.retry(id bigint) returns text
-language plpgsql as $$
+language plpgsql
+security definer  -- the owner's rights, as cancel
+set search_path = pg_catalog, pg_temp
+as $$
 declare
     new_state text;
     old_state text;

@@ -523,7 +523,7 @@ create trigger schedules_before_write
     for each row execute function pgjobs.schedules_before_write();
 
 -- ---------------------------------------------------------------------------
--- Public functions (SPEC 2). A schedule is named within the session's
+-- Public functions. A schedule is named within the session's
 -- organization (or, unscoped, among system schedules unless `organization` is
 -- given); another organization's schedule is invisible, so "no schedule".
 -- ---------------------------------------------------------------------------
@@ -618,8 +618,12 @@ $$;
 
 -- One job now, through the ordinary enqueue, without moving the schedule.
 -- Returns the job's id (a live duplicate's, if the job type dedups).
+-- As the owner: it writes the job's first history row, which no runtime role may.
 create function pgjobs.trigger_schedule(name text, organization text default null)
-returns bigint language plpgsql as $$
+returns bigint language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
 declare
     org text := coalesce(trigger_schedule.organization, pgjobs.current_organization());
     s   pgjobs.schedules;
@@ -659,7 +663,10 @@ $$;
 create function pgjobs.schedule_fire(fires jsonb, now timestamptz default null)
 returns table (organization text, name text, fire_at timestamptz, job_id bigint,
                duplicate boolean, error text)
-language plpgsql as $$
+language plpgsql
+security definer  -- as the owner: it writes history rows (as trigger_schedule)
+set search_path = pg_catalog, pg_temp
+as $$
 #variable_conflict use_column
 declare
     t    timestamptz := coalesce(schedule_fire.now, now());

@@ -3,7 +3,10 @@
 
 -- Deleting a job releases its dedup key row too.
 create function pgjobs.jobs_after_delete() returns trigger
-language plpgsql as $$
+language plpgsql
+security definer  -- the owner's rights: no runtime role writes dedup keys
+set search_path = pg_catalog, pg_temp
+as $$
 begin
     delete from pgjobs.dedup_keys d
      using old_rows o

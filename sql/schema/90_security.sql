@@ -65,25 +65,28 @@ revoke all on all tables in schema pgjobs from public;
 revoke all on all sequences in schema pgjobs from public;
 grant usage on schema pgjobs to pgjobs_owner, pgjobs_app, pgjobs_worker, pgjobs_admin;
 
--- Applications: enqueue, read, cancel and retry their own organization's jobs.
--- UPDATE is limited to the columns cancel, retry and the dependency cascade
--- write (it is also what SELECT ... FOR SHARE of a parent job requires).
-grant select, insert on pgjobs.jobs to pgjobs_app;
-grant update (state, run_at, attempt, finished_at, canceled_by, cancel_requested_at, result,
-              last_error)
+-- Applications: read their organization's rows; enqueue by INSERT of a job's
+-- input columns (the insert trigger draws the id and fills the rest); change
+-- jobs only through pgjobs.cancel and pgjobs.retry. History, dedup keys and
+-- the dependency cascade are written for them by the definer functions below.
+grant select on pgjobs.jobs to pgjobs_app;
+grant insert (id, job_type, payload, organization, queue, priority, run_at, dedup_key,
+              depends_on, max_attempts, timeout_seconds)
     on pgjobs.jobs to pgjobs_app;
-grant select, insert on pgjobs.job_events to pgjobs_app;
-grant select, insert, update on pgjobs.dedup_keys to pgjobs_app;
+grant select on pgjobs.job_events, pgjobs.dedup_keys to pgjobs_app;
 grant select on pgjobs.job_types, pgjobs.rate_windows to pgjobs_app;
-grant usage on sequence pgjobs.jobs_id_seq, pgjobs.job_events_id_seq to pgjobs_app;
 grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
                 pgjobs.failure_rates, pgjobs.dead_letter
     to pgjobs_app;
 
 -- Workers: claim, run, record, rescue, prune (--prune-after), register types.
-grant select, insert, update, delete on pgjobs.jobs, pgjobs.job_events, pgjobs.dedup_keys,
-                                        pgjobs.rate_windows, pgjobs.worker_processes
+-- History is written by pgjobs alone (workers delete it when pruning); dedup
+-- keys only by the triggers, as the owner.
+grant select, insert, update, delete on pgjobs.jobs, pgjobs.rate_windows,
+                                        pgjobs.worker_processes
     to pgjobs_worker;
+grant select, delete on pgjobs.job_events to pgjobs_worker;
+grant select on pgjobs.dedup_keys to pgjobs_worker;
 grant select, insert, update on pgjobs.job_types to pgjobs_worker;
 grant select on pgjobs.schema_migrations to pgjobs_worker;
 grant usage on all sequences in schema pgjobs to pgjobs_worker;
@@ -92,11 +95,17 @@ grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
                 pgjobs.unserved_job_types
     to pgjobs_worker;
 
--- Admins: everything an operator does, across organizations; no claiming.
-grant select, insert, update, delete on pgjobs.jobs, pgjobs.job_events, pgjobs.dedup_keys
-    to pgjobs_admin;
+-- Admins: everything an operator does, across organizations; no claiming, no
+-- hand-made state changes (retry and cancel do that), no job types (owner and
+-- workers). UPDATE of run_at also lets prune lock the rows it deletes.
+grant select, delete on pgjobs.jobs, pgjobs.job_events to pgjobs_admin;
+grant insert (id, job_type, payload, organization, queue, priority, run_at, dedup_key,
+              depends_on, max_attempts, timeout_seconds)
+    on pgjobs.jobs to pgjobs_admin;
+grant update (run_at, priority, queue) on pgjobs.jobs to pgjobs_admin;
+grant select on pgjobs.dedup_keys to pgjobs_admin;
 grant select, delete on pgjobs.rate_windows, pgjobs.worker_processes to pgjobs_admin;
-grant select, insert, update on pgjobs.job_types to pgjobs_admin;
+grant select on pgjobs.job_types to pgjobs_admin;
 grant select on pgjobs.schema_migrations to pgjobs_admin;
 grant usage on sequence pgjobs.jobs_id_seq, pgjobs.job_events_id_seq to pgjobs_admin;
 grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
@@ -109,6 +118,26 @@ grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
 grant select, insert, delete on pgjobs.state_outbox to pgjobs_worker;
 revoke execute on function pgjobs.state_relay(bigint, int) from public;
 grant execute on function pgjobs.state_relay(bigint, int) to pgjobs_worker;
+
+-- The SECURITY DEFINER functions run as pgjobs_owner, whom FORCE ROW LEVEL
+-- SECURITY binds, never as the (often superuser) role that installed them.
+do $$
+declare
+    f text;
+begin
+    if not pg_has_role('pgjobs_owner', 'MEMBER') then
+        raise notice 'pgjobs: % cannot act as pgjobs_owner; definer functions keep their owner',
+            current_user;
+        return;
+    end if;
+    foreach f in array array['pgjobs.jobs_before_insert()', 'pgjobs.jobs_after_update()',
+                             'pgjobs.jobs_after_delete()', 'pgjobs.cancel(bigint)',
+                             'pgjobs.retry(bigint)', 'pgjobs.trigger_schedule(text, text)',
+                             'pgjobs.schedule_fire(jsonb, timestamptz)'] loop
+        execute format('alter function %s owner to pgjobs_owner', f);
+    end loop;
+end
+$$;
 
 -- The claim is the workers' alone.
 revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),

@@ -1,4 +1,4 @@
-"""Batch sizing with more processes than cores (issue 19 item 2): time spent
+"""Batch sizing with more processes than cores: time spent
 waiting for a CPU is not work, and a deep queue never shrinks the claim."""
 
 from __future__ import annotations
