@@ -126,9 +126,7 @@ def _django(conn: Any) -> psycopg.Connection[Any]:
         validate()  # an atomic block marked for rollback refuses queries, ours too
     driver = conn.connection
     if not isinstance(driver, psycopg.Connection):
-        raise TypeError(
-            f"pgjobs needs Django's psycopg 3 backend, not {type(driver).__module__}"
-        )
+        raise TypeError(f"pgjobs needs Django's psycopg 3 backend, not {type(driver).__module__}")
     return driver
 
 

@@ -1,7 +1,8 @@
 """Reconnecting with backoff: the one helper behind every session pgjobs keeps
-open (worker, beacon, supervisor, subscribe). A lost connection is retried
-after 0.1 s, then twice as long each time up to a cap, and a success starts
-the next loss's backoff afresh."""
+open (worker, beacon, supervisor, subscribe). A fault that clears (see
+:mod:`pgjobs.faults`) is retried after 0.1 s, then twice as long each time up
+to a cap; work that succeeds starts the next fault's backoff afresh. Any other
+error stops the retrying as :class:`pgjobs.faults.Fatal`."""
 
 from __future__ import annotations
 
@@ -11,48 +12,35 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from pgjobs.faults import CAP_SECONDS, FIRST_SECONDS, Backoff, Retry
+
+__all__ = ["CAP_SECONDS", "FIRST_SECONDS", "Backoff", "with_backoff"]
+
 T = TypeVar("T")
-
-FIRST_SECONDS = 0.1
-CAP_SECONDS = 5.0
-
-
-class Backoff:
-    def __init__(self, first: float = FIRST_SECONDS, cap: float = CAP_SECONDS) -> None:
-        self.first = first
-        self.cap = cap
-        self.delay = first
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-    def next(self) -> float:
-        """The delay to wait now; the one after is twice as long, up to the cap."""
-        delay = self.delay
-        self.delay = min(self.delay * 2, self.cap)
-        return delay
 
 
 def with_backoff(
-    attempt: Callable[[Backoff], T],
+    attempt: Callable[[Retry], T],
     *,
     log: Any,
     event: str,
     stop: Callable[[], bool] = lambda: False,
     wait: Callable[[float], object] = time.sleep,
-    errors: tuple[type[BaseException], ...] = (psycopg.OperationalError,),
+    retry: Retry | None = None,
     **keys: Any,
 ) -> T:
-    """Calls ``attempt`` until it returns. After each of ``errors`` it logs
-    ``event`` (with ``error`` and ``retry_in``) and waits, unless ``stop()``
-    says to give up: then the error propagates. ``attempt`` gets the backoff to
-    reset once its connection is up, when it goes on serving on it."""
-    backoff = Backoff()
+    """Calls ``attempt`` until it returns. After each fault that clears it logs
+    ``event`` (with ``error``, ``sqlstate`` and ``retry_in``) and waits, unless
+    ``stop()`` says to give up: then the error propagates. Other errors raise
+    :class:`~pgjobs.faults.Fatal`. ``attempt`` gets the :class:`Retry` to call
+    ``ok()`` on once its work succeeds, when it goes on serving."""
+    retry = retry or Retry()
     while True:
         try:
-            return attempt(backoff)
-        except errors as exc:
+            return attempt(retry)
+        except psycopg.Error as exc:
+            fault, delay = retry.delay(exc)  # raises Fatal for the rest
             if stop():
                 raise
-            log.warning(event, error=str(exc), retry_in=backoff.delay, **keys)
-            wait(backoff.next())
+            log.warning(event, error=fault.message, sqlstate=fault.sqlstate, retry_in=delay, **keys)
+            wait(delay)

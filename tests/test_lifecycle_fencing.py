@@ -51,9 +51,12 @@ def test_late_completion_of_a_stopped_worker_changes_nothing(dsn: str, wait_for:
         assert settled[0][2]["pid"] != pid
 
         workers.signal_pid(pid, signal.SIGCONT)
-        # The first attempt now returns; its completion is refused (lease lost).
+        # The first attempt now returns; its completion is refused: the lease is
+        # lost, and the rescue ended the stopped process's sessions (its
+        # transaction with them), which that process meets as a fault it
+        # reconnects after.
         wait_for(
-            lambda: "job_lease_lost" in stale.output(),
+            lambda: "job_lease_lost" in stale.output() or "worker_database_fault" in stale.output(),
             timeout=15,
             message="the stopped attempt never tried to complete",
         )

@@ -10,14 +10,7 @@ with a fast shutdown mid-run and started again on the same port.
 from __future__ import annotations
 
 import contextlib
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,102 +18,18 @@ import pytest
 
 import pgjobs
 from pgjobs.migrate import migrate
-from tests.support import queries, workers
+from tests.support import queries, servers, workers
+from tests.support.servers import PrivateServer
 
 pytestmark = pytest.mark.slow
 
 WaitFor = Callable[..., Any]
-SYSTEM_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateServer:
-    """A throwaway PostgreSQL cluster this test owns and may stop at will."""
-
-    def __init__(self, root: Path) -> None:
-        self.bindir = SYSTEM_BIN if (SYSTEM_BIN / "pg_ctl").exists() else self._pgserver_bin()
-        self.root = root
-        self.pgdata = root / "data"
-        self.logfile = root / "server.log"
-        self.port = _free_port()
-        # initdb and pg_ctl refuse to run as root: run them as an ordinary account.
-        self.user: str | None = None
-        if os.geteuid() == 0:
-            self.user = "postgres" if _user_exists("postgres") else self._pgserver_user()
-            pw = pwd.getpwnam(self.user)
-            os.chown(root, pw.pw_uid, pw.pw_gid)
-        self.dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
-
-    @staticmethod
-    def _pgserver_bin() -> Path:
-        from pgserver._commands import POSTGRES_BIN_PATH
-
-        return Path(POSTGRES_BIN_PATH)
-
-    @staticmethod
-    def _pgserver_user() -> str:
-        from pgserver.utils import ensure_user_exists
-
-        ensure_user_exists("pgserver")
-        return "pgserver"
-
-    def _run(self, program: str, *args: str, check: bool = True) -> None:
-        subprocess.run(
-            [str(self.bindir / program), "-D", str(self.pgdata), *args],
-            cwd=self.root,
-            user=self.user,
-            check=check,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-        )
-
-    def init(self) -> None:
-        self._run("initdb", "--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync")
-        with (self.pgdata / "postgresql.conf").open("a") as conf:
-            conf.write(
-                f"port = {self.port}\n"
-                "listen_addresses = '127.0.0.1'\n"
-                "unix_socket_directories = ''\n"
-                "max_connections = 50\n"
-                # A test cluster: durability across an OS crash is not under test.
-                "fsync = off\nfull_page_writes = off\n"
-            )
-
-    def start(self) -> None:
-        self._run("pg_ctl", "--wait", "--timeout=60", "--log", str(self.logfile), "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "--wait", "--timeout=60", "--mode", mode, "stop")
-
-    def destroy(self) -> None:
-        if (self.pgdata / "postmaster.pid").exists():
-            self._run("pg_ctl", "--wait", "--mode=immediate", "stop", check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
 def private_server() -> Iterator[PrivateServer]:
-    server = PrivateServer(Path(tempfile.mkdtemp(prefix="pgjobs-restart-")))
-    try:
-        server.init()
-        server.start()
+    with servers.private_server("pgjobs-restart-") as server:
         yield server
-    finally:
-        server.destroy()
 
 
 def _enqueue_once(dsn: str, count: int) -> list[int]:
@@ -204,7 +113,7 @@ def test_a_postgres_restart_mid_run_loses_no_job_and_completes_none_twice(
         assert worker.proc.poll() is None
         assert len(worker.children()) == 2
         output = worker.output()
-    assert "worker_reconnect" in output and "supervisor_connection_lost" in output
+    assert "worker_database_fault" in output and "supervisor_connection_lost" in output
 
     assert_each_completed_once(dsn, ids)
     assert_outages_cost_few_attempts(dsn, outages=1, processes=2)

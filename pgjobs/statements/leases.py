@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from pgjobs.statements.base import Params, nothing, rows, statement
+from pgjobs.statements.base import Params, nothing, rows, scalar, statement
 
 
 @statement("lease_renew", nothing, fetch=False)
@@ -46,6 +46,18 @@ def worker_register(
         "queues": list(queues),
         "job_types": list(job_types),
     }
+
+
+@statement("worker_session_add", nothing, fetch=False)
+def worker_session_add(*, worker: str) -> Params:
+    """Records the session it runs on as one of ``worker``'s."""
+    return {"worker": worker}
+
+
+@statement("worker_sessions_end", scalar)
+def worker_sessions_end(*, now: dt.datetime | None = None) -> Params:
+    """Terminates the sessions of workers whose leases expired; how many."""
+    return {"now": now}
 
 
 @statement("worker_unregister", nothing, fetch=False)

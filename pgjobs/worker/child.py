@@ -12,19 +12,26 @@ from typing import NoReturn
 
 from pgjobs import log as pgjobs_log
 
-
-def die_with_parent() -> None:
-    """Linux: if the supervisor is killed, so are we; leases bring the jobs back."""
-    with contextlib.suppress(OSError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+_PR_SET_PDEATHSIG = 1
 
 
-def become_child(log_json: bool | None, log_level: str) -> None:
-    """Dies with the supervisor (at once if it is already gone), leaves the
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Linux: when the supervisor ends, however it ends, we get ``signum``:
+    SIGKILL for a helper that holds nothing, SIGTERM for a worker process,
+    which then stops as on a shutdown (its job in hand finishes, the others go
+    back). Elsewhere the processes look at their parent pid instead."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum))
+
+
+def become_child(
+    log_json: bool | None, log_level: str, on_parent_death: int = signal.SIGKILL
+) -> None:
+    """Ends with the supervisor (at once if it is already gone), leaves the
     supervisor's signal handlers behind, and sets up logging."""
     parent = os.getppid()
-    die_with_parent()
+    die_with_parent(on_parent_death)
     if os.getppid() != parent:
         os._exit(1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -18,13 +18,15 @@ from typing import Any
 
 import psycopg
 
+from pgjobs.faults import classify
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome, run, run_writes
+from pgjobs.statements.leases import worker_session_add
 from pgjobs.statements.outcomes import complete_many, fail_many, return_many
 from pgjobs.statements.sessions import job_transaction_begin
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.beacon import Leases
 from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.session import connect
+from pgjobs.worker.session import connect, direct, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.starting import JobSetupFailed
 
@@ -79,6 +81,7 @@ class Completer:
 
     def flush(self) -> None:
         if not self.done:
+            self.slots.written(self.index)
             return
         assert self.control is not None
         done, self.done = self.done, []
@@ -93,16 +96,21 @@ class Completer:
             writes.append(fail_many.bind(failed))
         try:
             run_writes(self.control, writes)
-        except psycopg.OperationalError:
+        except psycopg.Error:
             self.done = done + self.done  # written after the reconnect, lease permitting
             raise
         self.leases.release(job for job, _ in done)
         self.flush_every = max(self.cfg.flush_seconds, 4 * (time.monotonic() - started))
+        self.slots.written(self.index)
 
     def give_back(self, jobs: Sequence[ClaimedJob]) -> None:
         """Returns claimed jobs to the queue without counting the attempt."""
         assert self.control is not None
-        return_many(self.control, jobs)
+        try:
+            return_many(self.control, jobs)
+        except psycopg.Error:
+            self.unstarted.extend(jobs)  # given back after the reconnect, if there is one
+            raise
         self.leases.release(jobs)
         self.log.info("jobs_returned", count=len(jobs))
 
@@ -110,13 +118,13 @@ class Completer:
         """Writes what the lost connection could not: the outcomes of finished
         jobs and the return of unstarted ones. Both are fenced by the lease, so
         a job rescued meanwhile is left alone."""
-        with contextlib.suppress(psycopg.OperationalError):
+        with contextlib.suppress(psycopg.Error):
             self.flush()
             if self.unstarted:
                 unstarted, self.unstarted = self.unstarted, []
                 try:
                     self.give_back(unstarted)
-                except psycopg.OperationalError:
+                except psycopg.Error:
                     self.unstarted = unstarted + self.unstarted
                     raise
 
@@ -135,19 +143,21 @@ class Completer:
             try:
                 run(self.job_conn, begin)
                 return self.job_conn
-            except psycopg.OperationalError:
-                # Lost while idle (a restart, a killed backend): nothing of this
-                # job has run on it yet, so a fresh connection loses nothing.
+            except psycopg.Error:
+                # Lost while idle (a restart, a killed backend, a session left
+                # read-only): nothing of this job has run on it yet, so a fresh
+                # connection loses nothing.
                 self.job_conn.close()
-            except psycopg.Error as exc:
-                raise self._setup_failed(job, exc) from exc
         self.job_conn = connect(self.cfg, "job", autocommit=False, bookkeeping=False)
         self.slots.put(self.index, slot_fields.PID_JOB, self.job_conn.info.backend_pid)
+        if direct(self.cfg):
+            worker_session_add(self.job_conn, worker=worker_name())
+            self.job_conn.commit()
         try:
             run(self.job_conn, begin)
-        except psycopg.OperationalError:
-            raise
         except psycopg.Error as exc:
+            if classify(exc).retry:
+                raise  # a database fault, not this job's settings
             raise self._setup_failed(job, exc) from exc
         return self.job_conn
 

@@ -247,7 +247,7 @@ class Executor:
                     raise psycopg.OperationalError("the connection is lost")
                 try:
                     self._run_one(control, job)  # raises only once the outcome is kept
-                except psycopg.OperationalError:
+                except psycopg.Error:
                     completer.unstarted.extend(jobs[position + 1 :])
                     raise
         finally:
@@ -324,7 +324,7 @@ class Executor:
         if isinstance(outcome, Completed):
             self.log.debug("job_completed", duration_ms=round(outcome.duration_ms, 3), **keys)
         else:
-            self.log.info(
+            self.log.warning(
                 "job_failed",
                 error_class=outcome.error_class,
                 error=outcome.message,

@@ -47,29 +47,31 @@ EXIT_FAILED = 1
 class Vacuum:
     """The worker's vacuum duty, checked after each batch it ran."""
 
-    def __init__(self, log: Any, holder: str) -> None:
+    def __init__(self, log: Any, holder: str, threshold: int = _VACUUM_DEAD_TUPLES) -> None:
         self.log = log
         self.holder = holder
+        self.threshold = threshold
         self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
         # The transaction that held back the last vacuum: while it still
         # does, another vacuum could remove nothing (jobs_vacuum_turn).
         self.horizon: str | None = None
 
-    def if_due(self, conn: psycopg.Connection[Any]) -> None:
+    def if_due(self, conn: psycopg.Connection[Any]) -> bool:
+        """Vacuums if it is time to look and a vacuum can help; whether it did."""
         now = time.monotonic()
         if now < self.next_check:
-            return
+            return False
         self.next_check = now + _VACUUM_CHECK_SECONDS
         due, horizon = statements.vacuum_turn(
             conn,
             holder=self.holder,
             seconds=_VACUUM_TURN_SECONDS,
-            threshold=_VACUUM_DEAD_TUPLES,
+            threshold=self.threshold,
             scale=_VACUUM_DEAD_SHARE,
             last_horizon=self.horizon,
         )
         if not due:
-            return
+            return False
         self.horizon = horizon
         try:
             started = time.monotonic()
@@ -78,8 +80,10 @@ class Vacuum:
             with pooler.bare(conn):
                 statements.vacuum(conn)
             self.log.info("jobs_vacuumed", seconds=round(time.monotonic() - started, 3))
+            return True
         except psycopg.errors.QueryCanceled as exc:  # statement_timeout: the next one goes on
             self.log.warning("jobs_vacuum_canceled", error=str(exc))
+            return False
         finally:
             statements.lease_release(conn, duties=["vacuum"], holder=self.holder)
 

@@ -4,12 +4,20 @@ Two cases. A job whose lease expired (its process stopped renewing it: frozen,
 killed, its host lost) is ended by the lease rescue, with the retry policy
 applied, by one supervisor at a time: the one holding the rescue turn (a row
 of pgjobs.maintenance_leases, renewed at each rescue, lost a lease after its
-holder dies). A worker process that died or was killed under this supervisor
-is settled at once: its server sessions are terminated (so a long query stops
+holder dies). Under that turn, the sessions such a process recorded are
+terminated first, so its last query and locks go too (not behind a pooler).
+
+A worker process that died or was killed under this supervisor is settled at
+once, by one rule: its server sessions are terminated (so a long query stops
 too; not behind a pooler, whose process ids are made up, where the job's
-statement_timeout bounds it), the attempt it was running ends with the
-reason, and the jobs it held but had not started go back to the queue
-without counting an attempt.
+statement_timeout bounds it); every job it started counts an attempt (the one
+it was running ends with the reason; those whose handler had returned but
+whose outcome was not written yet, as the slot's started list says, count as
+run); the jobs it held but never started go back to the queue uncounted,
+except, when it crashed, one that a crashing process held before (then its
+attempt counts, so a job that kills every process taking it ends). One
+exception, when the supervisor killed it for one job: a job running beside
+that one (async concurrency) goes back uncounted, logged as collateral.
 """
 
 from __future__ import annotations
@@ -29,12 +37,13 @@ from pgjobs.statements.leases import (
     return_crashed,
     return_worker,
     worker_forget_stale,
+    worker_sessions_end,
     worker_unregister,
 )
 from pgjobs.statements.maintenance import lease_release, lease_take
 from pgjobs.statements.outcomes import fail_many
 from pgjobs.worker.config import WorkerConfig
-from pgjobs.worker.session import worker_name
+from pgjobs.worker.session import direct, worker_name
 from pgjobs.worker.slots import Running, Slots
 
 _MIN_RESCUE_SECONDS = 0.2
@@ -57,8 +66,12 @@ class Rescuer:
             turn = lease_take(
                 self.conn, duty="rescue", holder=worker_name(), seconds=self.cfg.lease_seconds
             )
+            # The rescuer alone ends dead workers' sessions, before their attempts.
+            ended_sessions = worker_sessions_end(self.conn) if turn and direct(self.cfg) else 0
             rescued = lease_rescue(self.conn) if turn else []
             worker_forget_stale(self.conn, stale_seconds=self.cfg.lease_seconds * 4)
+        if ended_sessions:
+            self.log.warning("dead_worker_sessions_ended", sessions=ended_sessions)
         for job in rescued:
             self.log.warning(
                 "job_rescued",
@@ -88,13 +101,20 @@ class Rescuer:
         assert self.conn is not None
         in_hand = {running.job_id for running in self.slots.running_all(index)}
         pids = self.slots.backend_pids(index)
-        if pids and not self.cfg.pooler:
+        if pids and direct(self.cfg):
             backend_terminate(self.conn, pids=pids)
-        if ended:
-            fail_many(
-                self.conn, [(Lease(run.job_id, run.lease_token), why) for run, why in ended]
-            )
-        settled = [running.job_id for running, _ in ended]
+        # The jobs it was running end with their reasons; the others it
+        # started had returned, their outcomes unwritten: those count as run.
+        killed_for = [run.job_id for run, _ in ended]
+        failures = [(Lease(run.job_id, run.lease_token), why) for run, why in ended]
+        failures += [
+            (Lease(job_id, token), _OUTCOME_LOST)
+            for job_id, token in self.slots.started(index)
+            if job_id not in in_hand and job_id not in killed_for
+        ]
+        if failures:
+            fail_many(self.conn, failures)  # fenced: outcomes already written stay
+        settled = [lease.id for lease, _ in failures]
         if pid is not None:
             name = worker_name(pid)
             if crashed is not None:
@@ -106,14 +126,29 @@ class Rescuer:
             else:
                 returned = return_worker(self.conn, worker=name, except_ids=settled)
                 for (job_id,) in returned:
-                    if job_id in in_hand and ended:
+                    if job_id in in_hand and ended:  # the kill's collateral
                         self.log.warning(
                             "job_returned_collateral",
                             pid=pid,
-                            killed_for=settled,
+                            killed_for=killed_for,
                             **self.job_keys(job_id),
                         )
             worker_unregister(self.conn, worker=name)
+
+    def settle_quietly(
+        self, index: int, pid: int | None, ended: Sequence[tuple[Running, Failed]]
+    ) -> bool:
+        """:meth:`settle`, if the database answers; otherwise the process's
+        jobs wait for the lease rescue (which counts their attempt)."""
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.settle(index, pid, ended)
+                return True
+            except psycopg.Error as exc:
+                self.log.warning("jobs_left_to_lease_rescue", pid=pid, error=str(exc).strip())
+                return False
+        self.log.warning("jobs_left_to_lease_rescue", pid=pid, error="no database session")
+        return False
 
     def release(self) -> None:
         """Gives the rescue turn back (a clean stop), so another supervisor
@@ -135,3 +170,9 @@ class Rescuer:
 def ended(error_class: str, message: str) -> Failed:
     """The outcome of an attempt the supervisor ended (or saw end) from outside."""
     return Failed(error_class, message, None, False, None)
+
+
+# A job whose handler ran in a process that died before its outcome was written.
+_OUTCOME_LOST = ended(
+    "crash", "the worker process died after the job ran, before its outcome was written"
+)

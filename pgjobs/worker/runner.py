@@ -5,6 +5,12 @@ it: the claim here, :mod:`executor` runs its handler, :mod:`completer` writes
 its outcome. Beside the loop, :mod:`beacon` renews the leases of the jobs this
 process holds, :mod:`wakeups` sleeps until work comes, and :mod:`maintenance`
 vacuums the jobs table when it needs it.
+
+A database fault (see :mod:`pgjobs.faults`) drops the sessions, waits with a
+backoff that only work done resets, and connects again; the loop goes on as
+soon as the fault clears. A fault that waiting does not clear ends the process
+with :data:`EXIT_FATAL`, on which the supervisor stops the whole worker. The
+process stops, as on SIGTERM, once its supervisor is gone.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 import psycopg
 import structlog
 
+from pgjobs.faults import Fatal, Retry
 from pgjobs.registry import Registry, current
 from pgjobs.statements import ClaimedJob
 from pgjobs.statements.claim import claim, none_active
@@ -32,13 +40,16 @@ from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
 from pgjobs.worker.lane import Lane
 from pgjobs.worker.maintenance import Vacuum
-from pgjobs.worker.session import connect_until_up, worker_name
+from pgjobs.worker.session import connect, connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.starting import decode_tolerantly
 from pgjobs.worker.wakeups import Wakeups
 
 logger = structlog.get_logger("pgjobs.worker")
 
+EXIT_FATAL = 3  # a database error that waiting does not clear: stop the whole worker
+_PAUSE_STEP_SECONDS = 0.1
+_LAST_CHANCE_SECONDS = 2.0
 # While async jobs are in flight, an idle sleep looks at their outcomes this often.
 _BUSY_STEP_SECONDS = 0.01
 
@@ -53,6 +64,8 @@ class Runner:
         self.name = worker_name()
         self.log = logger.bind(worker=self.name)
         self.stopping = False
+        self.parent = os.getppid()
+        self.retry = Retry()  # the fault under way, if any: its backoff outlives reconnects
         wake = threading.Event()
         self.leases = Leases()
         self.beacon = Beacon(cfg, self.name, self.leases, slots, index, wake)
@@ -70,7 +83,7 @@ class Runner:
             slots,
             index,
             self.name,
-            lambda: self.stopping,
+            self._stopping,
             self.log,
             cfg.batch_size,
             self.lane,
@@ -81,7 +94,12 @@ class Runner:
     def serve(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
-        self._connect()
+        try:
+            self._connect()
+        except psycopg.Error:
+            if not self._stopping():
+                raise
+            return  # stopped before the database came back: nothing was claimed
         self.beacon.start()
         if self.lane.hooks:
             self.lane.start()  # the hooks' resources exist before the first job
@@ -96,48 +114,92 @@ class Runner:
         self.stopping = True
         self.wakeups.wake.set()
 
+    def _stopping(self) -> bool:
+        """SIGTERM came, or the supervisor is gone (the parent-death signal's
+        fallback: a process adopted by init has another parent)."""
+        if not self.stopping and os.getppid() != self.parent:
+            self.log.warning("supervisor_gone", supervisor_pid=self.parent)
+            self.stopping = True
+        return self.stopping
+
     def _loop(self) -> None:
-        executor = self.executor
-        while not self.stopping:
+        while not self._stopping():
             try:
-                self.wakeups.wake.clear()
-                executor.collect()
-                claimed_for = executor.room()
-                jobs = self._claim()
-                if jobs:
-                    assert self.control is not None
-                    self.executor.run_batch(self.control, jobs)  # first: nothing waits on it
-                    # Full (more is waiting): no wake-up needed for a while.
-                    self.wakeups.after_batch(busy=len(jobs) >= claimed_for)
-                    self.vacuum.if_due(self.control)
-                    continue
-                if self.wakeups.listen(True):
-                    continue  # once more, for what came before the LISTEN
-                self.completer.flush()
-                if self.cfg.exit_when_idle and not executor.in_flight and self._idle_everywhere():
+                if self._step():
                     return
-                step = _BUSY_STEP_SECONDS if executor.in_flight else None
-                self.wakeups.sleep_until_due(lambda: self.stopping, step)
-            except psycopg.OperationalError as exc:
-                self.log.warning("worker_connection_lost", error=str(exc))
-                self._reconnect()
+            except psycopg.Error as exc:
+                self._recover(exc)
         self._finish_in_flight()
+
+    def _step(self) -> bool:
+        """One claim and what follows it; True once idle with --exit-when-idle."""
+        assert self.control is not None
+        if self.beacon.failed is not None:
+            raise self.beacon.failed
+        executor = self.executor
+        self.wakeups.wake.clear()
+        executor.collect()
+        claimed_for = executor.room()
+        jobs = self._claim()
+        if jobs:
+            executor.run_batch(self.control, jobs)  # first: nothing waits on it
+            # Full (more is waiting): no wake-up needed for a while.
+            self.wakeups.after_batch(busy=len(jobs) >= claimed_for)
+            self.vacuum.if_due(self.control)
+            return False
+        if self.wakeups.listen(True):
+            return False  # once more, for what came before the LISTEN
+        self.completer.flush()
+        if self.cfg.exit_when_idle and not executor.in_flight and self._idle_everywhere():
+            return True
+        step = _BUSY_STEP_SECONDS if executor.in_flight else None
+        self.wakeups.sleep_until_due(self._stopping, step)
+        return False
 
     def _finish_in_flight(self) -> None:
         """At SIGTERM: lets the async jobs in flight end (the supervisor kills
-        the process at the grace's end, and their jobs go back uncounted)."""
+        the process at the grace's end, and their jobs go back uncounted). A
+        fault meanwhile leaves them to their leases (:meth:`_close` tries once
+        more to write what is held)."""
         while self.executor.in_flight:
             try:
                 self.wakeups.wake.wait(self.cfg.flush_seconds)
                 self.wakeups.wake.clear()
                 self.executor.collect()
                 self.completer.flush()
-            except psycopg.OperationalError as exc:
-                self.log.warning("worker_connection_lost", error=str(exc))
-                self._reconnect()
+            except psycopg.Error as exc:
+                self._recover(exc)  # stopping: the sessions go, none is made again
+                return
+
+    def _recover(self, exc: psycopg.Error) -> None:
+        """A fault: drop the sessions, wait out the backoff, connect again and
+        write what the lost session could not. Raises :class:`Fatal` for an
+        error that waiting does not clear; returns early on SIGTERM."""
+        fault, delay = self.retry.delay(exc)
+        self.log.warning(
+            "worker_database_fault", error=fault.message, sqlstate=fault.sqlstate, retry_in=delay
+        )
+        self._drop_sessions()
+        self._pause(delay)
+        if self._stopping():
+            return
+        try:
+            self._connect()
+        except psycopg.Error:
+            if self._stopping():
+                return  # SIGTERM while the database is away: leave, the leases remain
+            raise
+        self.completer.after_reconnect()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleeps, in steps that see SIGTERM and the supervisor's end."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, _PAUSE_STEP_SECONDS))
 
     def _claim(self) -> list[ClaimedJob]:
         assert self.control is not None
+        self.completer.flush()  # outcomes a fault held back go first
         jobs = claim(
             self.control,
             worker=self.name,
@@ -147,6 +209,7 @@ class Runner:
             job_types=self.job_types,
         )
         self.leases.hold(jobs)
+        self.retry.ok()
         return jobs
 
     def _idle_everywhere(self) -> bool:
@@ -161,8 +224,10 @@ class Runner:
             "worker",
             log=self.log,
             event="worker_reconnect",
-            stop=lambda: self.stopping,
+            stop=self._stopping,
             setup=self._register,
+            wait=self._pause,
+            retry=self.retry,
         )
         self.wakeups.attach(self.control)
         self.completer.control = self.control
@@ -179,21 +244,29 @@ class Runner:
             job_types=self.job_types,
         )
 
-    def _reconnect(self) -> None:
-        """After a lost connection (Postgres restarted, a backend killed): connect
-        again with backoff, then write what the lost connection could not."""
+    def _drop_sessions(self) -> None:
         if self.control is not None:
-            self.control.close()
+            with contextlib.suppress(psycopg.Error):
+                self.control.close()
         self.completer.close()
-        self._connect()
-        self.completer.after_reconnect()
 
     def _close(self) -> None:
+        if self.completer.done or self.completer.unstarted:
+            self._last_chance()
         self.completer.close()
         if self.control is not None and not self.control.closed:
             with contextlib.suppress(psycopg.Error):
                 worker_unregister(self.control, worker=self.name)
                 self.control.close()
+
+    def _last_chance(self) -> None:
+        """Stopping with outcomes or returns a fault held back: one short try
+        on a fresh session, so that the lease rescue need not count them."""
+        with contextlib.suppress(psycopg.Error):
+            if self.control is None or self.control.closed:
+                self.control = connect(self.cfg, "worker", timeout_seconds=_LAST_CHANCE_SECONDS)
+                self.completer.control = self.control
+            self.completer.after_reconnect()
 
 
 def child_main(
@@ -208,10 +281,13 @@ def child_main(
     nothing inherited from the supervisor (its connection above all) is finalized."""
     code = 0
     try:
-        become_child(log_json, log_level)
+        become_child(log_json, log_level, on_parent_death=signal.SIGTERM)
         for module in cfg.imports:
             importlib.import_module(module)
         Runner(cfg, index, Slots(cfg.processes, array, cfg.concurrency), registry).serve()
+    except Fatal as exc:
+        logger.error("worker_stopped_on_fault", error=str(exc), sqlstate=exc.fault.sqlstate)
+        code = EXIT_FATAL
     except BaseException:
         logger.exception("worker_process_failed")
         code = 1

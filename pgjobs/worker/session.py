@@ -14,6 +14,8 @@ database time in a long sustained run).
 Settings are made once per session here, or, through a transaction-mode
 pooler (:mod:`pgjobs.pooler`), once per transaction: :func:`resolve` decides
 the mode once per worker, and :func:`connect` opens the session it calls for.
+:func:`direct` says whether a session's backend pid is really the server
+process serving it (what lets the rescuer end a dead worker's sessions).
 """
 
 from __future__ import annotations
@@ -21,20 +23,36 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
 from pgjobs import pooler
+from pgjobs.faults import Retry
 from pgjobs.reconnect import with_backoff
 from pgjobs.statements import Bound, arun, run
 from pgjobs.statements.sessions import session_configure
 from pgjobs.worker.config import WorkerConfig
 
+# A connection attempt that hangs (a host that drops packets) is abandoned
+# after this long and retried, so a loop waiting for its database stays
+# responsive to SIGTERM.
+_CONNECT_TIMEOUT_SECONDS = 10
+
 
 def worker_name(pid: int | None = None) -> str:
     return f"{socket.gethostname()}/{pid or os.getpid()}"
+
+
+def direct(cfg: WorkerConfig) -> bool:
+    """Whether this worker's sessions are server processes of their own, so
+    that ``pg_backend_pid()`` names the process to terminate. Behind a
+    transaction pooler the pid is whichever server session ran the last
+    statement: a pooler mode answers False here, and the rescuer then leaves
+    sessions alone (the statement timeout ends a dead attempt's query)."""
+    return not cfg.pooler
 
 
 def resolve(cfg: WorkerConfig) -> WorkerConfig:
@@ -89,7 +107,7 @@ async def aconnect(cfg: WorkerConfig, purpose: str) -> psycopg.AsyncConnection[A
 
 def _options(timeout_seconds: float | None) -> dict[str, Any]:
     if timeout_seconds is None:
-        return {}
+        return {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}
     return {"connect_timeout": max(1, int(timeout_seconds))}
 
 
@@ -113,11 +131,15 @@ def connect_until_up(
     event: str,
     stop: Callable[[], bool],
     setup: Callable[[psycopg.Connection[Any]], None] = lambda conn: None,
+    wait: Callable[[float], object] = time.sleep,
+    retry: Retry | None = None,
 ) -> psycopg.Connection[Any]:
     """:func:`connect` (then ``setup``), retried with backoff until it works or
-    ``stop()`` says to give up (then the connection error propagates)."""
+    ``stop()`` says to give up (then the connection error propagates); an
+    error that waiting does not clear raises :class:`pgjobs.faults.Fatal`.
+    ``retry`` carries the backoff of a fault already under way."""
 
-    def attempt(_: object) -> psycopg.Connection[Any]:
+    def attempt(_: Retry) -> psycopg.Connection[Any]:
         conn = connect(cfg, purpose)
         try:
             setup(conn)
@@ -126,4 +148,4 @@ def connect_until_up(
             raise
         return conn
 
-    return with_backoff(attempt, log=log, event=event, stop=stop)
+    return with_backoff(attempt, log=log, event=event, stop=stop, wait=wait, retry=retry)

@@ -7,6 +7,12 @@ entry what it is running; the supervisor reads the entries to enforce
 timeouts and cancels and writes cancel requests back. No locks: the worker
 clears JOB before changing an entry's other fields and sets it last, and the
 supervisor re-reads JOB to confirm a snapshot.
+
+After the entries, each slot lists the jobs whose handler started since the
+worker last wrote every outcome it had (id and lease token). The supervisor
+reads that list only once the process is dead, to tell the jobs that ran (their
+attempt counts, even when the outcome was never written) from the ones it held
+unstarted (they go back uncounted).
 """
 
 from __future__ import annotations
@@ -22,15 +28,19 @@ ENTRY_FIELDS = 6
 # The header's fields: the server sessions to terminate when the process goes.
 PID_CONTROL, PID_JOB, PID_BEACON, PID_LOOP = range(4)
 HEADER_FIELDS = 4
+DEFAULT_BATCH = 100  # the default batch size: what a started list must hold
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def size(count: int, concurrency: int = 1) -> int:
-    """How many int64 fields ``count`` slots of ``concurrency`` entries take."""
-    return count * (HEADER_FIELDS + concurrency * ENTRY_FIELDS)
+def size(count: int, concurrency: int = 1, batch_size: int = DEFAULT_BATCH) -> int:
+    """How many int64 fields ``count`` slots of ``concurrency`` entries take,
+    each with a started list for what a process claiming ``batch_size`` at a
+    time may hold (a claim takes up to ``concurrency`` more ahead)."""
+    started = 1 + 2 * (batch_size + concurrency + 1)  # a length, then (id, token) pairs
+    return count * (HEADER_FIELDS + concurrency * ENTRY_FIELDS + started)
 
 
 class Running(NamedTuple):
@@ -45,8 +55,10 @@ class Slots:
     def __init__(self, count: int, array: Any = None, concurrency: int = 1) -> None:
         self.count = count
         self.concurrency = concurrency
-        self.width = HEADER_FIELDS + concurrency * ENTRY_FIELDS
         self.array = array if array is not None else RawArray("q", size(count, concurrency))
+        self.width = len(self.array) // count
+        self.list_at = HEADER_FIELDS + concurrency * ENTRY_FIELDS  # the started list
+        self.capacity = (self.width - self.list_at - 1) // 2
 
     def _base(self, index: int, entry: int = 0) -> int:
         """Where an entry's fields start."""
@@ -68,6 +80,7 @@ class Slots:
         entry: int = 0,
         is_async: bool = False,
     ) -> None:
+        self._note_started(index, job_id, lease_token)
         base = self._base(index, entry)
         self.array[base + JOB] = 0
         self.array[base + TOKEN] = lease_token
@@ -128,3 +141,40 @@ class Slots:
         start = index * self.width
         for field in range(start, start + self.width):
             self.array[field] = 0
+
+    # -- the started list ----------------------------------------------------
+
+    def _list(self, index: int) -> int:
+        return index * self.width + self.list_at
+
+    def _note_started(self, index: int, job_id: int, lease_token: int) -> None:
+        at = self._list(index)
+        n = self.array[at]
+        if n >= self.capacity:
+            # Only if outcomes could not be written for more than a batch: the
+            # oldest entries go (the rescue by lease still counts their attempt).
+            n = self.capacity - 1
+            self.array[at + 1 : at + 1 + 2 * n] = self.array[at + 3 : at + 3 + 2 * n]
+        self.array[at + 1 + 2 * n] = job_id
+        self.array[at + 2 + 2 * n] = lease_token
+        self.array[at] = n + 1
+
+    def written(self, index: int) -> None:
+        """Every outcome of the jobs that started and ended so far is in the
+        database; the jobs still running stay listed."""
+        running = {(r.job_id, r.lease_token) for r in self.running_all(index)}
+        at = self._list(index)
+        if not running:
+            self.array[at] = 0
+            return
+        keep = [pair for pair in self.started(index) if pair in running]
+        self.array[at] = 0
+        for job_id, token in keep:
+            self._note_started(index, job_id, token)
+
+    def started(self, index: int) -> list[tuple[int, int]]:
+        """(job id, lease token) of the jobs that started since the outcomes
+        were last all written; read once the process is gone."""
+        at = self._list(index)
+        n = self.array[at]
+        return [(self.array[at + 1 + 2 * i], self.array[at + 2 + 2 * i]) for i in range(n)]

@@ -1,11 +1,18 @@
 """The supervisor: starts N worker processes and keeps them honest.
 
 Its loop ticks every 50 ms: it reads cancel requests (by LISTEN, or behind a
-pooler by polling the running jobs' rows), kills processes whose job
-ran past its timeout or cancel grace (:mod:`timeouts`), replaces processes that
-died, has the rescuer settle what they left and rescue expired leases
-(:mod:`rescuer`), and keeps the metrics exporter and the pruner going. On
-SIGTERM it drives a graceful shutdown; a second signal forces it.
+pooler by polling the running jobs' rows), kills processes whose job ran past
+its timeout or cancel grace (:mod:`timeouts`), replaces processes that died,
+has the rescuer settle what they left and rescue expired leases (:mod:`rescuer`),
+and keeps the metrics exporter and the pruner going. On SIGTERM it drives a
+graceful shutdown; a second signal forces it.
+
+It never outlives its own failure: an unexpected error stops its processes and
+ends it non-zero, for a process manager to start a whole worker again; so does a
+worker process stopped by a database error that waiting does not clear
+(:data:`EXIT_FATAL`). A fault that clears never blocks the tick: while the
+database is away the loop watches signals and processes, and tries a session
+again when its backoff says.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import psycopg
 import structlog
 
 from pgjobs import log as pgjobs_log
+from pgjobs.faults import Fatal, Retry
 from pgjobs.registry import Registry, current
 from pgjobs.schedules.fire import Firer
 from pgjobs.statements.sessions import cancel_listen
@@ -31,8 +39,8 @@ from pgjobs.worker.exporter import Exporter
 from pgjobs.worker.maintenance import Pruner
 from pgjobs.worker.relay import StateRelay
 from pgjobs.worker.rescuer import Rescuer, ended
-from pgjobs.worker.runner import child_main
-from pgjobs.worker.session import connect_until_up, resolve, worker_name
+from pgjobs.worker.runner import EXIT_FATAL, child_main
+from pgjobs.worker.session import connect, connect_until_up, resolve, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.timeouts import Enforcer, Overdue
 
@@ -40,6 +48,7 @@ logger = structlog.get_logger("pgjobs.supervisor")
 
 _TICK_SECONDS = 0.05
 _CRASH_BACKOFF_SECONDS = 1.0
+EXIT_FAILED = 1
 Process = multiprocessing.context.ForkProcess
 
 
@@ -61,13 +70,16 @@ class Supervisor:
         self.mp = multiprocessing.get_context("fork")
         self.slots = Slots(
             cfg.processes,
-            self.mp.RawArray("q", slot_fields.size(cfg.processes, cfg.concurrency)),
+            self.mp.RawArray("q", slot_fields.size(cfg.processes, cfg.concurrency, cfg.batch_size)),
             cfg.concurrency,
         )
         self.children: list[Process | None] = [None] * cfg.processes
         self.started_at: list[float] = [0.0] * cfg.processes
         self.signals = 0
         self.stop_deadline: float | None = None
+        self.exit_code = 0  # what a graceful shutdown ends with
+        self.retry = Retry()  # the database fault under way, if any
+        self.reconnect_at = 0.0
         self.log = logger.bind(worker=worker_name())
         self.enforcer = Enforcer(cfg, self.slots, self.log)
         self.rescuer = Rescuer(cfg, self.slots, self.log)
@@ -81,10 +93,9 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for module in self.cfg.imports:
             importlib.import_module(module)  # before the fork: workers inherit handlers
-        self._connect()
-        assert self.rescuer.conn is not None
-        self.registry.sync(self.rescuer.conn)
         try:
+            if not self._start_session():
+                return 0  # stopped before the database came
             if self.cfg.metrics_port is not None:
                 self.exporter = Exporter(self.cfg, self.mp, self.log, self.log_json, self.log_level)
             for index in range(self.cfg.processes):
@@ -100,6 +111,16 @@ class Supervisor:
             if not job_types:
                 self.log.warning("worker_has_no_job_types", hint="--import the handlers' module")
             return self._loop()
+        except Fatal as exc:
+            self.log.error("worker_stopped_on_fault", error=str(exc), sqlstate=exc.fault.sqlstate)
+            self._stop_children()
+            return EXIT_FATAL
+        except BaseException:
+            if all(proc is None for proc in self.children):
+                raise  # a setup error (a metrics port in use...): nothing runs yet
+            self.log.exception("worker_failed")
+            self._stop_children()
+            return EXIT_FAILED
         finally:
             self._stop_services()
             self.rescuer.release()
@@ -107,6 +128,35 @@ class Supervisor:
                 with contextlib.suppress(psycopg.Error):
                     self.relay.step(self.rescuer.conn)  # the stopped processes' last events
                 self.rescuer.conn.close()
+
+    def _start_session(self) -> bool:
+        """The supervisor's session and the job types written, with backoff
+        while the database is away or read-only; False if a signal came first."""
+
+        def setup(conn: psycopg.Connection[Any]) -> None:
+            self._listen(conn)
+            self.registry.sync(conn)
+
+        try:
+            self.rescuer.conn = connect_until_up(
+                self.cfg,
+                "supervisor",
+                log=self.log,
+                event="supervisor_reconnect",
+                stop=lambda: bool(self.signals),
+                setup=setup,
+                wait=self._pause,
+            )
+        except psycopg.Error:
+            if self.signals:
+                return False
+            raise
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.signals and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, _TICK_SECONDS))
 
     def _loop(self) -> int:
         while True:
@@ -117,7 +167,7 @@ class Supervisor:
             if self.signals == 1 and self.stop_deadline is None:
                 self._begin_shutdown()
             if self.stop_deadline is not None and self._shutdown_step():
-                return 0
+                return self.exit_code
             if self.cfg.exit_when_idle and self._all_exited() and not self.pruner.running:
                 return 0
             if self.stop_deadline is None:
@@ -127,6 +177,11 @@ class Supervisor:
             self._tick()
 
     def _tick(self) -> None:
+        """One round of the database work; a fault ends the round, drops the
+        session and sets when to try again (:class:`Fatal` propagates)."""
+        if self.rescuer.conn is None and not self._reconnect():
+            time.sleep(_TICK_SECONDS)
+            return
         assert self.rescuer.conn is not None
         try:
             if self.cfg.pooler:  # no LISTEN through a pooler
@@ -145,23 +200,40 @@ class Supervisor:
             if self.stop_deadline is None:
                 self.schedules.tick(self.rescuer.conn)
             self.rescuer.rescue_if_due()
-        except psycopg.OperationalError as exc:
-            self.log.warning("supervisor_connection_lost", error=str(exc))
+        except psycopg.Error as exc:
+            self._fault(exc, "supervisor_connection_lost")
+            with contextlib.suppress(psycopg.Error):
+                self.rescuer.conn.close()
+            self.rescuer.conn = None
             time.sleep(_TICK_SECONDS)
-            self._connect()
+        else:
+            self.retry.ok()
 
-    def _connect(self) -> None:
-        if self.rescuer.conn is not None:
-            self.rescuer.conn.close()
-        self.rescuer.conn = connect_until_up(
-            self.cfg,
-            "supervisor",
-            log=self.log,
-            event="supervisor_reconnect",
-            stop=lambda: bool(self.signals),
-            setup=(lambda conn: None) if self.cfg.pooler else cancel_listen,
-        )
+    def _fault(self, exc: psycopg.Error, event: str) -> None:
+        fault, delay = self.retry.delay(exc)
+        self.reconnect_at = time.monotonic() + delay
+        self.log.warning(event, error=fault.message, sqlstate=fault.sqlstate, retry_in=delay)
+
+    def _reconnect(self) -> bool:
+        """One attempt at a new session, when the backoff allows."""
+        if time.monotonic() < self.reconnect_at:
+            return False
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            conn = connect(self.cfg, "supervisor")
+            self._listen(conn)
+        except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
+            self._fault(exc, "supervisor_reconnect")
+            return False
+        self.rescuer.conn = conn
         self.relay.reset()  # a new session may meet an outbox a crash emptied
+        return True
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        if not self.cfg.pooler:  # behind a pooler, cancel requests are polled
+            cancel_listen(conn)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
@@ -218,12 +290,11 @@ class Supervisor:
                 continue
             # The process stays listed until its jobs are settled: if Postgres is
             # away, the next tick (after the reconnect) settles them and respawns.
-            # Every job it ran crashed with it (each attempt counts: one of
-            # them may crash every process that runs it).
+            # Every job it ran crashed with it (each attempt counts: one of them
+            # may crash every process that runs it). Not a crash: a fatal fault.
             reason = ended("crash", f"worker process exited with code {code}")
-            self.rescuer.settle(
-                index, proc.pid, [(r, reason) for r in running], crashed=reason.message
-            )
+            why = None if code == EXIT_FATAL else reason.message
+            self.rescuer.settle(index, proc.pid, [(r, reason) for r in running], crashed=why)
             self.children[index] = None
             self.log.warning(
                 "worker_process_died",
@@ -231,6 +302,12 @@ class Supervisor:
                 exitcode=code,
                 **(self.rescuer.job_keys(running[0].job_id) if running else {"job_id": None}),
             )
+            if code == EXIT_FATAL:
+                # Its database said no in a way waiting does not mend (its log
+                # says why): the other processes would meet the same answer.
+                self.exit_code = EXIT_FATAL
+                self.signals = max(self.signals, 1)
+                continue
             if self.stop_deadline is None:
                 if time.monotonic() - self.started_at[index] < _CRASH_BACKOFF_SECONDS:
                     time.sleep(_CRASH_BACKOFF_SECONDS)  # a crash loop must not spin
@@ -282,10 +359,30 @@ class Supervisor:
                     continue
                 proc.kill()
                 proc.join(5)
-                self.rescuer.settle(index, proc.pid, [])  # the attempts are not counted
                 self.children[index] = None
-                self.log.warning("job_returned_at_shutdown", pid=proc.pid)
+                if self.rescuer.settle_quietly(index, proc.pid, []):  # the attempts are not counted
+                    self.log.warning("job_returned_at_shutdown", pid=proc.pid)
         return self._all_exited()
+
+    def _stop_children(self) -> None:
+        """After the supervisor's own failure: every process stops as on
+        SIGTERM (its job in hand may finish within the grace), then by force;
+        their jobs are settled if the database answers, else by lease."""
+        self.signals = max(self.signals, 1)
+        if self.stop_deadline is None:
+            self._begin_shutdown()
+        while not self._all_exited() and time.monotonic() < (self.stop_deadline or 0):
+            time.sleep(_TICK_SECONDS)
+        for index, proc in enumerate(self.children):
+            if proc is None:
+                continue
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+            why = ended("crash", "its supervisor failed")
+            lost = [(running, why) for running in self.slots.running_all(index)]
+            self.rescuer.settle_quietly(index, proc.pid, lost)
+            self.children[index] = None
 
 
 def run(

@@ -31,10 +31,43 @@ update pgjobs.jobs j
 returning j.id, j.state, j.job_type, j.organization, j.attempt;
 
 -- name: worker_register
--- With the job types the process has handlers for (pgjobs.unserved_job_types).
-insert into pgjobs.worker_processes (name, host, pid, queues, job_types)
-values (%(worker)s, %(host)s, %(pid)s, %(queues)s, %(job_types)s)
-on conflict (name) do update set heartbeat_at = now(), job_types = excluded.job_types;
+-- The process's row: the job types it has handlers for
+-- (pgjobs.unserved_job_types), and this session among its backend pids (see
+-- worker_session_add).
+insert into pgjobs.worker_processes as w (name, host, pid, queues, job_types, backend_pids)
+values (%(worker)s, %(host)s, %(pid)s, %(queues)s, %(job_types)s, array[pg_backend_pid()])
+on conflict (name) do update
+   set heartbeat_at = now(), job_types = excluded.job_types,
+       backend_pids = array(select distinct p from unnest(w.backend_pids || pg_backend_pid()) p
+                             where p in (select a.pid from pg_stat_activity a));
+
+-- name: worker_session_add
+-- Records this session as one of the worker process's (pids of sessions that
+-- ended are dropped), for worker_sessions_end to find.
+update pgjobs.worker_processes w
+   set backend_pids = array(select distinct p from unnest(w.backend_pids || pg_backend_pid()) p
+                             where p in (select a.pid from pg_stat_activity a))
+ where w.name = %(worker)s;
+
+-- name: worker_sessions_end
+-- Terminates the sessions of worker processes whose leases expired, before
+-- lease_rescue ends their attempts: a dead attempt's query, and the locks its
+-- transaction holds, must not hold up the retry. One rescuer at a time: the
+-- caller holds the rescue turn (maintenance_lease_take) in the same
+-- transaction, and runs it only with sessions of its own (not behind a pooler,
+-- whose process ids are made up). A recorded pid counts only while its
+-- application_name still names the worker's OS pid ('pgjobs <purpose> <pid>'),
+-- and only sessions this role may signal are asked.
+select count(pg_terminate_backend(a.pid))
+  from pgjobs.worker_processes w
+  join pg_stat_activity a
+    on a.pid = any(w.backend_pids)
+   and a.application_name like ('pgjobs %% ' || w.pid::text)
+ where w.name in (select j.worker from pgjobs.jobs j
+                   where j.state = 'running' and j.lease_expires_at < coalesce(%(now)s, now()))
+   and a.pid <> pg_backend_pid()
+   and (a.usesysid = (select r.oid from pg_roles r where r.rolname = current_user)
+        or (select r.rolsuper from pg_roles r where r.rolname = current_user));
 
 -- name: worker_unregister
 delete from pgjobs.worker_processes where name = %(worker)s;

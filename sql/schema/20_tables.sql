@@ -191,7 +191,10 @@ create table pgjobs.worker_processes (
     heartbeat_at timestamptz not null default now(),
     -- The job types the process has handlers for (NULL: a worker from before
     -- this column, which may run any type).
-    job_types    text[]
+    job_types    text[],
+    -- Its server sessions (each adds its pg_backend_pid() as it connects): the
+    -- rescuer terminates them once the process's lease expires.
+    backend_pids int[] not null default '{}'
 );
 
 -- Whose turn it is at each maintenance duty, until when (rescue, prune,

@@ -92,9 +92,10 @@ class Worker:
         return Path(self.log.name).read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
-        """Every complete log line, each of which must be a JSON object."""
+        """Every complete log line, each of which must hold JSON objects: two
+        processes writing at the same instant can leave two on one line."""
         lines = self.output().splitlines(keepends=True)
-        return [json.loads(line) for line in lines if line.endswith("\n") and line.strip()]
+        return [e for line in lines if line.endswith("\n") for e in json_objects(line.strip())]
 
     def event(self, name: str) -> dict[str, Any] | None:
         return next((e for e in self.events() if e.get("event") == name), None)
@@ -185,3 +186,12 @@ def worker_pid_of(dsn: str, job_id: int) -> int | None:
 
 def signal_pid(pid: int, signum: int) -> None:
     os.kill(pid, signum)
+
+
+def json_objects(line: str) -> list[dict[str, Any]]:
+    """The JSON objects written back to back on ``line`` (one, almost always)."""
+    found, at, decoder = [], 0, json.JSONDecoder()
+    while at < len(line):
+        value, at = decoder.raw_decode(line, at)
+        found.append(value)
+    return found
