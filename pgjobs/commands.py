@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +14,7 @@ from pgjobs import db, diagnose, jobs, startup
 from pgjobs import migrate as migrate_mod
 from pgjobs.enqueue import enqueue as add_job
 from pgjobs.errors import InvalidJob
+from pgjobs.output import json_default, print_rows
 from pgjobs.payload import decode_cli
 from pgjobs.records import Job
 from pgjobs.tenancy import set_actor, set_organization
@@ -138,7 +138,7 @@ def list_jobs(
     with connection(dsn, organization) as conn:
         rows = _listed(jobs.list_jobs(conn, organization=organization, **filters))
     columns = ["id", "job_type", "organization", "queue", "state", "attempt", "created_at"]
-    _print_rows(echo, rows, columns, as_json)
+    print_rows(echo, rows, columns, as_json)
     return 0
 
 
@@ -158,7 +158,7 @@ def history(
         "duration_ms",
         "message",
     ]
-    _print_rows(echo, rows, columns, as_json)
+    print_rows(echo, rows, columns, as_json)
     if not as_json:
         for row in rows:
             if row.get("traceback"):
@@ -194,18 +194,6 @@ def demo(dsn: str | None, echo: Echo, *, count: int, processes: int) -> int:
     return demo_mod.run(db.resolve_dsn(dsn), echo, count=count, processes=processes)
 
 
-def _print_rows(echo: Echo, rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
-    if as_json:
-        for row in rows:
-            echo(json.dumps(row, default=_json_default, ensure_ascii=False))
-        return
-    table = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in table]) for i, c in enumerate(columns)]
-    echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for r in table:
-        echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-
-
 # What `list --json` prints of each job: the summary it always printed, not the
 # payload, checkpoint and result the Job record also holds.
 _LISTED = (
@@ -230,32 +218,17 @@ def _listed(found: Sequence[Job]) -> list[dict[str, Any]]:
     return [{column: job[column] for column in _LISTED} for job in found]
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.isoformat(timespec="seconds")
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    text = printable(str(value))
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_default(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
-
-
 def metrics(dsn: str | None, echo: Echo, *, fmt: str, organization: str | None) -> int:
     from pgjobs import monitoring as metrics_mod
 
     with connection(dsn, organization) as conn:
         data = metrics_mod.metrics(conn)
     if fmt == "json":
-        echo(json.dumps(data, default=_json_default, ensure_ascii=False))
+        echo(json.dumps(data, default=json_default, ensure_ascii=False))
     elif fmt == "prometheus":
         echo(metrics_mod.prometheus_text(data).rstrip("\n"))
     else:
-        _print_rows(
+        print_rows(
             echo,
             data["queue_depth"],
             [
@@ -271,14 +244,14 @@ def metrics(dsn: str | None, echo: Echo, *, fmt: str, organization: str | None) 
             False,
         )
         echo("")
-        _print_rows(
+        print_rows(
             echo,
             data["processing_times"],
             ["job_type", "attempts", "avg_ms", "p50_ms", "p95_ms"],
             False,
         )
         echo("")
-        _print_rows(
+        print_rows(
             echo,
             data["failure_rates"],
             ["job_type", "attempts", "failures", "timeouts", "dead", "rate"],
@@ -287,7 +260,7 @@ def metrics(dsn: str | None, echo: Echo, *, fmt: str, organization: str | None) 
         echo("")
         if data["unserved_job_types"]:  # their jobs wait for a worker with the handler
             echo("job types no live worker can run:")
-            _print_rows(echo, data["unserved_job_types"], ["job_type", "runnable_jobs"], False)
+            print_rows(echo, data["unserved_job_types"], ["job_type", "runnable_jobs"], False)
             echo("")
         health = {**(data["workers"] or {}), **(data["postgres"] or {})}
         echo("  ".join(f"{k}={v}" for k, v in health.items()))
@@ -309,7 +282,7 @@ def dead_letter(
                 conn, organization=organization, state="dead", job_type=job_type, limit=limit
             )
         )
-    _print_rows(
+    print_rows(
         echo,
         rows,
         ["id", "job_type", "organization", "attempt", "finished_at", "last_error"],

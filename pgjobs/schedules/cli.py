@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from pgjobs import commands
+from pgjobs import commands, output
 from pgjobs.payload import decode_cli
 from pgjobs.schedules import api
 
@@ -37,7 +37,7 @@ def _iso(value: dt.datetime) -> str:
 def list_schedules(dsn: str | None, echo: Echo, *, organization: str | None, as_json: bool) -> int:
     with commands.connection(dsn, organization) as conn:
         rows = api.list_schedules(conn, organization=organization)
-    commands._print_rows(echo, rows, LIST_COLUMNS, as_json)
+    output.print_rows(echo, rows, LIST_COLUMNS, as_json)
     return 0
 
 
