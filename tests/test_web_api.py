@@ -353,6 +353,14 @@ def test_an_operator_app_says_so_on_every_page(world: Any, logins: Logins) -> No
         assert c.get(f"/api/jobs/{world['b']['queued']}").status_code == 200
 
 
+def test_no_page_lets_htmx_evaluate_code(world: Any, logins: Logins) -> None:  # noqa: F811
+    app = create_app(as_user(world["dsn"], logins.admin))
+    with test_client(app) as c:
+        for path in PAGES:
+            page = c.get(path)
+            assert """content='{"allowEval": false, "allowScriptTags": false}'""" in page.text
+
+
 def test_a_superuser_dsn_still_runs_requests_under_row_level_security(world: Any) -> None:
     app = create_app(world["dsn"], **header_hooks())
     with test_client(app) as c:
