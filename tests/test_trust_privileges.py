@@ -67,13 +67,15 @@ WRITES: dict[tuple[str, str], dict[str, set[str] | str]] = {
     ("pgjobs_admin", "job_events"): {"DELETE": ALL},
     ("pgjobs_admin", "rate_windows"): {"DELETE": ALL},
     ("pgjobs_admin", "worker_processes"): {"DELETE": ALL},
-    # Schedules (0013) as granted there: each role writes its organization's
-    # schedules and their fire records directly, row-level security scoping it.
+    # Schedules (0013): each role writes its organization's schedules directly,
+    # row-level security scoping it. Fire records are written by the owner's
+    # functions; an application only deletes them, through unschedule (0085).
     **{
         (role, table): {"INSERT": ALL, "UPDATE": ALL, "DELETE": ALL}
         for role in ("pgjobs_app", "pgjobs_worker", "pgjobs_admin")
         for table in ("schedules", "schedule_fires")
     },
+    ("pgjobs_app", "schedule_fires"): {"DELETE": ALL},
 }
 RUNTIME_ROLES = ("pgjobs_app", "pgjobs_worker", "pgjobs_admin")
 KNOWN_TABLES = {
@@ -267,6 +269,10 @@ DIRECT_WRITES = {
     "insert job_types": "insert into pgjobs.job_types (name, handler) values ('evil', 'os:system')",
     "update job_types": "update pgjobs.job_types set handler = 'os:system'",
     "next id": "select nextval('pgjobs.jobs_id_seq')",
+    # A forged fire record for a tick not yet due would make the schedule skip it.
+    "insert schedule_fires": "insert into pgjobs.schedule_fires (organization, schedule, fire_at)"
+    " values ('org-A', 's', now() + interval '1 hour')",
+    "update schedule_fires": "update pgjobs.schedule_fires set fire_at = now()",
 }
 
 

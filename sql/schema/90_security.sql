@@ -154,7 +154,9 @@ grant execute on function pgjobs.claim(text, text[], int, double precision, time
 revoke all on pgjobs.schedules, pgjobs.schedule_fires, pgjobs.schedule_status from public;
 
 grant select, insert, update, delete on pgjobs.schedules to pgjobs_app;
-grant select, insert, update, delete on pgjobs.schedule_fires to pgjobs_app;
+-- Fire records are written by schedule_fire and trigger_schedule (as the
+-- owner); an application only reads them and unschedule deletes them.
+grant select, delete on pgjobs.schedule_fires to pgjobs_app;
 grant select on pgjobs.schedule_status to pgjobs_app;
 
 grant select, insert, update, delete on pgjobs.schedules, pgjobs.schedule_fires
