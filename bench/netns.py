@@ -138,10 +138,13 @@ def _make(host: Host) -> None:
 
 
 @contextlib.contextmanager
-def server_for(hosts: Sequence[Host], max_connections: int = 100) -> Iterator[PrivateServer]:
+def server_for(
+    hosts: Sequence[Host], settings: dict[str, str] | None = None
+) -> Iterator[PrivateServer]:
     """A private PostgreSQL server (initdb'd for the block, never the machine's
     shared one) listening on 127.0.0.1 and on every host's server address,
-    trusting connections from the hosts' subnet."""
+    trusting connections from those addresses; ``settings`` go in its
+    postgresql.conf (last wins)."""
     from tests.support.servers import PrivateServer
 
     server = PrivateServer(Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{os.getpid()}-pg-")))
@@ -149,7 +152,8 @@ def server_for(hosts: Sequence[Host], max_connections: int = 100) -> Iterator[Pr
         server.init()
         listen = ",".join(["127.0.0.1", *(h.server_address for h in hosts)])
         with (server.pgdata / "postgresql.conf").open("a") as conf:
-            conf.write(f"listen_addresses = '{listen}'\nmax_connections = {max_connections}\n")
+            conf.write(f"listen_addresses = '{listen}'\nmax_connections = 100\n")
+            conf.writelines(f"{name} = '{value}'\n" for name, value in (settings or {}).items())
         with (server.pgdata / "pg_hba.conf").open("a") as hba:
             for h in hosts:
                 hba.write(f"host all all {h.address}/32 trust\n")
