@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = runner.run(
         sizes, names, runs=args.runs, with_floor=not args.no_floor,
-        with_sustained=not args.no_sustained, with_hosts=not args.no_hosts, progress=lambda s: print(s, flush=True),
+        with_sustained=not args.no_sustained, with_hosts=not args.no_hosts,
+        progress=lambda s: print(s, flush=True),
     )
     result["meta"]["mode"] = mode
     paths = report.write(result, args.out)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 PREFIX = "pgjh"
 # Subnets tried for a run: a /24 of 10.200.0.0/13 that no interface uses.
-_POOL = ipaddress.ip_network("10.200.0.0/13")
+_POOL = ipaddress.IPv4Network("10.200.0.0/13")
 
 
 class NetnsError(RuntimeError):
@@ -78,7 +78,7 @@ def _ip(*args: str, check: bool = True) -> str:
 def _free_subnet() -> ipaddress.IPv4Network:
     used = [ipaddress.ip_interface(a).network
             for a in re.findall(r"inet (\S+)", _ip("-4", "-o", "addr"))]
-    subnets = list(_POOL.subnets(new_prefix=24))
+    subnets: list[ipaddress.IPv4Network] = list(_POOL.subnets(new_prefix=24))
     for net in random.sample(subnets, 64):
         if not any(net.overlaps(u) for u in used):
             return net

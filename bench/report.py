@@ -3,6 +3,7 @@ with ratios, and the PNG chart."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -286,7 +287,7 @@ def _hosts_bound(rows: dict[str, list[dict[str, Any]]],
     """Where adding a host stops adding drain (< 10% more), and what is then
     saturated: lock waits, or the machine's cores (Postgres' share named)."""
     steps = [label for label in ("1 host", "2 hosts", "3 hosts") if label in rows]
-    for before, after in zip(steps, steps[1:], strict=False):
+    for before, after in itertools.pairwise(steps):
         if med(rows[after], "steady") < 1.1 * med(rows[before], "steady"):
             p = rows[after]
             if med(p, "lock_waits") + med(p, "lwlock_waits") >= 0.5:

@@ -8,12 +8,13 @@ be made fails these tests; elsewhere they skip, saying why."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -38,16 +39,22 @@ class Network:
         self.template = template
 
 
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and no network namespaces: {reason}")
+    pytest.skip(f"no network namespaces: {reason}")
+
+
 @pytest.fixture(scope="module")
 def network() -> Iterator[Network]:
-    reason = netns.unavailable()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and no network namespaces: {reason}")
-        pytest.skip(f"no network namespaces: {reason}")
     from pgjobs.migrate import migrate
 
-    with netns.hosts(2) as hosts, netns.server_for(hosts) as server:
+    with contextlib.ExitStack() as stack:
+        try:
+            hosts = stack.enter_context(netns.hosts(2))
+        except netns.NetnsError as exc:  # not root, no iproute2, no permission
+            _unavailable(str(exc))
+        server = stack.enter_context(netns.server_for(hosts))
         template = databases.create(server.dsn, "hosts_tpl")
         with psycopg.connect(template, autocommit=True) as conn:
             migrate(conn)
@@ -88,7 +95,8 @@ def _state(dsn: str, job_id: int) -> str:
 
 
 def _ticks(dsn: str, job_id: int) -> int | None:
-    return queries.scalar(dsn, "select n from lc_ticks where job_id = %s", (job_id,))
+    n = queries.scalar(dsn, "select n from lc_ticks where job_id = %s", (job_id,))
+    return None if n is None else int(n)
 
 
 def _client_addresses(dsn: str) -> set[str]:
