@@ -125,6 +125,7 @@ class ServerWatch:
         cpu = sum(last - self.cpu_first.get(pid, 0.0) for pid, last in self.cpu_last.items())
         per = max(self.samples, 1)
         return {
+            "postgres_cpu_s": cpu,
             "postgres_cpu": cpu / (self.elapsed * (os.cpu_count() or 1)),
             "machine_busy": self.machine_busy,
             "active": sum(self.waits.values()) / per,
@@ -178,6 +179,8 @@ def _measure(system: PgJobsOnHosts, server: Any, sizes: settings.Sizes,
         progress(f"  FAILED {label}: {exc}")
         return
     point = {"total": d["total"], "steady": d["steady"], **watch.figures()}
+    # What Postgres spends per job, the figure the machine's other load moves least.
+    point["jobs_per_pg_cpu_s"] = sizes.hosts_jobs / max(point["postgres_cpu_s"], 1e-6)
     result["layouts"][label].append(point)
     progress(f"  {label} ({count * per_host} processes): {d['steady']:,.0f} jobs/s "
              f"({d['total']:,.0f} with start-up); Postgres CPU {point['postgres_cpu']:.0%} "

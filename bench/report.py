@@ -252,11 +252,13 @@ def hosts_section(hosts: dict[str, Any] | None) -> list[str]:
         f"share the same {cores} cores, so this shows that the protocol adds up across "
         "hosts (no cross-host contention), not more capacity. Postgres CPU: all its "
         f"processes, as a share of the {cores} cores; waits: the server's active "
-        "sessions by wait event, mean per 100 ms sample.",
+        "sessions by wait event, mean per 100 ms sample. Jobs per Postgres CPU-second "
+        "(jobs drained over the server's CPU time, start-up included) is what the machine's "
+        "other load moves least.",
         "",
-        "| layout | jobs/s | with start-up | vs 1 host | Postgres CPU | machine busy | "
-        "active sessions | waiting on Lock | on LWLock | most seen |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| layout | jobs/s | with start-up | vs 1 host | Postgres CPU | jobs per Postgres "
+        "CPU-second | machine busy | active sessions | waiting on Lock | on LWLock | most seen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = {label: points for label, points in hosts["layouts"].items() if points}
     base = median([p["steady"] for p in rows.get("1 host", [])])
@@ -270,12 +272,13 @@ def hosts_section(hosts: dict[str, Any] | None) -> list[str]:
             for name, n in p["top_waits"].items():
                 waits[name] = waits.get(name, 0.0) + n / len(points)
         top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(waits.items(), key=lambda w: -w[1])[:3])
-        lines.append(
-            f"| {label} | {cell([p['steady'] for p in points])} | "
-            f"{cell([p['total'] for p in points])} | {ratio(med(points, 'steady'), base)} | "
-            f"{med(points, 'postgres_cpu'):.0%} | {med(points, 'machine_busy'):.0%} | "
-            f"{med(points, 'active'):.2f} | {med(points, 'lock_waits'):.2f} | "
-            f"{med(points, 'lwlock_waits'):.2f} | {top} |")
+        cells = [
+            label, cell([p["steady"] for p in points]), cell([p["total"] for p in points]),
+            ratio(med(points, "steady"), base), f"{med(points, 'postgres_cpu'):.0%}",
+            cell([p["jobs_per_pg_cpu_s"] for p in points]), f"{med(points, 'machine_busy'):.0%}",
+            *(f"{med(points, k):.2f}" for k in ("active", "lock_waits", "lwlock_waits")), top,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(_hosts_bound(rows, med))
     lines += [f"- error: {e}" for e in hosts.get("errors", [])]
