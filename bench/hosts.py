@@ -52,16 +52,16 @@ class PgJobsOnHosts(PgJobs):
     """pgjobs with one ``pgjobs worker`` per host in use, each connecting over
     its host's link."""
 
-    def __init__(self, hosts: Sequence[netns.Host], port: int) -> None:
+    def __init__(self, hosts: Sequence[netns.Host], server: Any) -> None:
         self.hosts = list(hosts)
-        self.port = port
+        self.server = server
         self.using = self.hosts[:1]
 
     def worker_commands(self, dsn: str, processes: int) -> list[list[str]]:
-        dbname = conninfo_to_dict(dsn)["dbname"]
+        dbname = str(conninfo_to_dict(dsn)["dbname"])
         commands = []
         for host in self.using:
-            there = f"host={host.server_address} port={self.port} user=postgres dbname={dbname}"
+            there = host.dsn(self.server, dbname)
             commands += [host.command(c) for c in super().worker_commands(there, processes)]
         return commands
 
@@ -103,7 +103,9 @@ class ServerWatch:
                 rows = conn.execute(
                     "select coalesce(wait_event_type || ':' || wait_event, 'CPU'), count(*)"
                     "  from pg_stat_activity where state = 'active'"
-                    "   and backend_type = 'client backend' and pid <> pg_backend_pid()"
+                    # The hosts' sessions: not this one nor the harness's probe.
+                    "   and client_addr is distinct from '127.0.0.1'"
+                    "   and backend_type = 'client backend'"
                     " group by 1"
                 ).fetchall()
                 self.waits.update({name: n for name, n in rows})
@@ -150,7 +152,7 @@ def run(sizes: settings.Sizes, runs: int | None = None,
     try:
         with netns.hosts(max(h for _, h, _ in LAYOUTS)) as hosts, \
                 netns.server_for(hosts, SERVER_SETTINGS) as server:
-            system = PgJobsOnHosts(hosts, server.port)
+            system = PgJobsOnHosts(hosts, server)
             system.prepare_template(server.dsn, 0)
             try:
                 for r in range(runs or sizes.runs):
@@ -162,6 +164,9 @@ def run(sizes: settings.Sizes, runs: int | None = None,
     except netns.NetnsError as exc:
         result["skipped"] = str(exc)
         progress(f"hosts: skipped: {exc}")
+    except Exception as exc:  # the server or template: the session's other figures stand
+        result["errors"].append(f"setup: {exc}")
+        progress(f"hosts: FAILED: {exc}")
     return result
 
 

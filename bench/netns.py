@@ -87,14 +87,12 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 def clean_stale() -> None:
     """Removes namespaces and links left by runs whose process is gone (kill -9)."""
-    names = re.findall(rf"^({PREFIX}-(\d+)-\d+)", _ip("netns", "list", check=False), re.M)
-    links = re.findall(rf"^\d+: ({PREFIX}(\d+)h\d+)[@:]", _ip("-o", "link", check=False), re.M)
-    for name, pid in names + links:
+    for name, pid in re.findall(rf"^({PREFIX}-(\d+)-\d+)", _ip("netns", "list"), re.M):
         if not Path(f"/proc/{pid}").exists():
-            if name in dict(names):
-                _ip("netns", "delete", name, check=False)
-            else:
-                _ip("link", "delete", name, check=False)
+            _ip("netns", "delete", name, check=False)
+    for name, pid in re.findall(rf"^\d+: ({PREFIX}(\d+)h\d+)[@:]", _ip("-o", "link"), re.M):
+        if not Path(f"/proc/{pid}").exists():
+            _ip("link", "delete", name, check=False)
 
 
 @contextlib.contextmanager
