@@ -190,9 +190,14 @@ def workers(
 # -- drain --------------------------------------------------------------------
 
 
-def drain(system: System, dsn: str, jobs: int, processes: int, timeout: float) -> dict[str, float]:
+def drain(
+    system: System, dsn: str, jobs: int, processes: int, timeout: float,
+    watch: contextlib.AbstractContextManager[Any] | None = None,
+) -> dict[str, float]:
     """Runs ``jobs`` pre-enqueued no-op jobs to the end. ``total``: jobs/s from
-    starting the workers; ``steady``: from the first finished job on."""
+    starting the workers; ``steady``: from the first finished job on. ``watch``
+    is entered as the workers start and left when the last job is done (a
+    sampler of the server, bench/hosts.py)."""
     fill(system, dsn, jobs)
     with system.probe(dsn) as remaining:
         if remaining() != jobs:
@@ -201,7 +206,7 @@ def drain(system: System, dsn: str, jobs: int, processes: int, timeout: float) -
         first: tuple[float, int] | None = None
         untouched = started  # the last poll that found every job still queued
         last_rss = 0.0
-        with workers(system, dsn, processes) as w:
+        with workers(system, dsn, processes) as w, watch or contextlib.nullcontext():
             while True:
                 left = remaining()
                 now = time.monotonic()

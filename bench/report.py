@@ -3,6 +3,7 @@ with ratios, and the PNG chart."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -215,6 +216,8 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
                 lines.append(f"Completed/s during {phase}: median {median(points):,.0f}, "
                              f"{ratio(median(points), target)} of the offered rate.")
 
+    lines += hosts_section(result.get("hosts"))
+
     if chart:
         lines += ["", f"![throughput and latency]({chart})"]
 
@@ -231,6 +234,76 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
     for key, value in meta["postgres"].items():
         lines.append(f"| {key} | {value} |")
     return "\n".join(lines) + "\n"
+
+
+def hosts_section(hosts: dict[str, Any] | None) -> list[str]:
+    """Workers on several hosts (bench/hosts.py): one row per layout, and
+    where the drain stops rising, what bounds it."""
+    if not hosts:
+        return []
+    lines = ["", "## Workers on several hosts (bench/hosts.py)", ""]
+    if hosts.get("skipped"):
+        return [*lines, f"Not run: {hosts['skipped']}."]
+    cores = hosts["cores"]
+    lines += [
+        f"{hosts['jobs']:,} no-op jobs drained by `pgjobs worker --processes "
+        f"{hosts['per_host']}` on each host: network namespaces of this machine, each "
+        "reaching a private Postgres 15 over its own veth link and address. All hosts "
+        f"share the same {cores} cores, so this shows that the protocol adds up across "
+        "hosts (no cross-host contention), not more capacity. Postgres CPU: all its "
+        f"processes, as a share of the {cores} cores; waits: the server's active "
+        "sessions by wait event, mean per 100 ms sample. Jobs per Postgres CPU-second "
+        "(jobs drained over the server's CPU time, start-up included) is what the machine's "
+        "other load moves least.",
+        "",
+        "| layout | jobs/s | with start-up | vs 1 host | Postgres CPU | jobs per Postgres "
+        "CPU-second | machine busy | active sessions | waiting on Lock | on LWLock | most seen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = {label: points for label, points in hosts["layouts"].items() if points}
+    base = median([p["steady"] for p in rows.get("1 host", [])])
+
+    def med(points: list[dict[str, Any]], key: str) -> float:
+        return summary([p[key] for p in points])["median"]
+
+    for label, points in rows.items():
+        waits: dict[str, float] = {}
+        for p in points:
+            for name, n in p["top_waits"].items():
+                waits[name] = waits.get(name, 0.0) + n / len(points)
+        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(waits.items(), key=lambda w: -w[1])[:3])
+        cells = [
+            label, cell([p["steady"] for p in points]), cell([p["total"] for p in points]),
+            ratio(med(points, "steady"), base), f"{med(points, 'postgres_cpu'):.0%}",
+            cell([p["jobs_per_pg_cpu_s"] for p in points]), f"{med(points, 'machine_busy'):.0%}",
+            *(f"{med(points, k):.2f}" for k in ("active", "lock_waits", "lwlock_waits")), top,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(_hosts_bound(rows, med))
+    lines += [f"- error: {e}" for e in hosts.get("errors", [])]
+    return lines
+
+
+def _hosts_bound(rows: dict[str, list[dict[str, Any]]],
+                 med: Callable[[list[dict[str, Any]], str], float]) -> str:
+    """Where adding a host stops adding drain (< 10% more), and what is then
+    saturated: lock waits, or the machine's cores (Postgres' share named)."""
+    steps = [label for label in ("1 host", "2 hosts", "3 hosts") if label in rows]
+    for before, after in itertools.pairwise(steps):
+        if med(rows[after], "steady") < 1.1 * med(rows[before], "steady"):
+            p = rows[after]
+            if med(p, "lock_waits") + med(p, "lwlock_waits") >= 0.5:
+                bound = (f"lock waits ({med(p, 'lock_waits'):.2f} sessions on Lock, "
+                         f"{med(p, 'lwlock_waits'):.2f} on LWLock per sample)")
+            elif med(p, "machine_busy") >= 0.9:
+                bound = (f"the machine's cores ({med(p, 'machine_busy'):.0%} busy, "
+                         f"{med(p, 'postgres_cpu'):.0%} of them Postgres')")
+            else:
+                bound = (f"neither CPU ({med(p, 'machine_busy'):.0%} busy) nor lock waits: "
+                         "round trips")
+            return f"Drain stops rising from {before} to {after}: bound by {bound}."
+    return "Drain rises at every added host (by 10% or more)."
 
 
 # -- chart --------------------------------------------------------------------

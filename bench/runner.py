@@ -48,6 +48,7 @@ def run(
     admin: str | None = None,
     with_floor: bool = True,
     with_sustained: bool = True,
+    with_hosts: bool = True,
     progress: Progress = print,
 ) -> dict[str, Any]:
     admin = admin or pg.admin_dsn()
@@ -90,6 +91,10 @@ def run(
     if with_sustained and "pgjobs" in [s.name for s in chosen]:
         pgjobs = next(s for s in chosen if s.name == "pgjobs")
         result["sustained"] = _sustained(pgjobs, admin, sizes, result, progress)
+    if with_hosts and "pgjobs" in [s.name for s in chosen]:
+        from bench import hosts  # workers on several hosts: its own private server
+
+        result["hosts"] = hosts.run(sizes, runs, progress)
     result["meta"]["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     result["meta"]["machine"]["loadavg_end"] = os.getloadavg()
     return result

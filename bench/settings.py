@@ -27,6 +27,7 @@ class Sizes:
     floor_clients: tuple[int, ...] = (2, 8)
     floor_transactions: int = 2_000  # per client, per pgbench script
     worker_timeout: float = 600.0  # a drain that takes longer is a failure
+    hosts_jobs: int = 100_000  # per drain of the multi-host figure (bench/hosts.py)
 
 
 FULL = Sizes()
@@ -45,6 +46,7 @@ QUICK = dataclasses.replace(
     floor_clients=(2,),
     floor_transactions=1_000,
     worker_timeout=300.0,
+    hosts_jobs=30_000,
 )
 
 # The smoke test: every figure produced, none of them meaningful.
@@ -63,4 +65,5 @@ TINY = dataclasses.replace(
     floor_clients=(2,),
     floor_transactions=20,
     worker_timeout=60.0,
+    hosts_jobs=300,
 )

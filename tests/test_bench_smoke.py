@@ -60,9 +60,16 @@ def test_bench_produces_every_figure_and_the_report(server_dsn, tmp_path):
     assert sustained is not None and sustained["series"]
     assert all(p["enqueued_per_s"] > 0 and p["size_mb"] > 0 for p in sustained["series"])
 
+    hosts = result["hosts"]  # skipped only where namespaces cannot be made (tests/test_hosts.py)
+    assert hosts["errors"] == []
+    if hosts["skipped"] is None:
+        assert all(_sane([p["steady"] for p in points]) and points[0]["postgres_cpu"] > 0
+                   for points in hosts["layouts"].values()), hosts
+
     paths = report.write(result, tmp_path)
     md = next(p for p in paths if p.suffix == ".md").read_text()
     assert "pgjobs / best peer" in md and "pgjobs / floor" in md
     assert "shared_buffers" in md
+    assert "Workers on several hosts" in md
     if importlib.util.find_spec("matplotlib"):
         assert any(p.suffix == ".png" for p in paths)

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,19 @@ def prepare(dsn: str) -> None:
 
 
 class Worker:
-    """``pgjobs worker --dsn DSN *args``, its output kept in a temporary file."""
+    """``pgjobs worker --dsn DSN *args``, its output kept in a temporary file;
+    ``wrap`` turns the command line into another (run it on a host of
+    bench/netns.py) that execs it, so the pid is still the worker's."""
 
-    def __init__(self, dsn: str, *args: str) -> None:
+    def __init__(
+        self, dsn: str, *args: str, wrap: Callable[[list[str]], list[str]] | None = None
+    ) -> None:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix="pgjobs-test-worker-", suffix=".log", delete=False
         )
+        command = [sys.executable, "-m", "pgjobs.cli", "worker", "--dsn", dsn, *args]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgjobs.cli", "worker", "--dsn", dsn, *args],
+            wrap(command) if wrap else command,
             cwd=ROOT,
             env=dict(os.environ, PGJOBS_DSN=dsn, PYTHONUNBUFFERED="1"),
             stdout=self.log,
@@ -120,13 +125,15 @@ def lifecycle_args(
     grace: float = 5.0,
     cancel_grace: float = 0.5,
     poll: float = 0.5,
+    queues: str | None = None,
     extra: tuple[str, ...] = (),
 ) -> list[str]:
-    """A worker of the lifecycle handlers' queue, with short leases and graces."""
+    """A worker of the lifecycle handlers' queue (or ``queues``), with short
+    leases and graces."""
     from tests.support.lifecycle_handlers import QUEUE
 
     return [
-        "--import", LIFECYCLE, "--queues", QUEUE, "--processes", str(processes),
+        "--import", LIFECYCLE, "--queues", queues or QUEUE, "--processes", str(processes),
         "--lease", str(lease), "--grace", str(grace), "--cancel-grace", str(cancel_grace),
         "--poll", str(poll), *extra,
     ]  # fmt: skip
@@ -142,6 +149,12 @@ class Workers:
     def start(self, **options: Any) -> Worker:
         """A lifecycle worker (see :func:`lifecycle_args` for the options)."""
         return self.start_args(*lifecycle_args(**options))
+
+    def start_on(self, wrap: Callable[[list[str]], list[str]], dsn: str, **options: Any) -> Worker:
+        """A lifecycle worker run through ``wrap`` (on a host), connecting to ``dsn``."""
+        worker = Worker(dsn, *lifecycle_args(**options), wrap=wrap)
+        self.started.append(worker)
+        return worker
 
     def start_args(self, *args: str) -> Worker:
         worker = Worker(self.dsn, *args)
