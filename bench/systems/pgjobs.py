@@ -148,12 +148,9 @@ def seed_finished(
     span = dt.timedelta(days=days)
     with psycopg.connect(dsn, autocommit=True) as conn:
         _ensure_partitions(conn, span)
-        row = conn.execute(
-            "select nextval('pgjobs.jobs_id_seq') - 1, now(),"
-            "       setval('pgjobs.jobs_id_seq', nextval('pgjobs.jobs_id_seq') + %s)",
-            [count],
-        ).fetchone()
-    assert row is not None
+        row = conn.execute("select nextval('pgjobs.jobs_id_seq') - 1, now()").fetchone()
+        assert row is not None
+        conn.execute("select setval('pgjobs.jobs_id_seq', %s)", [row[0] + count + 1])
     params = {"id0": row[0], "now": row[1], "span": span, "total": max(count, 1)}
     statements = [_FINISHED_JOBS, *([_FINISHED_EVENTS] if history else [])]
     with ThreadPoolExecutor(len(statements)) as pool:
