@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sustained", action="store_true", help="skip the sustained run")
     parser.add_argument("--no-hosts", action="store_true",
                         help="skip the workers-on-several-hosts figure (bench/hosts.py)")
+    parser.add_argument("--no-backlog", action="store_true",
+                        help="skip the sustained runs at 90%% of peak, empty vs beside "
+                             "10M finished jobs (--quick: 1M)")
     parser.add_argument("--sustained-seconds", type=float, default=None,
                         help="length of the sustained run (full: 600, --quick: 60)")
     parser.add_argument("--out", default=None, help="results directory (default bench/results)")
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = runner.run(
         sizes, names, runs=args.runs, with_floor=not args.no_floor,
-        with_sustained=not args.no_sustained, with_hosts=not args.no_hosts,
+        with_sustained=not args.no_sustained, with_backlog=not args.no_backlog,
+        with_hosts=not args.no_hosts,
         progress=lambda s: print(s, flush=True),
     )
     result["meta"]["mode"] = mode

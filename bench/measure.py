@@ -324,7 +324,8 @@ def sustained(
 ) -> list[dict[str, Any]]:
     """Enqueues at ``rate`` jobs/s (batches of up to 500, so that one client
     keeps up with a fast system) with the workers running; per window: rates,
-    backlog, dead tuples, table and index sizes and buffers read per job.
+    backlog, dead tuples, table and index sizes, buffers touched and read
+    per job (pg.table_stats).
     ``phases`` (name, seconds), run in turn after the first ``seconds``, put
     another client's pressure on the database (bench/pressure.py)."""
     client = system.client(dsn)
@@ -339,49 +340,72 @@ def sustained(
             contextlib.ExitStack() as pressing,
         ):
             start = time.monotonic()
-            sent = 0
-            phase = mark_phase = 0
-            last = stats()
-            mark = (start, 0, remaining())
-            while (now := time.monotonic()) - start < ends[-1]:
-                if now - start >= ends[phase]:
+            sent = phase = mark_phase = 0
+            meter = _Meter(start, remaining, stats)
+            close_at = window
+            while True:
+                t = (now := time.monotonic()) - start
+                over = t >= ends[-1]
+                if not over and t >= ends[phase]:
                     phase += 1
                     pressing.close()
                     pressing.enter_context(
                         pressure.pressure(schedule[phase][0], dsn, system.tables[0]))
-                due = int(rate * (now - start)) - sent
+                due = 0 if over else int(rate * t) - sent
                 if due > 0:
                     n = min(due, 500)
                     client.enqueue_batch(n)
                     sent += n
-                else:
+                elif not over:
                     time.sleep(0.005)
-                if now - mark[0] >= window:
+                # Windows on a grid from the start, the run's last one included
+                # unless it is under half a window long.
+                if t >= close_at or (over and now - meter.mark[0] >= window / 2):
                     w.check()
                     w.sample_rss()
-                    backlog = remaining()
-                    span = now - mark[0]
-                    done = sent - mark[1] - (backlog - mark[2])
-                    current = stats()
-                    point = {
-                        "t": now - start,
-                        "phase": schedule[mark_phase][0],  # in force when it began
-                        "enqueued_per_s": (sent - mark[1]) / span,
-                        "completed_per_s": done / span,
-                        "backlog": float(backlog),
-                        **current,
-                        "buffers_per_job": (current.get("buffers", 0) - last.get("buffers", 0))
-                        / max(done, 1),
-                    }
-                    last = current
-                    series.append(point)
-                    mark_phase = phase
+                    series.append(meter.close(now, sent, schedule[mark_phase][0]))
+                    mark_phase = phase  # a window is named for the phase it began in
+                    close_at = (t // window + 1) * window
                     if on_window:
-                        on_window(point)
-                    mark = (now, sent, backlog)
+                        on_window(series[-1])
+                if over:
+                    break
     finally:
         client.close()
     return series
+
+
+class _Meter:
+    """The figures of one window of a sustained run, from the last one's end."""
+
+    def __init__(self, start: float, remaining: Callable[[], int],
+                 stats: Callable[[], dict[str, float]]) -> None:
+        self.start, self.remaining, self.stats = start, remaining, stats
+        self.mark = (start, 0, remaining())  # time, jobs sent, backlog
+        self.last = stats()
+
+    def close(self, now: float, sent: int, phase: str) -> dict[str, Any]:
+        backlog = self.remaining()
+        span = now - self.mark[0]
+        done = sent - self.mark[1] - (backlog - self.mark[2])
+        current = self.stats()
+        point = {
+            "t": now - self.start,
+            "phase": phase,
+            "enqueued_per_s": (sent - self.mark[1]) / span,
+            "completed_per_s": done / span,
+            "backlog": float(backlog),
+            **current,
+            **_per_job(current, self.last, done),
+        }
+        self.mark, self.last = (now, sent, backlog), current
+        return point
+
+
+def _per_job(current: dict[str, float], last: dict[str, float], done: int) -> dict[str, float]:
+    """The table counters' growth over a window, per job completed in it."""
+    return {f"{key}_per_job": (current.get(key, 0) - last.get(key, 0)) / max(done, 1)
+            for key in ("buffers", "reads")}
 
 
 @contextlib.contextmanager

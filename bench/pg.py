@@ -76,24 +76,46 @@ def server_settings(dsn: str) -> dict[str, str]:
 
 
 def table_stats(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[str, float]:
-    """Over ``tables`` (schema.name): live and dead tuples, total, heap and
-    index sizes (MB), and the buffers read so far (shared hits and reads of
-    heap and indexes, a counter: the caller takes differences)."""
+    """Over ``tables`` (schema.name), each summed over its partitions when it
+    is partitioned (pg_partition_tree gives no rows for a plain table): live
+    and dead tuples, total, heap and index sizes (MB), and two counters (the
+    caller takes differences): ``buffers``, the shared buffers heap and index
+    scans touched (hits and reads), and ``reads``, those of them read in (not
+    found in shared buffers). ``schema_mb``: every table of those schemas with
+    its indexes and TOAST."""
     row = conn.execute(
-        "select coalesce(sum(s.n_live_tup), 0), coalesce(sum(s.n_dead_tup), 0),"
+        "with leaf as (select coalesce(p.relid, t.name::regclass) as relid"
+        "                from unnest(%s::text[]) t(name) left join lateral"
+        "                     (select relid from pg_partition_tree(t.name::regclass)"
+        "                       where isleaf) p on true)"
+        " select coalesce(sum(s.n_live_tup), 0), coalesce(sum(s.n_dead_tup), 0),"
         "       coalesce(sum(pg_total_relation_size(s.relid)), 0),"
         "       coalesce(sum(pg_relation_size(s.relid)), 0),"
         "       coalesce(sum(pg_indexes_size(s.relid)), 0),"
         "       coalesce(sum(coalesce(i.heap_blks_read, 0) + coalesce(i.heap_blks_hit, 0)"
-        "                    + coalesce(i.idx_blks_read, 0) + coalesce(i.idx_blks_hit, 0)), 0)"
-        "  from pg_stat_user_tables s join pg_statio_user_tables i using (relid)"
-        " where s.schemaname || '.' || s.relname = any(%s)",
-        [list(tables)],
+        "                    + coalesce(i.idx_blks_read, 0) + coalesce(i.idx_blks_hit, 0)), 0),"
+        "       coalesce(sum(coalesce(i.heap_blks_read, 0) + coalesce(i.idx_blks_read, 0)), 0),"
+        "       (select coalesce(sum(pg_total_relation_size(c.oid)), 0) from pg_class c"
+        "         where c.relkind = 'r' and c.relnamespace::regnamespace::text"
+        "               = any(select split_part(n, '.', 1) from unnest(%s::text[]) n))"
+        "  from leaf join pg_stat_user_tables s using (relid)"
+        "  join pg_statio_user_tables i using (relid)",
+        [list(tables), list(tables)],
     ).fetchone()
     assert row is not None
     return {"live": float(row[0]), "dead": float(row[1]), "size_mb": float(row[2]) / 2**20,
             "heap_mb": float(row[3]) / 2**20, "index_mb": float(row[4]) / 2**20,
-            "buffers": float(row[5])}
+            "buffers": float(row[5]), "reads": float(row[6]),
+            "schema_mb": float(row[7]) / 2**20}
+
+
+def settle(dsn: str, tables: tuple[str, ...]) -> None:
+    """VACUUM ANALYZE ``tables`` as autovacuum would have (hint bits set, the
+    visibility map made), then a CHECKPOINT, so that a run starts with no
+    write-back of what came before still due."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("vacuum analyze " + ", ".join(tables))  # type: ignore[arg-type]
+        conn.execute("checkpoint")
 
 
 def uri(dsn: str) -> str:

@@ -76,6 +76,7 @@ def write(result: dict[str, Any], out: str | Path | None = None) -> list[Path]:
     (directory / "raw").mkdir(parents=True, exist_ok=True)
     stem = result["meta"]["started"].replace(":", "")
     raw = directory / "raw" / f"{stem}.json"
+    result["decay_targets"] = decay_targets(result)
     raw.write_text(json.dumps(result, indent=1, default=str))
     paths = [raw]
     chart = directory / f"{stem}.png"
@@ -183,38 +184,7 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
     for err in result["floor"].get("errors", []):
         lines.append(f"\n- floor error: {err}")
 
-    sustained = result.get("sustained")
-    if sustained and sustained["series"]:
-        series = sustained["series"]
-        lines += [
-            "",
-            f"## Sustained load: {sustained['system']} at {sustained['target_rate']:,.0f} jobs/s "
-            f"(70% of its 2-process drain), 2 processes",
-            "",
-            "| t (s) | phase | enqueued/s | completed/s | backlog | live tuples | dead tuples | "
-            "heap MB | index MB | tables MB | buffers/job |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for p in series:
-            lines.append(
-                f"| {p['t']:.0f} | {p.get('phase', 'steady')} | {p['enqueued_per_s']:,.0f} | "
-                f"{p['completed_per_s']:,.0f} | "
-                f"{p['backlog']:,.0f} | {p.get('live', 0):,.0f} | {p.get('dead', 0):,.0f} | "
-                f"{p.get('heap_mb', 0):.1f} | {p.get('index_mb', 0):.1f} | "
-                f"{p.get('size_mb', 0):.1f} | {p.get('buffers_per_job', 0):.1f} |"
-            )
-        steady = [p for p in series if p.get("phase", "steady") == "steady"]
-        half = max(1, len(steady) // 2)
-        first = sum(p["completed_per_s"] for p in steady[:half]) / half
-        last = sum(p["completed_per_s"] for p in steady[-half:]) / half
-        lines.append(f"\nCompleted/s, second half vs first half (steady part): "
-                     f"{ratio(last, first)}.")
-        target = sustained["target_rate"]
-        for phase in ("idle_in_transaction", "recovery", "repeatable_read_counts"):
-            points = [p["completed_per_s"] for p in series if p.get("phase") == phase]
-            if points:
-                lines.append(f"Completed/s during {phase}: median {median(points):,.0f}, "
-                             f"{ratio(median(points), target)} of the offered rate.")
+    lines += _decay_lines(result)
 
     lines += hosts_section(result.get("hosts"))
 
@@ -304,6 +274,122 @@ def _hosts_bound(rows: dict[str, list[dict[str, Any]]],
                          "round trips")
             return f"Drain stops rising from {before} to {after}: bound by {bound}."
     return "Drain rises at every added host (by 10% or more)."
+
+
+# -- no decay: the sustained runs (issue 19 item 3) -----------------------------
+
+# (what is measured, the goal): each ratio must reach its goal.
+DECAY_GOALS = {
+    "steady_halves": 0.95,  # completed/s, second half of the steady part / first
+    "backlog": 0.90,  # completed/s beside the finished jobs / on empty tables
+    "idle_in_transaction": 0.90,  # completed/s / offered, a transaction left idle
+    "repeatable_read_counts": 0.80,  # completed/s / offered, 4 count(*) loops
+}
+
+
+def _mean_completed(series: list[dict[str, Any]]) -> float | None:
+    return sum(p["completed_per_s"] for p in series) / len(series) if series else None
+
+
+def steady_halves(series: list[dict[str, Any]]) -> float | None:
+    """Completed/s over the second half of the steady windows / the first."""
+    steady = [p for p in series if p.get("phase", "steady") == "steady"]
+    half = len(steady) // 2
+    if not half:
+        return None
+    first, last = _mean_completed(steady[:half]), _mean_completed(steady[-half:])
+    return last / first if first and last is not None else None
+
+
+def phase_share(sustained: dict[str, Any], phase: str) -> float | None:
+    """Median completed/s of a pressure phase's windows / the offered rate."""
+    points = [p["completed_per_s"] for p in sustained["series"] if p.get("phase") == phase]
+    return (median(points) or 0.0) / sustained["target_rate"] if points else None
+
+
+def backlog_ratio(backlog: dict[str, Any]) -> float | None:
+    """Mean completed/s beside the finished jobs / on empty tables."""
+    runs = backlog.get("runs", {})
+    empty, loaded = _mean_completed(runs.get("empty", [])), _mean_completed(runs.get("loaded", []))
+    return loaded / empty if empty and loaded is not None else None
+
+
+def decay_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each no-decay target with its measured ratio (None: not measured) and
+    whether it was met."""
+    sustained, backlog = result.get("sustained"), result.get("backlog")
+    found: list[tuple[str, str, float | None]] = []
+    if sustained and sustained["series"]:
+        found.append(("steady_halves", f"{sustained.get('fraction', 0.7):.0%} of peak for "
+                      f"{sustained.get('seconds', 0):g} s: completed/s, second half / first half",
+                      steady_halves(sustained["series"])))
+        found.append(("idle_in_transaction", "a transaction left idle in transaction: "
+                      "completed/s / offered", phase_share(sustained, "idle_in_transaction")))
+        found.append(("repeatable_read_counts", "four REPEATABLE READ sessions looping count(*):"
+                      " completed/s / offered", phase_share(sustained, "repeatable_read_counts")))
+    if backlog:
+        found.insert(1, ("backlog", f"{backlog['fraction']:.0%} of peak for "
+                         f"{backlog['seconds']:g} s beside {backlog['finished']:,} finished jobs:"
+                         " completed/s / on empty tables", backlog_ratio(backlog)))
+    return [{"key": key, "what": what, "goal": DECAY_GOALS[key], "ratio": r,
+             "met": None if r is None else r >= DECAY_GOALS[key]} for key, what, r in found]
+
+
+_WINDOW_COLUMNS = ("enqueued/s | completed/s | backlog | live tuples | dead tuples | heap MB | "
+                   "index MB | tables MB | schema MB | buffers/job | reads/job |")
+
+
+def _window_cells(p: dict[str, Any]) -> str:
+    return (f"{p['enqueued_per_s']:,.0f} | {p['completed_per_s']:,.0f} | {p['backlog']:,.0f} | "
+            f"{p.get('live', 0):,.0f} | {p.get('dead', 0):,.0f} | {p.get('heap_mb', 0):.1f} | "
+            f"{p.get('index_mb', 0):.1f} | {p.get('size_mb', 0):.1f} | "
+            f"{p.get('schema_mb', 0):.1f} | {p.get('buffers_per_job', 0):.1f} | "
+            f"{p.get('reads_per_job', 0):.2f} |")
+
+
+def _decay_lines(result: dict[str, Any]) -> list[str]:
+    targets = decay_targets(result)
+    if not targets:
+        return []
+    lines = ["", "## No decay (issue 19 item 3)", "", "| target | goal | measured | met |",
+             "|---|---|---|---|"]
+    for t in targets:
+        met = "-" if t["met"] is None else "yes" if t["met"] else "**no**"
+        lines.append(f"| {t['what']} | ≥ {t['goal']:.2f}x | "
+                     f"{ratio(t['ratio'], 1.0)} | {met} |")
+    lines += ["", "Per window below: jobs, history and their indexes (tables MB: pgjobs.jobs "
+              "and pgjobs.job_events, summed over their partitions; schema MB: every table of "
+              "the schema), dead tuples, and per completed job the shared buffers heap and "
+              "index scans touched and those read in from outside shared buffers."]
+    sustained, backlog = result.get("sustained"), result.get("backlog")
+    if sustained and sustained["series"]:
+        lines += ["", f"### Sustained load: {sustained['system']} at "
+                  f"{sustained['target_rate']:,.0f} jobs/s ({sustained.get('fraction', 0.7):.0%}"
+                  " of its 2-process drain), 2 processes", "",
+                  "| t (s) | phase | " + _WINDOW_COLUMNS, "|---|---|" + "---|" * 11]
+        lines += [f"| {p['t']:.0f} | {p.get('phase', 'steady')} | {_window_cells(p)}"
+                  for p in sustained["series"]]
+        shares = [(ph, phase_share(sustained, ph)) for ph in
+                  ("steady", "idle_in_transaction", "recovery", "repeatable_read_counts")]
+        lines.append("\nMedian completed/s / offered, per phase: " + ", ".join(
+            f"{ph} {ratio(r, 1.0)}" for ph, r in shares if r is not None) + ".")
+    if backlog and backlog["runs"]:
+        seeded = backlog.get("seed_seconds")
+        lines += ["", f"### Sustained with a backlog: {backlog['target_rate']:,.0f} jobs/s "
+                  f"({backlog['fraction']:.0%} of the 2-process drain) for "
+                  f"{backlog['seconds']:g} s, 2 processes", "",
+                  f"On empty tables, then beside {backlog['finished']:,} completed jobs and their "
+                  f"{backlog['events_per_job']} history rows each, finished over the last "
+                  f"{backlog['days']:g} days" + (f" (seeded and vacuumed in {seeded:,.0f} s)"
+                                                 if seeded else "") + ".", "",
+                  "| run | t (s) | " + _WINDOW_COLUMNS, "|---|---|" + "---|" * 11]
+        for case, series in backlog["runs"].items():
+            lines += [f"| {case} | {p['t']:.0f} | {_window_cells(p)}" for p in series]
+        lines.append("")
+        lines += [f"Completed/s {case}: mean {_fmt(_mean_completed(series) or 0)}, backlog at "
+                  f"the end {series[-1]['backlog']:,.0f}." for case, series in
+                  backlog["runs"].items() if series]
+    return lines
 
 
 # -- chart --------------------------------------------------------------------

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import platform
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,6 +50,7 @@ def run(
     with_floor: bool = True,
     with_sustained: bool = True,
     with_hosts: bool = True,
+    with_backlog: bool = True,
     progress: Progress = print,
 ) -> dict[str, Any]:
     admin = admin or pg.admin_dsn()
@@ -65,6 +67,7 @@ def run(
         "systems": {},
         "floor": {"figures": {}, "errors": []},
         "sustained": None,
+        "backlog": None,
     }
     chosen: list[System] = []
     for name in systems:
@@ -91,6 +94,8 @@ def run(
     if with_sustained and "pgjobs" in [s.name for s in chosen]:
         pgjobs = next(s for s in chosen if s.name == "pgjobs")
         result["sustained"] = _sustained(pgjobs, admin, sizes, result, progress)
+        if with_backlog:
+            result["backlog"] = _backlog(pgjobs, admin, sizes, result, progress)
     if with_hosts and "pgjobs" in [s.name for s in chosen]:
         from bench import hosts  # workers on several hosts: its own private server
 
@@ -207,11 +212,9 @@ def _system_run(system: System, admin: str, sizes: Sizes, r: int, entry: dict[st
 
 def _sustained(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
                progress: Progress) -> dict[str, Any] | None:
-    figures = result["systems"][system.name]["figures"]
-    peaks = figures.get("drain_2_steady")
-    if not peaks:
+    rate = _peak(result, system) * sizes.sustained_fraction
+    if not rate:
         return None
-    rate = sizes.sustained_fraction * measure.summary(peaks)["median"]
     progress(f"sustained: {system.name} at {rate:,.0f} jobs/s for {sizes.sustained_seconds:.0f}s")
     system.prepare_template(admin, 99)
     try:
@@ -221,10 +224,7 @@ def _sustained(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
             series = measure.sustained(
                 system, dsn, rate, sizes.sustained_seconds, sizes.sustained_window,
                 phases=phases if p > 0 else None,
-                on_window=lambda p: progress(
-                    f"  t={p['t']:.0f}s {p['phase']} done {p['completed_per_s']:,.0f}/s backlog "
-                    f"{p['backlog']:.0f} dead {p.get('dead', 0):.0f} "
-                    f"size {p.get('size_mb', 0):.1f} MB"),
+                on_window=lambda p: progress(_window_line(p)),
             )
     except Exception as exc:
         result["systems"][system.name]["errors"].append(f"sustained: {exc}")
@@ -232,4 +232,56 @@ def _sustained(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
         return None
     finally:
         system.drop_template()
-    return {"system": system.name, "target_rate": rate, "series": series}
+    return {"system": system.name, "target_rate": rate, "fraction": sizes.sustained_fraction,
+            "seconds": sizes.sustained_seconds, "series": series}
+
+
+def _peak(result: dict[str, Any], system: System) -> float:
+    """The system's measured peak: its 2-process drain without start-up (0: none)."""
+    peaks = result["systems"][system.name]["figures"].get("drain_2_steady")
+    return measure.summary(peaks)["median"] if peaks else 0.0
+
+
+def _window_line(p: dict[str, Any]) -> str:
+    return (f"  t={p['t']:.0f}s {p['phase']} done {p['completed_per_s']:,.0f}/s backlog "
+            f"{p['backlog']:.0f} dead {p.get('dead', 0):.0f} size {p.get('size_mb', 0):.1f} MB "
+            f"reads/job {p.get('reads_per_job', 0):.2f}")
+
+
+def _backlog(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
+             progress: Progress) -> dict[str, Any] | None:
+    """The sustained run at ``backlog_fraction`` of the peak on empty tables,
+    then beside ``backlog_finished`` finished jobs and their history."""
+    from bench.systems.pgjobs import EVENTS_PER_FINISHED_JOB, seed_finished
+
+    rate = _peak(result, system) * sizes.backlog_fraction
+    if not rate:
+        return None
+    entry: dict[str, Any] = {
+        "system": system.name, "target_rate": rate, "fraction": sizes.backlog_fraction,
+        "seconds": sizes.backlog_seconds, "finished": sizes.backlog_finished,
+        "events_per_job": EVENTS_PER_FINISHED_JOB, "days": sizes.backlog_days,
+        "seed_seconds": None, "runs": {},
+    }
+    system.prepare_template(admin, 98)
+    try:
+        for case, finished in (("empty", 0), ("loaded", sizes.backlog_finished)):
+            with system.fresh(f"backlog_{case}") as dsn:
+                t0 = time.monotonic()
+                if finished:
+                    progress(f"backlog: seeding {finished:,} finished jobs with history")
+                    seed_finished(dsn, finished, history=True, days=sizes.backlog_days,
+                                  progress=lambda n: progress(f"  {n:,} seeded"))
+                pg.settle(dsn, system.tables)  # both cases alike: vacuumed, checkpointed
+                if finished:
+                    entry["seed_seconds"] = time.monotonic() - t0
+                progress(f"backlog: {case}, {rate:,.0f} jobs/s for {sizes.backlog_seconds:.0f}s")
+                entry["runs"][case] = measure.sustained(
+                    system, dsn, rate, sizes.backlog_seconds, sizes.sustained_window,
+                    on_window=lambda p: progress(_window_line(p)))
+    except Exception as exc:
+        result["systems"][system.name]["errors"].append(f"backlog: {exc}")
+        progress(f"  FAILED backlog: {exc}")
+    finally:
+        system.drop_template()
+    return entry

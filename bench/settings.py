@@ -24,6 +24,15 @@ class Sizes:
     # After the steady part, each pressure phase of the sustained run lasts this
     # long: a transaction left idle, a recovery, REPEATABLE READ count(*) loops.
     pressure_seconds: float = 120.0
+    # The sustained run again (no pressure phases) at this fraction of the peak,
+    # once on empty tables and once beside this many finished jobs and their
+    # history, finished over the last backlog_days (seeded server-side and
+    # vacuumed: under 3 minutes for 10M here). The ratio of the two is the
+    # figure, so shorter runs than the steady part's serve.
+    backlog_fraction: float = 0.9
+    backlog_finished: int = 10_000_000
+    backlog_days: float = 7.0
+    backlog_seconds: float = 180.0
     floor_clients: tuple[int, ...] = (2, 8)
     floor_transactions: int = 2_000  # per client, per pgbench script
     worker_timeout: float = 600.0  # a drain that takes longer is a failure
@@ -43,6 +52,8 @@ QUICK = dataclasses.replace(
     sustained_seconds=60.0,
     sustained_window=10.0,
     pressure_seconds=30.0,
+    backlog_finished=1_000_000,
+    backlog_seconds=60.0,
     floor_clients=(2,),
     floor_transactions=1_000,
     worker_timeout=300.0,
@@ -62,6 +73,8 @@ TINY = dataclasses.replace(
     sustained_seconds=2.0,
     sustained_window=1.0,
     pressure_seconds=1.0,
+    backlog_finished=2_000,
+    backlog_seconds=2.0,
     floor_clients=(2,),
     floor_transactions=20,
     worker_timeout=60.0,
