@@ -4,7 +4,8 @@ Runs in a process of its own, started by the supervisor. A job's way through
 it: the claim here, :mod:`executor` runs its handler, :mod:`completer` writes
 its outcome. Beside the loop, :mod:`beacon` renews the leases of the jobs this
 process holds, :mod:`wakeups` sleeps until work comes, and :mod:`maintenance`
-vacuums the jobs table when it needs it.
+vacuums the unfinished jobs when they need it and makes the partitions of
+finished jobs ahead of time.
 
 A database fault (see :mod:`pgjobs.faults`) drops the sessions, waits with a
 backoff that only work done resets, and connects again; the loop goes on as
@@ -39,7 +40,7 @@ from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
 from pgjobs.worker.lane import Lane
-from pgjobs.worker.maintenance import Vacuum
+from pgjobs.worker.maintenance import Partitions, Vacuum
 from pgjobs.worker.session import connect, connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.starting import decode_tolerantly
@@ -89,6 +90,7 @@ class Runner:
             self.lane,
         )
         self.vacuum = Vacuum(self.log, self.name)
+        self.partitions = Partitions(self.log)
         self.control: psycopg.Connection[Any] | None = None
 
     def serve(self) -> None:
@@ -139,6 +141,7 @@ class Runner:
         executor = self.executor
         self.wakeups.wake.clear()
         executor.collect()
+        self.partitions.if_due(self.control)
         claimed_for = executor.room()
         jobs = self._claim()
         if jobs:

@@ -186,11 +186,11 @@ begin
                 perform pgjobs.invalid_job('depends_on names a job that does not exist');
             end if;
             if failed is not null then
+                -- Born canceled: jobs_after_insert_canceled ends it (70_retention.sql).
                 select state into failed_state from pgjobs.jobs where id = failed;
-                new.state       := 'canceled';
+                new.state       := 'waiting';
                 new.canceled_by := 'dependency';
                 new.last_error  := format('dependency %s ended %s', failed, failed_state);
-                new.finished_at := now();
             elsif n_done < n_given then
                 new.state := 'waiting';
             end if;
