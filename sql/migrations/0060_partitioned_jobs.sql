@@ -119,17 +119,19 @@ create trigger jobs_after_update
     for each statement execute function pgjobs.jobs_after_update();
 
 create trigger jobs_authorize_insert
-    before insert on pgjobs.jobs
+    before insert on pgjobs.jobs_active
     for each row
     when (pgjobs.current_organization() is null)
     execute function pgjobs.jobs_authorize_insert();
 
 create trigger jobs_before_insert
-    before insert on pgjobs.jobs
-    for each row execute function pgjobs.jobs_before_insert();
+    before insert on pgjobs.jobs_active
+    for each row
+    when (new.lease_token is null)
+    execute function pgjobs.jobs_before_insert();
 
 create trigger jobs_accept_input
-    before insert on pgjobs.jobs
+    before insert on pgjobs.jobs_active
     for each row
     when (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
           or not pgjobs.name_ok(new.queue)
@@ -613,7 +615,10 @@ begin
         begin
             update pgjobs.jobs j
                set state = 'queued', attempt = 0, run_at = now(), finished_at = null,
-                   canceled_by = null, cancel_requested_at = null, result = null
+                   canceled_by = null, cancel_requested_at = null, result = null,
+                   -- jobs_before_insert must not take the job for a new one
+                   -- (40_enqueue.sql): a job that never ran gets token 0.
+                   lease_token = coalesce(j.lease_token, 0)
              where j.id = retry.id and j.state in ('dead', 'canceled')
             returning j.state into new_state;
             exit;

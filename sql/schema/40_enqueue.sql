@@ -67,7 +67,7 @@ end
 $$;
 
 create trigger jobs_authorize_insert
-    before insert on pgjobs.jobs
+    before insert on pgjobs.jobs_active
     for each row
     when (pgjobs.current_organization() is null)
     execute function pgjobs.jobs_authorize_insert();
@@ -242,9 +242,16 @@ begin
 end
 $$;
 
+-- On jobs_active, where every new job lands (it starts queued), not on
+-- pgjobs.jobs: an UPDATE that moves a row to another partition inserts it
+-- there and fires that partition's insert triggers (0060). A job moving to
+-- jobs_finished so meets none; one moving back (pgjobs.retry) holds a lease
+-- token, which no new row has (no runtime role but the workers may write it).
 create trigger jobs_before_insert
-    before insert on pgjobs.jobs
-    for each row execute function pgjobs.jobs_before_insert();
+    before insert on pgjobs.jobs_active
+    for each row
+    when (new.lease_token is null)
+    execute function pgjobs.jobs_before_insert();
 
 -- Why a payload may not be stored, or NULL. Sizes are of the uncompressed
 -- value: `payload || '{}'` hands back the payload itself, decompressed (a
@@ -318,7 +325,7 @@ end
 $$;
 
 create trigger jobs_accept_input
-    before insert on pgjobs.jobs
+    before insert on pgjobs.jobs_active
     for each row
     when (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
           or not pgjobs.name_ok(new.queue)

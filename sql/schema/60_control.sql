@@ -93,7 +93,10 @@ begin
         begin
             update pgjobs.jobs j
                set state = 'queued', attempt = 0, run_at = now(), finished_at = null,
-                   canceled_by = null, cancel_requested_at = null, result = null
+                   canceled_by = null, cancel_requested_at = null, result = null,
+                   -- jobs_before_insert must not take the job for a new one
+                   -- (40_enqueue.sql): a job that never ran gets token 0.
+                   lease_token = coalesce(j.lease_token, 0)
              where j.id = retry.id and j.state in ('dead', 'canceled')
             returning j.state into new_state;
             exit;
