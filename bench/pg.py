@@ -76,9 +76,10 @@ def server_settings(dsn: str) -> dict[str, str]:
 
 
 def table_stats(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[str, float]:
-    """Over ``tables`` (schema.name): live and dead tuples, total, heap and
-    index sizes (MB), and the buffers read so far (shared hits and reads of
-    heap and indexes, a counter: the caller takes differences)."""
+    """Over ``tables`` (schema.name, a partitioned one as its partitions): live
+    and dead tuples, total, heap and index sizes (MB), and the buffers read so
+    far (shared hits and reads of heap and indexes, a counter: the caller
+    takes differences)."""
     row = conn.execute(
         "select coalesce(sum(s.n_live_tup), 0), coalesce(sum(s.n_dead_tup), 0),"
         "       coalesce(sum(pg_total_relation_size(s.relid)), 0),"
@@ -87,7 +88,9 @@ def table_stats(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[
         "       coalesce(sum(coalesce(i.heap_blks_read, 0) + coalesce(i.heap_blks_hit, 0)"
         "                    + coalesce(i.idx_blks_read, 0) + coalesce(i.idx_blks_hit, 0)), 0)"
         "  from pg_stat_user_tables s join pg_statio_user_tables i using (relid)"
-        " where s.schemaname || '.' || s.relname = any(%s)",
+        # A partitioned table (pgjobs.jobs) counts as its partitions.
+        " where s.relid in (select t.relid from unnest(%s::text[]) as n(name),"
+        "                   pg_partition_tree(to_regclass(n.name)) as t)",
         [list(tables)],
     ).fetchone()
     assert row is not None

@@ -38,9 +38,11 @@ def _finish_at(conn: psycopg.Connection[Any], state: str, at: dt.datetime, **kw:
     return job_id
 
 
-def _bounds(conn: psycopg.Connection[Any], at: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
+def _bounds(conn: psycopg.Connection[Any], at: dt.datetime) -> tuple[str, Any, Any]:
+    """The name and bounds of the partition of finished jobs for ``at``."""
     row = conn.execute(
-        "select * from pgjobs.finished_partition(%s, (select period from pgjobs.partition_settings))",
+        "select * from pgjobs.finished_partition("
+        "  %s, (select period from pgjobs.partition_settings))",
         (at,),
     ).fetchone()
     assert row is not None
@@ -183,18 +185,24 @@ def test_a_tenant_sees_its_finished_jobs_only_through_pgjobs_jobs(
 
     with psycopg.connect(as_user(dsn, roles.app)) as conn:
         with pgjobs.tenant(conn, "acme"):
-            seen = [r[0] for r in conn.execute("select id from pgjobs.jobs where state = 'completed'")]
+            seen = [
+                r[0] for r in conn.execute("select id from pgjobs.jobs where state = 'completed'")
+            ]
             assert seen == [mine]
             assert pgjobs.get(conn, mine).state == "completed"
         for table in (name, "jobs_active", "jobs_finished", "jobs_finished_default"):
             for statement in (
                 f"select * from pgjobs.{table}",
                 f"insert into pgjobs.{table} (id, job_type, queue, priority, max_attempts,"
-                "  timeout_seconds, state, organization) values (1, 'x', 'q', 0, 1, 0, 'queued', 'acme')",
+                "  timeout_seconds, state, organization)"
+                " values (1, 'x', 'q', 0, 1, 0, 'queued', 'acme')",
                 f"update pgjobs.{table} set payload = '{{}}'",
                 f"delete from pgjobs.{table}",
             ):
-                with pgjobs.tenant(conn, "acme"), pytest.raises(psycopg.errors.InsufficientPrivilege):
+                with (
+                    pgjobs.tenant(conn, "acme"),
+                    pytest.raises(psycopg.errors.InsufficientPrivilege),
+                ):
                     conn.execute(statement)
                 conn.rollback()
 
@@ -225,10 +233,12 @@ def _killed_midway(dsn: str, statement: str) -> None:
         proc.kill()
         proc.wait(10)
     queries.wait_for(
-        lambda: queries.rows(
-            dsn, "select count(*) from pg_stat_activity where query = %s", (statement,)
-        )
-        == [(0,)],
+        lambda: (
+            queries.rows(
+                dsn, "select count(*) from pg_stat_activity where query = %s", (statement,)
+            )
+            == [(0,)]
+        ),
         timeout=15,
         message="the killed process's session did not end",
     )
@@ -308,10 +318,12 @@ def test_cancels_racing_a_draining_worker_raise_nothing_unexpected(dsn: str) -> 
         )
         assert canceler.stdout.strip() == "{}", canceler.stdout + canceler.stderr
         queries.wait_for(
-            lambda: queries.rows(
-                dsn, "select count(*) from pgjobs.jobs where not pgjobs.is_finished(state)"
-            )
-            == [(0,)],
+            lambda: (
+                queries.rows(
+                    dsn, "select count(*) from pgjobs.jobs where not pgjobs.is_finished(state)"
+                )
+                == [(0,)]
+            ),
             timeout=120,
             message="jobs were left unfinished",
         )
