@@ -16,7 +16,8 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import retention
+from pgjobs import retention, sql
+from pgjobs.migrate import migrate
 from tests.support import factories, queries, workers
 from tests.test_security import Roles, as_user, roles  # noqa: F401 - fixtures
 
@@ -49,6 +50,13 @@ def _bounds(conn: psycopg.Connection[Any], at: dt.datetime) -> tuple[str, Any, A
     return str(row[0]), row[1], row[2]
 
 
+def _installed_long_ago(conn: psycopg.Connection[Any]) -> None:
+    """Drops the (empty) history partition, which holds everything finished
+    before the day the schema was installed: partitions of earlier periods
+    can be made, as in a database installed long before them."""
+    conn.execute("drop table pgjobs.jobs_finished_history")
+
+
 def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
     row = conn.execute("select to_regclass(%s) is not null", (f"pgjobs.{name}",)).fetchone()
     return bool(row and row[0])
@@ -69,7 +77,8 @@ def test_workers_make_partitions_ahead_as_the_owner(dsn: str, roles: Roles) -> N
             "       c.relforcerowsecurity, c.relacl"
             "  from pg_inherits i join pg_class c on c.oid = i.inhrelid"
             " where i.inhparent = 'pgjobs.jobs_finished'::regclass"
-            "   and c.relname <> 'jobs_finished_default' order by c.relname"
+            "   and c.relname not in ('jobs_finished_default', 'jobs_finished_history')"
+            " order by c.relname"
         ).fetchall()
     assert [r[0] for r in rows] == names
     # Made by the owner, no grants, row-level security forced with no policy.
@@ -88,11 +97,14 @@ def test_a_job_finished_just_before_a_boundary_stays_in_its_period(dsn: str) -> 
         assert _partition_of(conn, first) == f"pgjobs.{name}"
         assert _partition_of(conn, at) == f"pgjobs.{_bounds(conn, hi)[0]}"
         assert _partition_of(conn, unfinished) == "pgjobs.jobs_active"
-        # A time no partition was made for goes to the default one: nothing fails.
+        # A time no partition was made for goes to the default one, one before
+        # the schema was installed to the history: nothing fails.
+        later = _finish_at(conn, "completed", hi + 30 * DAY)
+        assert _partition_of(conn, later) == "pgjobs.jobs_finished_default"
         old = _finish_at(conn, "completed", lo - 30 * DAY)
-        assert _partition_of(conn, old) == "pgjobs.jobs_finished_default"
+        assert _partition_of(conn, old) == "pgjobs.jobs_finished_history"
         # pgjobs.get finds each, wherever it lives.
-        for job_id, state in ((before, "completed"), (at, "dead"), (old, "completed")):
+        for job_id, state in ((before, "completed"), (at, "dead"), (later, "completed")):
             assert pgjobs.get(conn, job_id).state == state
 
 
@@ -101,6 +113,7 @@ def test_retention_drops_whole_old_partitions_and_deletes_the_straddling_rows(ds
     with psycopg.connect(dsn) as conn:
         now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
         cutoff = now - dt.timedelta(seconds=older_than)
+        _installed_long_ago(conn)
         conn.execute("select pgjobs.partitions_ensure(%s)", (cutoff - 3 * DAY,))
         conn.execute("select pgjobs.partitions_ensure()")
         gone_whole = [_finish_at(conn, "completed", cutoff - 2 * DAY) for _ in range(3)]
@@ -129,6 +142,7 @@ def test_dedup_and_dependencies_reach_parents_in_older_partitions(dsn: str) -> N
     with psycopg.connect(dsn) as conn:
         factories.ensure_type(conn)
         conn.execute("update pgjobs.job_types set dedup_window_seconds = 0")
+        _installed_long_ago(conn)
         conn.execute("select pgjobs.partitions_ensure(now() - interval '3 days')")
         old = dt.datetime.now(dt.UTC) - 2 * DAY
         done = _finish_at(conn, "completed", old)
@@ -190,7 +204,13 @@ def test_a_tenant_sees_its_finished_jobs_only_through_pgjobs_jobs(
             ]
             assert seen == [mine]
             assert pgjobs.get(conn, mine).state == "completed"
-        for table in (name, "jobs_active", "jobs_finished", "jobs_finished_default"):
+        partitions = (
+            "jobs_active",
+            "jobs_finished",
+            "jobs_finished_default",
+            "jobs_finished_history",
+        )
+        for table in (name, *partitions):
             for statement in (
                 f"select * from pgjobs.{table}",
                 f"insert into pgjobs.{table} (id, job_type, queue, priority, max_attempts,"
@@ -256,6 +276,7 @@ def test_a_process_killed_while_making_or_dropping_partitions_leaves_them_whole(
         assert conn.execute(make).fetchone() == (4,)  # the next turn makes them
         assert _exists(conn, name)
 
+        _installed_long_ago(conn)
         conn.execute("select pgjobs.partitions_ensure(now() - interval '20 days')")
         with conn.transaction():
             old = [
@@ -329,3 +350,64 @@ def test_cancels_racing_a_draining_worker_raise_nothing_unexpected(dsn: str) -> 
         )
     counts = dict(queries.rows(dsn, "select state, count(*) from pgjobs.jobs group by state"))
     assert set(counts) <= {"completed", "canceled"} and sum(counts.values()) == 3000
+
+
+def test_the_migration_moves_every_row_of_an_existing_database(empty_dsn: str) -> None:
+    """A database from before 0060, with jobs in every state, history and dedup
+    keys: after the migration every row is where it was (same ids, states and
+    history), each in its partition, and enqueue, cancel and retry go on."""
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        for step in sql.migrations():
+            if step.version >= 60:
+                break
+            with conn.transaction():
+                conn.execute(step.sql.encode())
+                if step.version > 0:
+                    conn.execute(
+                        sql.query("migration_record"), {"version": step.version, "name": step.name}
+                    )
+        ids = {state: factories.make_job(conn, state) for state in factories.PATHS}
+        ids["waiting"] = factories.make_job(conn, "waiting")
+        conn.execute(
+            "update pgjobs.jobs set finished_at = now() - interval '2 days' where id = %s",
+            (ids["canceled"],),
+        )
+        keyed = conn.execute(
+            "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'k') returning id",
+            (factories.JOB_TYPE,),
+        ).fetchone()
+        assert keyed is not None
+        before = conn.execute(
+            "select id, state, attempt, finished_at from pgjobs.jobs order by id"
+        ).fetchall()
+        events = conn.execute("select count(*) from pgjobs.job_events").fetchone()
+
+        assert [a.split("_")[0] for a in migrate(conn)] == [
+            f"{m.version:04d}" for m in sql.migrations() if m.version >= 60
+        ]
+        after = conn.execute(
+            "select id, state, attempt, finished_at from pgjobs.jobs order by id"
+        ).fetchall()
+        assert after == before
+        assert conn.execute("select count(*) from pgjobs.job_events").fetchone() == events
+        homes = dict(
+            conn.execute("select state, tableoid::regclass::text from pgjobs.jobs").fetchall()
+        )
+        assert homes["queued"] == homes["running"] == homes["waiting"] == "pgjobs.jobs_active"
+        # Finished before the day of the migration: the history; on it, the default.
+        assert homes["canceled"] == "pgjobs.jobs_finished_history"
+        assert homes["completed"] == homes["dead"] == "pgjobs.jobs_finished_default"
+        # The sequence goes on past the old ids; a duplicate key is still one.
+        new = factories.insert_job(conn)
+        assert new > max(r[0] for r in before)
+        assert (
+            conn.execute(
+                "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'k') returning id",
+                (factories.JOB_TYPE,),
+            ).fetchone()
+            is None
+        )
+        assert pgjobs.cancel(conn, ids["queued"]) == "canceled"
+        assert pgjobs.retry(conn, ids["dead"]) == "queued"
+        assert factories.state_of(conn, ids["dead"]) == "queued"
+        assert _partition_of(conn, ids["dead"]) == "pgjobs.jobs_active"

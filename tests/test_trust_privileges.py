@@ -93,6 +93,7 @@ KNOWN_TABLES = {
     "jobs_active",
     "jobs_finished",
     "jobs_finished_default",
+    "jobs_finished_history",
     "jobs_finished_<period>",
     "partition_settings",
 }

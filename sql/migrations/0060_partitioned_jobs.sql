@@ -4,8 +4,9 @@
 -- finished ones in jobs_finished, itself partitioned by period of finished_at
 -- (pgjobs.partition_settings), made ahead by the workers
 -- (pgjobs.partitions_ensure) and dropped whole by retention
--- (pgjobs.partition_drop_oldest). Rows finished before this migration, and
--- any at a time no partition was made for, live in jobs_finished_default.
+-- (pgjobs.partition_drop_oldest). Rows finished before this migration go to
+-- jobs_finished_history (emptied by the row-by-row pruner), any finished at a
+-- time no partition was made for to jobs_finished_default.
 --
 -- The old table is renamed, the partitioned one made in its image (the same
 -- columns, defaults and checks), the rows moved, and everything bound to the
@@ -52,6 +53,17 @@ create table pgjobs.jobs_finished partition of pgjobs.jobs
     for values in ('completed', 'dead', 'canceled')
     partition by range (finished_at);
 create table pgjobs.jobs_finished_default partition of pgjobs.jobs_finished default;
+-- Jobs finished before the schema had partitions of periods (a database from
+-- before 0060 moves its finished rows here): everything up to the start of
+-- the day it was installed. Retention empties it row by row; with it, the
+-- default partition stays small, which making a partition reads whole.
+do $$
+begin
+    execute format('create table pgjobs.jobs_finished_history partition of pgjobs.jobs_finished'
+                   ' for values from (minvalue) to (%L)',
+                   date_bin('1 day', now(), timestamptz '2000-01-03 00:00:00+00'));
+end
+$$;
 
 -- The period of jobs_finished's partitions and how many are made ahead. One
 -- row; the owner changes it (partitions already made keep their bounds).
@@ -709,6 +721,8 @@ alter table pgjobs.jobs_finished enable row level security;
 alter table pgjobs.jobs_finished force row level security;
 alter table pgjobs.jobs_finished_default enable row level security;
 alter table pgjobs.jobs_finished_default force row level security;
+alter table pgjobs.jobs_finished_history enable row level security;
+alter table pgjobs.jobs_finished_history force row level security;
 
 do $$
 declare
@@ -720,7 +734,7 @@ begin
         return;
     end if;
     foreach t in array array['jobs', 'jobs_active', 'jobs_finished', 'jobs_finished_default',
-                             'partition_settings', 'queue_depth', 'job_counts', 'dead_letter',
+                             'jobs_finished_history', 'partition_settings', 'queue_depth', 'job_counts', 'dead_letter',
                              'workers', 'schedule_status', 'unserved_job_types'] loop
         execute format('alter table pgjobs.%I owner to pgjobs_owner', t);
     end loop;
@@ -736,7 +750,7 @@ $$;
 alter sequence pgjobs.jobs_id_seq owned by pgjobs.jobs.id;
 
 revoke all on pgjobs.jobs, pgjobs.jobs_active, pgjobs.jobs_finished,
-              pgjobs.jobs_finished_default, pgjobs.partition_settings, pgjobs.queue_depth,
+              pgjobs.jobs_finished_default, pgjobs.jobs_finished_history, pgjobs.partition_settings, pgjobs.queue_depth,
               pgjobs.job_counts, pgjobs.dead_letter, pgjobs.workers, pgjobs.schedule_status,
               pgjobs.unserved_job_types
     from public;

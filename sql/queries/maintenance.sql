@@ -63,7 +63,8 @@ with doomed as (
 ), history as (
     delete from pgjobs.job_events e using doomed d where e.job_id = d.id
 )
-delete from pgjobs.jobs j using doomed d where j.id = d.id
+delete from pgjobs.jobs j using doomed d
+ where j.id = d.id and pgjobs.is_finished(j.state)  -- the finished partitions only
 returning j.id;
 
 -- name: partitions_ensure

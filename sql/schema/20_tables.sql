@@ -128,6 +128,17 @@ create table pgjobs.jobs_finished partition of pgjobs.jobs
     for values in ('completed', 'dead', 'canceled')
     partition by range (finished_at);
 create table pgjobs.jobs_finished_default partition of pgjobs.jobs_finished default;
+-- Jobs finished before the schema had partitions of periods (a database from
+-- before 0060 moves its finished rows here): everything up to the start of
+-- the day it was installed. Retention empties it row by row; with it, the
+-- default partition stays small, which making a partition reads whole.
+do $$
+begin
+    execute format('create table pgjobs.jobs_finished_history partition of pgjobs.jobs_finished'
+                   ' for values from (minvalue) to (%L)',
+                   date_bin('1 day', now(), timestamptz '2000-01-03 00:00:00+00'));
+end
+$$;
 
 -- The period of jobs_finished's partitions and how many are made ahead. One
 -- row; the owner changes it (partitions already made keep their bounds).

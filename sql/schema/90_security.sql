@@ -31,7 +31,8 @@ begin
     -- The partitions of jobs (0060): enabled and forced with no policy and no
     -- grants, nobody reads or writes one directly; through pgjobs.jobs its
     -- policy above applies. pgjobs.partitions_ensure makes later ones so.
-    foreach t in array array['jobs_active', 'jobs_finished', 'jobs_finished_default'] loop
+    foreach t in array array['jobs_active', 'jobs_finished', 'jobs_finished_default',
+                             'jobs_finished_history'] loop
         execute format('alter table pgjobs.%I enable row level security', t);
         execute format('alter table pgjobs.%I force row level security', t);
     end loop;
