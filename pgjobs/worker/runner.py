@@ -53,6 +53,7 @@ _PAUSE_STEP_SECONDS = 0.1
 _LAST_CHANCE_SECONDS = 2.0
 # While async jobs are in flight, an idle sleep looks at their outcomes this often.
 _BUSY_STEP_SECONDS = 0.01
+_CLAIM_TRIES = 3  # claims in a row a row moved to another partition may fail (0060)
 
 
 class Runner:
@@ -203,14 +204,24 @@ class Runner:
     def _claim(self) -> list[ClaimedJob]:
         assert self.control is not None
         self.completer.flush()  # outcomes a fault held back go first
-        jobs = claim(
-            self.control,
-            worker=self.name,
-            queues=self.cfg.queues,
-            n=self.executor.room(),
-            lease_seconds=self.cfg.lease_seconds,
-            job_types=self.job_types,
-        )
+        for attempt in range(_CLAIM_TRIES):
+            try:
+                jobs = claim(
+                    self.control,
+                    worker=self.name,
+                    queues=self.cfg.queues,
+                    n=self.executor.room(),
+                    lease_seconds=self.cfg.lease_seconds,
+                    job_types=self.job_types,
+                )
+                break
+            except psycopg.errors.SerializationFailure:
+                # A job this claim saw queued moved to jobs_finished before it
+                # locked it (canceled, or claimed and finished by another
+                # process): the claim, in autocommit, is simply tried again.
+                # Past a few tries it is a fault like any other.
+                if attempt == _CLAIM_TRIES - 1:
+                    raise
         self.leases.hold(jobs)
         self.retry.ok()
         return jobs
