@@ -411,3 +411,29 @@ def test_the_migration_moves_every_row_of_an_existing_database(empty_dsn: str) -
         assert pgjobs.retry(conn, ids["dead"]) == "queued"
         assert factories.state_of(conn, ids["dead"]) == "queued"
         assert _partition_of(conn, ids["dead"]) == "pgjobs.jobs_active"
+
+
+def test_retry_moves_a_job_back_to_jobs_active_as_itself(dsn: str) -> None:
+    """A job canceled before it ever ran, retried: the same row moves back (same
+    id, one row, no second dedup key), not a new job taken by the insert
+    trigger, and its history shows both transitions."""
+    with psycopg.connect(dsn) as conn:
+        factories.ensure_type(conn)
+        row = conn.execute(
+            "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'once') returning id",
+            (factories.JOB_TYPE,),
+        ).fetchone()
+        assert row is not None
+        job_id = row[0]
+        assert pgjobs.cancel(conn, job_id) == "canceled"
+        assert _partition_of(conn, job_id).startswith("pgjobs.jobs_finished_")
+        assert pgjobs.retry(conn, job_id) == "queued"
+        assert _partition_of(conn, job_id) == "pgjobs.jobs_active"
+        assert conn.execute("select count(*), max(id) from pgjobs.jobs").fetchone() == (1, job_id)
+        assert conn.execute(
+            "select job_id, active from pgjobs.dedup_keys where dedup_key = 'once'"
+        ).fetchall() == [(job_id, True)]
+        assert conn.execute(
+            "select from_state, to_state from pgjobs.job_events where job_id = %s order by id",
+            (job_id,),
+        ).fetchall() == [("queued", "canceled"), ("canceled", "queued")]

@@ -49,8 +49,12 @@ with (autovacuum_vacuum_scale_factor = 0.0,
 -- time); a row no period's partition holds (finished before partitioning, or
 -- at a time none was made for) lands in the default one, so no completion
 -- ever fails for want of a partition.
-create table pgjobs.jobs_finished partition of pgjobs.jobs
-    for values in ('completed', 'dead', 'canceled')
+-- A finished job always holds a lease token (0: it never ran), which no new
+-- row has: moving back to jobs_active (pgjobs.retry) fires that partition's
+-- insert triggers, and jobs_before_insert must not take it for a new job.
+create table pgjobs.jobs_finished partition of pgjobs.jobs (
+    constraint jobs_finished_token_check check (lease_token is not null)
+) for values in ('completed', 'dead', 'canceled')
     partition by range (finished_at);
 create table pgjobs.jobs_finished_default partition of pgjobs.jobs_finished default;
 -- Jobs finished before the schema had partitions of periods (a database from
@@ -94,7 +98,10 @@ create index jobs_organization_id_idx on pgjobs.jobs (organization, id);
 create index jobs_finished_idx on pgjobs.jobs (finished_at)
     where state in ('completed', 'dead', 'canceled');
 
--- The rows, before any trigger exists: they keep their ids and states.
+-- The rows, before any trigger exists: they keep their ids and states. A
+-- finished job that never ran gets lease token 0 (jobs_finished_token_check).
+update pgjobs.jobs_unpartitioned set lease_token = 0
+ where lease_token is null and state in ('completed', 'dead', 'canceled');
 insert into pgjobs.jobs select * from pgjobs.jobs_unpartitioned;
 drop table pgjobs.jobs_unpartitioned;
 
@@ -173,6 +180,143 @@ create trigger jobs_after_delete
     after delete on pgjobs.jobs
     referencing old table as old_rows
     for each statement execute function pgjobs.jobs_after_delete();
+
+-- A dependency's cancel gives the child a lease token (jobs_finished_token_check).
+create or replace function pgjobs.jobs_after_update() returns trigger
+language plpgsql
+-- The owner's rights (90_security.sql): it writes history, dedup flags, the
+-- dependency cascade and the relay's outbox for sessions that may write none
+-- of them (an admin's UPDATE of run_at runs it too).
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+set enable_seqscan = off
+as $$
+declare
+    completed_ids bigint[];
+    failed_ids    bigint[];
+    woken_queues  text[];
+    dedup_changed boolean;
+    refused       text[];
+    children      bigint[];
+    q             text;
+    -- The worker's sessions leave their state events to the relay
+    -- (pgjobs.state_relay): a transaction that sends a NOTIFY commits only
+    -- while it holds a lock every such commit of the server takes in turn,
+    -- and with a notifying claim and completion per batch in every worker
+    -- process they queued behind each other past a few processes per core.
+    relay_events  text[];
+    relayed       boolean := coalesce(current_setting('pgjobs.relay_state_events', true), '') = 'on';
+begin
+    -- Only the columns the history and the events need: never the payload.
+    with changed as (
+        select n.id, n.organization, n.job_type, n.queue, n.attempt, n.state, n.dedup_key,
+               n.last_error_class, n.last_error, n.last_traceback, n.last_duration_ms,
+               n.started_at, coalesce(n.worker, o.worker) as worker, o.state as from_state
+          from new_rows n join old_rows o on o.id = n.id
+         where n.state <> o.state
+    ), history as (
+        insert into pgjobs.job_events
+               (job_id, organization, job_type, attempt, from_state, to_state,
+                worker, error_class, message, traceback, duration_ms)
+        select c.id, c.organization, c.job_type, c.attempt, c.from_state, c.state, c.worker,
+               case when c.from_state = 'running' and c.state <> 'completed' then c.last_error_class end,
+               case when c.state in ('retrying', 'dead', 'canceled') then c.last_error end,
+               case when c.from_state = 'running' and c.state <> 'completed' then c.last_traceback end,
+               case when c.from_state = 'running' then
+                    coalesce(c.last_duration_ms,
+                             extract(epoch from now() - c.started_at) * 1000) end
+          from changed c
+    ), notified as (
+        select c.*,
+               case when not relayed then
+                    pg_notify('pgjobs_state', pgjobs.state_event(c.id, c.organization, c.job_type,
+                                                                 c.state, c.attempt)) end as sent
+          from changed c
+    )
+    select array_agg(id) filter (where state = 'completed'),
+           array_agg(id) filter (where state in ('dead', 'canceled')),
+           array_agg(distinct queue) filter (where state in ('queued', 'retrying')),
+           bool_or(dedup_key is not null
+                   and (pgjobs.is_finished(state) or pgjobs.is_finished(from_state))),
+           min(array[id::text, from_state, state])
+               filter (where not pgjobs.transition_allowed(from_state, state)),
+           array_agg(pgjobs.state_event(id, organization, job_type, state, attempt) order by id)
+               filter (where relayed)
+      into completed_ids, failed_ids, woken_queues, dedup_changed, refused, relay_events
+      from notified;
+
+    -- A forbidden transition undoes the whole statement (its history and
+    -- NOTIFYs with it).
+    if refused is not null then
+        raise exception 'pgjobs: job % cannot go from % to %', refused[1], refused[2], refused[3]
+            using errcode = 'PJ003';
+    end if;
+
+    -- One outbox row per statement, its events in the NOTIFY payloads' form.
+    -- Its own statement, reached only by relayed sessions: only they may
+    -- write the outbox.
+    if relay_events is not null then
+        insert into pgjobs.state_outbox (events) values (relay_events);
+    end if;
+
+    if woken_queues is not null then
+        foreach q in array woken_queues loop
+            perform pg_notify('pgjobs_wakeup', q);
+        end loop;
+    end if;
+
+    -- A dedup key stays taken while its job is unfinished.
+    if dedup_changed then
+        update pgjobs.dedup_keys d
+           set active = not pgjobs.is_finished(n.state)
+          from new_rows n
+         where n.dedup_key is not null
+           and d.organization = coalesce(n.organization, '')
+           and d.job_type = n.job_type and d.dedup_key = n.dedup_key
+           and d.job_id = n.id
+           and d.active = pgjobs.is_finished(n.state);  -- the flag is out of date
+    end if;
+
+    if completed_ids is not null then
+        -- Lock the waiting children first, in id order. Two parents of one
+        -- child completing in concurrent transactions would otherwise each
+        -- see the other still running and leave the child waiting for ever:
+        -- the second completion waits here until the first commits, and the
+        -- release below, a later statement with a fresh snapshot, then sees
+        -- both parents completed. Id order keeps two batches from deadlocking.
+        select array_agg(w.id) into children
+          from (select c.id from pgjobs.jobs c
+                 where c.state = 'waiting' and c.depends_on && completed_ids
+                 order by c.id
+                   for update) w;
+        if children is not null then
+            -- A waiting child runs once its last parent has completed.
+            update pgjobs.jobs c
+               set state = 'queued', run_at = greatest(c.run_at, now())
+             where c.id = any(children)
+               and c.state = 'waiting'
+               and not exists (select 1 from pgjobs.jobs p
+                                where p.id = any(c.depends_on) and p.state <> 'completed');
+        end if;
+    end if;
+
+    if failed_ids is not null then
+        -- A parent that ended without completing (dead or canceled) cancels
+        -- its waiting children; their own update re-enters this trigger, which
+        -- reaches the grandchildren.
+        update pgjobs.jobs c
+           set state = 'canceled', canceled_by = 'dependency', finished_at = now(),
+               lease_token = coalesce(c.lease_token, 0),  -- jobs_finished_token_check
+               last_error = (select format('dependency %s ended %s', p.id, p.state)
+                               from pgjobs.jobs p
+                              where p.id = any(c.depends_on) and p.id = any(failed_ids)
+                              order by p.id limit 1)
+         where c.state = 'waiting' and c.depends_on && failed_ids;
+    end if;
+    return null;
+end
+$$;
 
 -- Born canceled (its parent failed): see jobs_after_insert_canceled.
 create or replace function pgjobs.jobs_before_insert() returns trigger
@@ -462,7 +606,7 @@ security definer  -- the owner's rights: the app may not UPDATE jobs itself
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    update pgjobs.jobs j set state = 'canceled', finished_at = now()
+    update pgjobs.jobs j set state = 'canceled', finished_at = now(), lease_token = 0
      where j.id = new.id and j.state = 'waiting';
     return null;
 end
@@ -568,7 +712,8 @@ begin
                set state = case when j.state = 'running' then 'running' else 'canceled' end,
                    cancel_requested_at = case when j.state = 'running' then now() end,
                    finished_at = case when j.state = 'running' then null else now() end,
-                   canceled_by = pgjobs.current_actor()
+                   canceled_by = pgjobs.current_actor(),
+                   lease_token = coalesce(j.lease_token, 0)  -- jobs_finished_token_check
               from pgjobs.job_types t
              where j.id = cancel.id
                and t.name = j.job_type
@@ -627,10 +772,7 @@ begin
         begin
             update pgjobs.jobs j
                set state = 'queued', attempt = 0, run_at = now(), finished_at = null,
-                   canceled_by = null, cancel_requested_at = null, result = null,
-                   -- jobs_before_insert must not take the job for a new one
-                   -- (40_enqueue.sql): a job that never ran gets token 0.
-                   lease_token = coalesce(j.lease_token, 0)
+                   canceled_by = null, cancel_requested_at = null, result = null
              where j.id = retry.id and j.state in ('dead', 'canceled')
             returning j.state into new_state;
             exit;

@@ -124,8 +124,12 @@ with (autovacuum_vacuum_scale_factor = 0.0,
 -- time); a row no period's partition holds (finished before partitioning, or
 -- at a time none was made for) lands in the default one, so no completion
 -- ever fails for want of a partition.
-create table pgjobs.jobs_finished partition of pgjobs.jobs
-    for values in ('completed', 'dead', 'canceled')
+-- A finished job always holds a lease token (0: it never ran), which no new
+-- row has: moving back to jobs_active (pgjobs.retry) fires that partition's
+-- insert triggers, and jobs_before_insert must not take it for a new job.
+create table pgjobs.jobs_finished partition of pgjobs.jobs (
+    constraint jobs_finished_token_check check (lease_token is not null)
+) for values in ('completed', 'dead', 'canceled')
     partition by range (finished_at);
 create table pgjobs.jobs_finished_default partition of pgjobs.jobs_finished default;
 -- Jobs finished before the schema had partitions of periods (a database from

@@ -246,7 +246,8 @@ $$;
 -- pgjobs.jobs: an UPDATE that moves a row to another partition inserts it
 -- there and fires that partition's insert triggers (0060). A job moving to
 -- jobs_finished so meets none; one moving back (pgjobs.retry) holds a lease
--- token, which no new row has (no runtime role but the workers may write it).
+-- token (jobs_finished_token_check), which no new row has: no runtime role
+-- but the workers may write that column.
 create trigger jobs_before_insert
     before insert on pgjobs.jobs_active
     for each row

@@ -33,7 +33,8 @@ begin
                set state = case when j.state = 'running' then 'running' else 'canceled' end,
                    cancel_requested_at = case when j.state = 'running' then now() end,
                    finished_at = case when j.state = 'running' then null else now() end,
-                   canceled_by = pgjobs.current_actor()
+                   canceled_by = pgjobs.current_actor(),
+                   lease_token = coalesce(j.lease_token, 0)  -- jobs_finished_token_check
               from pgjobs.job_types t
              where j.id = cancel.id
                and t.name = j.job_type
@@ -93,10 +94,7 @@ begin
         begin
             update pgjobs.jobs j
                set state = 'queued', attempt = 0, run_at = now(), finished_at = null,
-                   canceled_by = null, cancel_requested_at = null, result = null,
-                   -- jobs_before_insert must not take the job for a new one
-                   -- (40_enqueue.sql): a job that never ran gets token 0.
-                   lease_token = coalesce(j.lease_token, 0)
+                   canceled_by = null, cancel_requested_at = null, result = null
              where j.id = retry.id and j.state in ('dead', 'canceled')
             returning j.state into new_state;
             exit;

@@ -146,7 +146,7 @@ security definer  -- the owner's rights: the app may not UPDATE jobs itself
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    update pgjobs.jobs j set state = 'canceled', finished_at = now()
+    update pgjobs.jobs j set state = 'canceled', finished_at = now(), lease_token = 0
      where j.id = new.id and j.state = 'waiting';
     return null;
 end
