@@ -86,10 +86,11 @@ class PgJobs(System):
             conn.execute("set session_replication_role = replica")
             conn.execute(
                 "insert into pgjobs.jobs (id, job_type, queue, priority, payload, state,"
-                "  attempt, max_attempts, timeout_seconds, started_at, finished_at, result)"
+                "  attempt, max_attempts, timeout_seconds, started_at, finished_at, result,"
+                "  lease_token)"  # a finished job holds one (jobs_finished_token_check)
                 " select nextval('pgjobs.jobs_id_seq'), 'bench.noop', 'default', 2, '{}',"
                 "        'completed', 1, 1, 300,"
-                "        now(), now(), 'null' from generate_series(1, %s)",
+                "        now(), now(), 'null', 0 from generate_series(1, %s)",
                 [finished],
             )
             conn.execute("reset session_replication_role")
