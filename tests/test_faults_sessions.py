@@ -63,7 +63,8 @@ def _vacuum_count(dsn: str) -> int:
     return int(
         queries.scalar(
             dsn,
-            "select vacuum_count from pg_stat_user_tables where relid = 'pgjobs.jobs'::regclass",
+            "select vacuum_count from pg_stat_user_tables"
+            " where relid = 'pgjobs.jobs_active'::regclass",
         )
     )
 
@@ -71,7 +72,9 @@ def _vacuum_count(dsn: str) -> int:
 def _dead_tuples(dsn: str) -> int:
     return int(
         queries.scalar(
-            dsn, "select n_dead_tup from pg_stat_user_tables where relid = 'pgjobs.jobs'::regclass"
+            dsn,
+            "select n_dead_tup from pg_stat_user_tables"
+            " where relid = 'pgjobs.jobs_active'::regclass",
         )
     )
 

@@ -127,7 +127,7 @@ def _old_finished_jobs(conn: psycopg.Connection[Any], count: int) -> list[int]:
     ids = [pgjobs.enqueue(conn, "pb.work").id for _ in range(count)]
     conn.execute(
         "update pgjobs.jobs set state = 'canceled', finished_at = now() - interval '40 days',"
-        " created_at = now() - interval '40 days' where id = any(%s)",
+        " created_at = now() - interval '40 days', lease_token = 0 where id = any(%s)",
         (ids,),
     )
     return ids

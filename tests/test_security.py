@@ -397,9 +397,11 @@ def test_schema_lint(conn: psycopg.Connection[Any]) -> None:
     tables = conn.execute(
         "select c.relname, c.relrowsecurity, c.relforcerowsecurity from pg_class c"
         " join pg_attribute a on a.attrelid = c.oid and a.attname = 'organization'"
-        " where c.relnamespace = 'pgjobs'::regnamespace and c.relkind = 'r'"
+        " where c.relnamespace = 'pgjobs'::regnamespace and c.relkind in ('r', 'p')"
     ).fetchall()
     assert {t["relname"] for t in tables} >= {"jobs", "job_events", "dedup_keys", "rate_windows"}
+    # and the partitions of jobs (0060), though nobody may read them directly
+    assert {t["relname"] for t in tables} >= {"jobs_active", "jobs_finished_default"}
     assert [
         t["relname"] for t in tables if not (t["relrowsecurity"] and t["relforcerowsecurity"])
     ] == []

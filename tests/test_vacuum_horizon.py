@@ -40,11 +40,11 @@ def test_no_second_vacuum_while_the_same_open_transaction_holds_the_horizon(
             conn.execute("update pgjobs.jobs set progress = 1")  # 1,500 dead row versions
             wait_for(lambda: conn.execute(
                 "select n_dead_tup >= 1000 from pg_stat_user_tables"
-                " where relid = 'pgjobs.jobs'::regclass").fetchone()[0], timeout=20)
+                " where relid = 'pgjobs.jobs_active'::regclass").fetchone()[0], timeout=20)
 
             locked, horizon = vacuum_turn(conn, None)
             assert locked and horizon == held[0]  # the open transaction is the horizon
-            conn.execute("vacuum pgjobs.jobs")
+            conn.execute("vacuum pgjobs.jobs_active")
             # The same transaction still holds it: nothing more could go.
             assert vacuum_turn(conn, horizon)[0] is False
         # It ended: the next vacuum can remove what it kept.

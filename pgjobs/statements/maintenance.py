@@ -63,3 +63,21 @@ def lease_take(*, duty: str, holder: str, seconds: float, now: dt.datetime | Non
 def lease_release(*, duties: Sequence[str], holder: str) -> Params:
     """Gives back the turns ``holder`` has at ``duties``."""
     return {"duties": list(duties), "holder": holder}
+
+
+def _int_or_none(found: list[Any]) -> int | None:
+    return None if not found or found[0][0] is None else int(found[0][0])
+
+
+@statement("partitions_ensure", _int_or_none)
+def partitions_ensure(*, now: dt.datetime | None = None) -> Params:
+    """Makes the partitions of finished jobs of this period and the next few;
+    how many it made."""
+    return {"now": now}
+
+
+@statement("partition_drop_oldest", _int_or_none)
+def partition_drop_oldest(*, older_than_seconds: float) -> Params:
+    """Drops the oldest partition of finished jobs wholly past the cutoff; how
+    many jobs it held, or None when no partition is that old."""
+    return {"older_than_seconds": older_than_seconds}

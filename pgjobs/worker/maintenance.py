@@ -1,5 +1,6 @@
-"""Maintenance the workers do themselves: vacuuming the jobs table, and
-retention (``pgjobs worker --prune-after 30d``).
+"""Maintenance the workers do themselves: vacuuming the unfinished jobs,
+making the partitions of finished jobs ahead of time, and retention
+(``pgjobs worker --prune-after 30d``).
 
 Vacuum: claimed jobs leave dead entries at the head of the claim's index,
 which every claim steps over until VACUUM removes them, so a busy queue
@@ -38,6 +39,7 @@ _VACUUM_CHECK_SECONDS = 1.0
 _VACUUM_DEAD_TUPLES = 10_000
 _VACUUM_DEAD_SHARE = 0.05  # of the live tuples, when that is more
 _VACUUM_TURN_SECONDS = 600.0  # a vacuuming worker that dies gives its turn back this soon
+_PARTITIONS_CHECK_SECONDS = 60.0
 _PRUNE_RETRY_SECONDS = 300.0  # a failed prune run (Postgres away, say) is retried this soon
 
 EXIT_OK = 0
@@ -86,6 +88,30 @@ class Vacuum:
             return False
         finally:
             statements.lease_release(conn, duties=["vacuum"], holder=self.holder)
+
+
+class Partitions:
+    """The worker's partition duty: the partitions of finished jobs for this
+    period and the next few exist (pgjobs.partitions_ensure, which makes them
+    as the owner). Every worker process looks about once a minute, from its
+    first turn on: a look costs a few catalog probes, and a partition made
+    twice at once is made once (the function skips what exists)."""
+
+    def __init__(self, log: Any, every_seconds: float = _PARTITIONS_CHECK_SECONDS) -> None:
+        self.log = log
+        self.every_seconds = every_seconds
+        self.next_check = 0.0  # at the first turn
+
+    def if_due(self, conn: psycopg.Connection[Any]) -> int:
+        """Makes the partitions missing if it is time to look; how many it made."""
+        now = time.monotonic()
+        if now < self.next_check:
+            return 0
+        self.next_check = now + self.every_seconds
+        made = statements.partitions_ensure(conn) or 0
+        if made:
+            self.log.info("partitions_made", partitions=made)
+        return made
 
 
 class Pruner:

@@ -4,7 +4,8 @@ Runs in a process of its own, started by the supervisor. A job's way through
 it: the claim here, :mod:`executor` runs its handler, :mod:`completer` writes
 its outcome. Beside the loop, :mod:`beacon` renews the leases of the jobs this
 process holds, :mod:`wakeups` sleeps until work comes, and :mod:`maintenance`
-vacuums the jobs table when it needs it.
+vacuums the unfinished jobs when they need it and makes the partitions of
+finished jobs ahead of time.
 
 A database fault (see :mod:`pgjobs.faults`) drops the sessions, waits with a
 backoff that only work done resets, and connects again; the loop goes on as
@@ -39,7 +40,7 @@ from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
 from pgjobs.worker.lane import Lane
-from pgjobs.worker.maintenance import Vacuum
+from pgjobs.worker.maintenance import Partitions, Vacuum
 from pgjobs.worker.session import connect, connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.starting import decode_tolerantly
@@ -52,6 +53,7 @@ _PAUSE_STEP_SECONDS = 0.1
 _LAST_CHANCE_SECONDS = 2.0
 # While async jobs are in flight, an idle sleep looks at their outcomes this often.
 _BUSY_STEP_SECONDS = 0.01
+_CLAIM_TRIES = 3  # claims in a row a row moved to another partition may fail (0060)
 
 
 class Runner:
@@ -89,6 +91,7 @@ class Runner:
             self.lane,
         )
         self.vacuum = Vacuum(self.log, self.name)
+        self.partitions = Partitions(self.log)
         self.control: psycopg.Connection[Any] | None = None
 
     def serve(self) -> None:
@@ -139,6 +142,7 @@ class Runner:
         executor = self.executor
         self.wakeups.wake.clear()
         executor.collect()
+        self.partitions.if_due(self.control)
         claimed_for = executor.room()
         jobs = self._claim()
         if jobs:
@@ -200,14 +204,24 @@ class Runner:
     def _claim(self) -> list[ClaimedJob]:
         assert self.control is not None
         self.completer.flush()  # outcomes a fault held back go first
-        jobs = claim(
-            self.control,
-            worker=self.name,
-            queues=self.cfg.queues,
-            n=self.executor.room(),
-            lease_seconds=self.cfg.lease_seconds,
-            job_types=self.job_types,
-        )
+        for attempt in range(_CLAIM_TRIES):
+            try:
+                jobs = claim(
+                    self.control,
+                    worker=self.name,
+                    queues=self.cfg.queues,
+                    n=self.executor.room(),
+                    lease_seconds=self.cfg.lease_seconds,
+                    job_types=self.job_types,
+                )
+                break
+            except psycopg.errors.SerializationFailure:
+                # A job this claim saw queued moved to jobs_finished before it
+                # locked it (canceled, or claimed and finished by another
+                # process): the claim, in autocommit, is simply tried again.
+                # Past a few tries it is a fault like any other.
+                if attempt == _CLAIM_TRIES - 1:
+                    raise
         self.leases.hold(jobs)
         self.retry.ok()
         return jobs

@@ -3,7 +3,7 @@
 -- %(now)s, where taken, is an optional clock: NULL means the database's now().
 
 -- name: jobs_vacuum_turn
--- Takes the vacuum turn (see maintenance_lease_take) when the jobs table has
+-- Takes the vacuum turn (see maintenance_lease_take) when jobs_active has
 -- dead tuples to clear, this role may vacuum it, and nobody is vacuuming it
 -- already (autovacuum included). A vacuum reads every index whole, so a bigger
 -- table waits for more dead tuples (a share of its live ones): its cost per job
@@ -34,7 +34,7 @@ select 'vacuum', %(holder)s, coalesce(%(now)s, now()) + make_interval(secs => %(
   from pg_stat_user_tables s
   join pg_class c on c.oid = s.relid
  cross join horizon h
- where s.relid = 'pgjobs.jobs'::regclass
+ where s.relid = 'pgjobs.jobs_active'::regclass
    and s.n_dead_tup >= greatest(%(threshold)s, %(scale)s * s.n_live_tup)
    and (pg_has_role(c.relowner, 'USAGE')
         or (select r.rolsuper from pg_roles r where r.rolname = current_user))
@@ -47,7 +47,8 @@ on conflict (duty) do update
 returning true, (select h.xid from horizon h);
 
 -- name: jobs_vacuum
-vacuum pgjobs.jobs;
+-- The unfinished jobs: the partition claims and completions leave dead rows in.
+vacuum pgjobs.jobs_active;
 
 -- name: job_prune_batch
 -- One short transaction: up to batch_size finished jobs older than the cutoff,
@@ -62,8 +63,18 @@ with doomed as (
 ), history as (
     delete from pgjobs.job_events e using doomed d where e.job_id = d.id
 )
-delete from pgjobs.jobs j using doomed d where j.id = d.id
+delete from pgjobs.jobs j using doomed d
+ where j.id = d.id and pgjobs.is_finished(j.state)  -- the finished partitions only
 returning j.id;
+
+-- name: partitions_ensure
+-- Makes the partitions of finished jobs of this period and the next few.
+select pgjobs.partitions_ensure(%(now)s);
+
+-- name: partition_drop_oldest
+-- Drops the oldest partition of finished jobs wholly older than the cutoff;
+-- how many jobs it held (NULL: none is that old).
+select pgjobs.partition_drop_oldest(now() - make_interval(secs => %(older_than_seconds)s));
 
 -- name: maintenance_lease_take
 -- Takes the turn at a duty for `seconds`, or renews it: the duty is free, its

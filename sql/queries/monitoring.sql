@@ -30,11 +30,15 @@ select count(*) as workers, coalesce(sum(running_jobs), 0)::bigint as running_jo
 
 -- name: metrics_postgres_health
 -- What a queue operator watches in Postgres itself.
-select (select n_dead_tup from pg_stat_user_tables
-         where schemaname = 'pgjobs' and relname = 'jobs') as jobs_dead_tuples,
-       (select n_live_tup from pg_stat_user_tables
-         where schemaname = 'pgjobs' and relname = 'jobs') as jobs_live_tuples,
-       pg_total_relation_size('pgjobs.jobs') as jobs_total_bytes,
+-- Jobs are partitioned (0060): the figures add up every partition's.
+select (select sum(s.n_dead_tup)::bigint from pg_stat_user_tables s
+         where s.relid in (select relid from pg_partition_tree('pgjobs.jobs')))
+           as jobs_dead_tuples,
+       (select sum(s.n_live_tup)::bigint from pg_stat_user_tables s
+         where s.relid in (select relid from pg_partition_tree('pgjobs.jobs')))
+           as jobs_live_tuples,
+       (select sum(pg_total_relation_size(t.relid))::bigint
+          from pg_partition_tree('pgjobs.jobs') t) as jobs_total_bytes,
        -- clock_timestamp, not now(): this transaction may have begun before
        -- the oldest other one (a busy worker's), which made the age negative.
        (select coalesce(extract(epoch from clock_timestamp() - min(xact_start)), 0)

@@ -99,18 +99,61 @@ create table pgjobs.jobs (
         and length(job_type) between 1 and 200 and length(queue) between 1 and 200
         and (organization is null or length(organization) between 1 and 200)
         and (dedup_key is null or octet_length(dedup_key) <= 1000)
-        and (depends_on is null or cardinality(depends_on) <= 1000)),
-    -- Every unique index starts with the organization, so no tenant can
-    -- collide with, or probe for, another's rows. Ids come from one sequence, so
-    -- they are unique across organizations as well; jobs_id_idx finds one by id.
-    constraint jobs_organization_id_key unique nulls not distinct (organization, id)
+        and (depends_on is null or cardinality(depends_on) <= 1000))
+    -- Ids come from one sequence (the insert trigger draws every one), so they
+    -- are unique across organizations and partitions without a unique key,
+    -- which a partitioned table could only have with the state in it.
 )
--- Every claim and completion leaves a dead row version behind: vacuum the jobs
--- table after a few thousand of them rather than a fifth of the table, or the
--- claim's index fills with dead entries it must step over.
+-- Finished work leaves the hot path (0060): unfinished jobs live in
+-- jobs_active, the only partition the claim, the completions, lease renewal
+-- and the rescue touch (each names the states it wants, so the planner prunes
+-- to it); a job that finishes moves to jobs_finished, kept by period of
+-- finished_at so that retention drops whole partitions (70_retention.sql).
+partition by list (state);
+
+create table pgjobs.jobs_active partition of pgjobs.jobs
+    for values in ('waiting', 'queued', 'running', 'retrying')
+-- Every claim and completion leaves a dead row version behind: vacuum the
+-- unfinished jobs after a few thousand of them rather than a fifth of the
+-- table, or the claim's index fills with dead entries it must step over.
 with (autovacuum_vacuum_scale_factor = 0.0,
       autovacuum_vacuum_threshold = 5000,
       autovacuum_vacuum_cost_delay = 0);
+
+-- One partition per period (pgjobs.partitions_ensure makes them ahead of
+-- time); a row no period's partition holds (finished before partitioning, or
+-- at a time none was made for) lands in the default one, so no completion
+-- ever fails for want of a partition.
+-- A finished job always holds a lease token (0: it never ran), which no new
+-- row has: moving back to jobs_active (pgjobs.retry) fires that partition's
+-- insert triggers, and jobs_before_insert must not take it for a new job.
+create table pgjobs.jobs_finished partition of pgjobs.jobs (
+    constraint jobs_finished_token_check check (lease_token is not null)
+) for values in ('completed', 'dead', 'canceled')
+    partition by range (finished_at);
+create table pgjobs.jobs_finished_default partition of pgjobs.jobs_finished default;
+-- Jobs finished before the schema had partitions of periods (a database from
+-- before 0060 moves its finished rows here): everything up to the start of
+-- the day it was installed. Retention empties it row by row; with it, the
+-- default partition stays small, which making a partition reads whole.
+do $$
+begin
+    execute format('create table pgjobs.jobs_finished_history partition of pgjobs.jobs_finished'
+                   ' for values from (minvalue) to (%L)',
+                   date_bin('1 day', now(), timestamptz '2000-01-03 00:00:00+00'));
+end
+$$;
+
+-- The period of jobs_finished's partitions and how many are made ahead. One
+-- row; the owner changes it (partitions already made keep their bounds).
+create table pgjobs.partition_settings (
+    singleton      boolean primary key default true check (singleton),
+    period         interval not null default '1 day'
+        check (period >= interval '1 hour' and period <= interval '31 days'
+               and date_part('month', period) = 0 and date_part('year', period) = 0),
+    periods_ahead  int not null default 3 check (periods_ahead between 1 and 100)
+);
+insert into pgjobs.partition_settings default values;
 
 create sequence pgjobs.jobs_id_seq as bigint owned by pgjobs.jobs.id;
 
@@ -123,8 +166,9 @@ create index jobs_running_lease_idx on pgjobs.jobs (lease_expires_at)
 -- Parents find their waiting children.
 create index jobs_waiting_parents_idx on pgjobs.jobs using gin (depends_on)
     where state = 'waiting';
--- Lookups by id (the unique key above serves listing per organization).
+-- Lookups by id, one probe per partition; and listing per organization.
 create index jobs_id_idx on pgjobs.jobs (id);
+create index jobs_organization_id_idx on pgjobs.jobs (organization, id);
 -- Retention finds old finished rows. The states are pgjobs.is_finished's
 -- (30_state_machine.sql): the planner inlines that function, so a query that
 -- filters with it matches this predicate.

@@ -235,6 +235,7 @@ begin
         -- reaches the grandchildren.
         update pgjobs.jobs c
            set state = 'canceled', canceled_by = 'dependency', finished_at = now(),
+               lease_token = coalesce(c.lease_token, 0),  -- jobs_finished_token_check
                last_error = (select format('dependency %s ended %s', p.id, p.state)
                                from pgjobs.jobs p
                               where p.id = any(c.depends_on) and p.id = any(failed_ids)

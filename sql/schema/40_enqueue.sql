@@ -67,7 +67,7 @@ end
 $$;
 
 create trigger jobs_authorize_insert
-    before insert on pgjobs.jobs
+    before insert on pgjobs.jobs_active
     for each row
     when (pgjobs.current_organization() is null)
     execute function pgjobs.jobs_authorize_insert();
@@ -186,11 +186,11 @@ begin
                 perform pgjobs.invalid_job('depends_on names a job that does not exist');
             end if;
             if failed is not null then
+                -- Born canceled: jobs_after_insert_canceled ends it (70_retention.sql).
                 select state into failed_state from pgjobs.jobs where id = failed;
-                new.state       := 'canceled';
+                new.state       := 'waiting';
                 new.canceled_by := 'dependency';
                 new.last_error  := format('dependency %s ended %s', failed, failed_state);
-                new.finished_at := now();
             elsif n_done < n_given then
                 new.state := 'waiting';
             end if;
@@ -242,9 +242,17 @@ begin
 end
 $$;
 
+-- On jobs_active, where every new job lands (it starts queued), not on
+-- pgjobs.jobs: an UPDATE that moves a row to another partition inserts it
+-- there and fires that partition's insert triggers (0060). A job moving to
+-- jobs_finished so meets none; one moving back (pgjobs.retry) holds a lease
+-- token (jobs_finished_token_check), which no new row has: no runtime role
+-- but the workers may write that column.
 create trigger jobs_before_insert
-    before insert on pgjobs.jobs
-    for each row execute function pgjobs.jobs_before_insert();
+    before insert on pgjobs.jobs_active
+    for each row
+    when (new.lease_token is null)
+    execute function pgjobs.jobs_before_insert();
 
 -- Why a payload may not be stored, or NULL. Sizes are of the uncompressed
 -- value: `payload || '{}'` hands back the payload itself, decompressed (a
@@ -318,7 +326,7 @@ end
 $$;
 
 create trigger jobs_accept_input
-    before insert on pgjobs.jobs
+    before insert on pgjobs.jobs_active
     for each row
     when (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
           or not pgjobs.name_ok(new.queue)

@@ -89,6 +89,7 @@ begin
                lease_expires_at = t + make_interval(secs => lease_seconds),
                last_duration_ms = null
          where j.id = any(ids)
+           and j.state in ('waiting', 'queued', 'running', 'retrying')  -- jobs_active only
         returning j.id, j.job_type, j.organization, j.payload, j.attempt, j.max_attempts,
                   j.timeout_seconds, j.checkpoint, j.lease_token
     )
@@ -110,7 +111,7 @@ begin
         select j.job_type, coalesce(j.organization, '') as org, jt.rate_limit,
                jt.rate_period_seconds, array_agg(j.id order by j.priority, j.run_at, j.id) as members
           from pgjobs.jobs j join pgjobs.job_types jt on jt.name = j.job_type
-         where j.id = any(ids)
+         where j.id = any(ids) and j.state in ('queued', 'retrying')  -- jobs_active only
          group by 1, 2, 3, 4
     loop
         if g.rate_limit is null then
@@ -132,7 +133,7 @@ begin
         if cardinality(g.members) > room then
             update pgjobs.jobs j
                set run_at = w.window_start + make_interval(secs => g.rate_period_seconds)
-             where j.id = any(g.members[room + 1:]);
+             where j.id = any(g.members[room + 1:]) and j.state in ('queued', 'retrying');
         end if;
     end loop;
     return granted;

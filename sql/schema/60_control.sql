@@ -1,5 +1,11 @@
 -- The control verbs an application or an operator calls on one job.
 
+-- How often cancel and retry try again when a concurrent transaction moved
+-- their job to another partition (0060): in READ COMMITTED once is enough, in
+-- REPEATABLE READ every try fails and the error reaches the caller.
+create function pgjobs.moved_row_tries() returns int
+language sql immutable parallel safe as $$ select 3 $$;
+
 -- Cancel: one conditional UPDATE, guarded by the type's cancel policy, so no
 -- surface (SQL, Python, CLI, HTTP) can skip the check and no concurrent change
 -- can slip between a check and the update. A running job is marked and its
@@ -16,21 +22,36 @@ declare
     old_state text;
     policy    text;
     creator   text;
+    tries     int := 0;
 begin
-    update pgjobs.jobs j
-       set state = case when j.state = 'running' then 'running' else 'canceled' end,
-           cancel_requested_at = case when j.state = 'running' then now() end,
-           finished_at = case when j.state = 'running' then null else now() end,
-           canceled_by = pgjobs.current_actor()
-      from pgjobs.job_types t
-     where j.id = cancel.id
-       and t.name = j.job_type
-       and j.state in ('waiting', 'queued', 'retrying', 'running')
-       and j.cancel_requested_at is null
-       and (t.cancel_policy = 'organization'
-            or j.created_by is not distinct from pgjobs.current_actor()
-            or pgjobs.acts_as_admin())
-    returning j.state into new_state;
+    -- A job that finished meanwhile (a completion moved its row to
+    -- jobs_finished after this statement's snapshot) fails the UPDATE with a
+    -- serialization error; the next try sees it finished.
+    loop
+        begin
+            update pgjobs.jobs j
+               set state = case when j.state = 'running' then 'running' else 'canceled' end,
+                   cancel_requested_at = case when j.state = 'running' then now() end,
+                   finished_at = case when j.state = 'running' then null else now() end,
+                   canceled_by = pgjobs.current_actor(),
+                   lease_token = coalesce(j.lease_token, 0)  -- jobs_finished_token_check
+              from pgjobs.job_types t
+             where j.id = cancel.id
+               and t.name = j.job_type
+               and j.state in ('waiting', 'queued', 'retrying', 'running')
+               and j.cancel_requested_at is null
+               and (t.cancel_policy = 'organization'
+                    or j.created_by is not distinct from pgjobs.current_actor()
+                    or pgjobs.acts_as_admin())
+            returning j.state into new_state;
+            exit;
+        exception when serialization_failure then
+            tries := tries + 1;
+            if tries >= pgjobs.moved_row_tries() then
+                raise;
+            end if;
+        end;
+    end loop;
     if new_state = 'running' then
         perform pg_notify('pgjobs_cancel', cancel.id::text);
     elsif new_state is null then
@@ -64,12 +85,26 @@ as $$
 declare
     new_state text;
     old_state text;
+    tries     int := 0;
 begin
-    update pgjobs.jobs j
-       set state = 'queued', attempt = 0, run_at = now(), finished_at = null,
-           canceled_by = null, cancel_requested_at = null, result = null
-     where j.id = retry.id and j.state in ('dead', 'canceled')
-    returning j.state into new_state;
+    -- Moves the job back to jobs_active; a concurrent retry that moved it first
+    -- fails this UPDATE with a serialization error, and the next try sees it
+    -- queued (as cancel above).
+    loop
+        begin
+            update pgjobs.jobs j
+               set state = 'queued', attempt = 0, run_at = now(), finished_at = null,
+                   canceled_by = null, cancel_requested_at = null, result = null
+             where j.id = retry.id and j.state in ('dead', 'canceled')
+            returning j.state into new_state;
+            exit;
+        exception when serialization_failure then
+            tries := tries + 1;
+            if tries >= pgjobs.moved_row_tries() then
+                raise;
+            end if;
+        end;
+    end loop;
     if new_state is null then
         select j.state into old_state from pgjobs.jobs j where j.id = retry.id;
         if old_state is null then

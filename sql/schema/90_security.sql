@@ -28,6 +28,14 @@ begin
                             or organization = (select pgjobs.current_organization()))
             $p$, t);
     end loop;
+    -- The partitions of jobs (0060): enabled and forced with no policy and no
+    -- grants, nobody reads or writes one directly; through pgjobs.jobs its
+    -- policy above applies. pgjobs.partitions_ensure makes later ones so.
+    foreach t in array array['jobs_active', 'jobs_finished', 'jobs_finished_default',
+                             'jobs_finished_history'] loop
+        execute format('alter table pgjobs.%I enable row level security', t);
+        execute format('alter table pgjobs.%I force row level security', t);
+    end loop;
 end
 $$;
 
@@ -46,16 +54,16 @@ begin
     for obj in
         select c.relname, c.relkind from pg_class c
          where c.relnamespace = 'pgjobs'::regnamespace
-           and c.relkind in ('r', 'v', 'S')
+           and c.relkind in ('r', 'p', 'v', 'S')
            and c.relname <> 'schema_migrations'
            -- sequences owned by a column (jobs.id, identities) follow their table
-           and not exists (select from pg_depend d
+           and (c.relkind <> 'S' or not exists (select from pg_depend d
                             where d.classid = 'pg_class'::regclass and d.objid = c.oid
-                              and d.deptype in ('a', 'i'))
+                              and d.deptype in ('a', 'i')))
     loop
         execute format('alter %s pgjobs.%I owner to pgjobs_owner',
-                       case obj.relkind when 'r' then 'table' when 'v' then 'view'
-                                        else 'sequence' end,
+                       case obj.relkind when 'v' then 'view' when 'S' then 'sequence'
+                                        else 'table' end,
                        obj.relname);
     end loop;
 end
@@ -64,6 +72,8 @@ $$;
 revoke all on all tables in schema pgjobs from public;
 revoke all on all sequences in schema pgjobs from public;
 grant usage on schema pgjobs to pgjobs_owner, pgjobs_app, pgjobs_worker, pgjobs_admin;
+-- The owner makes the partitions of finished jobs (pgjobs.partitions_ensure).
+grant create on schema pgjobs to pgjobs_owner;
 
 -- Applications: read their organization's rows; enqueue by INSERT of a job's
 -- input columns (the insert trigger draws the id and fills the rest); change
@@ -133,7 +143,10 @@ begin
     foreach f in array array['pgjobs.jobs_before_insert()', 'pgjobs.jobs_after_update()',
                              'pgjobs.jobs_after_delete()', 'pgjobs.cancel(bigint)',
                              'pgjobs.retry(bigint)', 'pgjobs.trigger_schedule(text, text)',
-                             'pgjobs.schedule_fire(jsonb, timestamptz)'] loop
+                             'pgjobs.schedule_fire(jsonb, timestamptz)',
+                             'pgjobs.partitions_ensure(timestamptz)',
+                             'pgjobs.partition_drop_oldest(timestamptz)',
+                             'pgjobs.jobs_after_insert_canceled()'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
     end loop;
 end
@@ -170,3 +183,13 @@ grant execute on function pgjobs.schedule_fire(jsonb, timestamptz) to pgjobs_wor
 revoke all on pgjobs.maintenance_leases from public;
 grant select, insert, update on pgjobs.maintenance_leases to pgjobs_worker;
 grant select on pgjobs.maintenance_leases to pgjobs_admin;
+
+-- Partitions of finished jobs: made ahead by the workers, dropped by retention
+-- (workers' --prune-after, an operator's prune).
+revoke execute on function pgjobs.partitions_ensure(timestamptz),
+                           pgjobs.partition_drop_oldest(timestamptz)
+    from public;
+grant execute on function pgjobs.partitions_ensure(timestamptz),
+                          pgjobs.partition_drop_oldest(timestamptz)
+    to pgjobs_worker, pgjobs_admin;
+grant select on pgjobs.partition_settings to pgjobs_worker, pgjobs_admin;

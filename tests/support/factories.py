@@ -48,11 +48,14 @@ def move(conn: psycopg.Connection[Any], job_id: int, state: str) -> None:
     """One plain UPDATE of the state; entering running takes a lease and an attempt."""
     conn.execute(
         "update pgjobs.jobs set state = %(state)s, "
-        "  lease_token = case when %(state)s = 'running' "
-        "                     then nextval('pgjobs.lease_token_seq') else lease_token end, "
         "  attempt = attempt + case when %(state)s = 'running' then 1 else 0 end, "
         "  finished_at = case when %(state)s in ('completed', 'dead', 'canceled') "
-        "                     then now() end "
+        "                     then now() end, "
+        # A finished job holds a token (0: it never ran), as pgjobs.cancel gives it.
+        "  lease_token = case when %(state)s = 'running' "
+        "                     then nextval('pgjobs.lease_token_seq') "
+        "                     when %(state)s in ('completed', 'dead', 'canceled') "
+        "                     then coalesce(lease_token, 0) else lease_token end "
         "where id = %(id)s",
         {"state": state, "id": job_id},
     )

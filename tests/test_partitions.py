@@ -1,0 +1,439 @@
+"""Finished work leaves the hot path (0060): pgjobs.jobs is partitioned by state,
+finished jobs by period of finished_at; partitions are made ahead by the
+workers and dropped whole by retention, and every public name keeps working
+across partitions (dedup, dependencies, row-level security)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgjobs
+from pgjobs import retention, sql
+from pgjobs.migrate import migrate
+from tests.support import factories, queries, workers
+from tests.test_security import Roles, as_user, roles  # noqa: F401 - fixtures
+
+DAY = dt.timedelta(days=1)
+
+
+def _partition_of(conn: psycopg.Connection[Any], job_id: int) -> str:
+    row = conn.execute(
+        "select tableoid::regclass::text from pgjobs.jobs where id = %s", (job_id,)
+    ).fetchone()
+    assert row is not None, f"no job {job_id}"
+    return str(row[0])
+
+
+def _finish_at(conn: psycopg.Connection[Any], state: str, at: dt.datetime, **kw: Any) -> int:
+    """A job that reached ``state`` (finished) at ``at``, in that period's partition."""
+    job_id = factories.make_job(conn, state, **kw)
+    conn.execute("update pgjobs.jobs set finished_at = %s where id = %s", (at, job_id))
+    return job_id
+
+
+def _bounds(conn: psycopg.Connection[Any], at: dt.datetime) -> tuple[str, Any, Any]:
+    """The name and bounds of the partition of finished jobs for ``at``."""
+    row = conn.execute(
+        "select * from pgjobs.finished_partition("
+        "  %s, (select period from pgjobs.partition_settings))",
+        (at,),
+    ).fetchone()
+    assert row is not None
+    return str(row[0]), row[1], row[2]
+
+
+def _installed_long_ago(conn: psycopg.Connection[Any]) -> None:
+    """Drops the (empty) history partition, which holds everything finished
+    before the day the schema was installed: partitions of earlier periods
+    can be made, as in a database installed long before them."""
+    conn.execute("drop table pgjobs.jobs_finished_history")
+
+
+def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("select to_regclass(%s) is not null", (f"pgjobs.{name}",)).fetchone()
+    return bool(row and row[0])
+
+
+def test_workers_make_partitions_ahead_as_the_owner(dsn: str, roles: Roles) -> None:  # noqa: F811
+    with psycopg.connect(as_user(dsn, roles.worker), autocommit=True) as conn:
+        made = conn.execute("select pgjobs.partitions_ensure()").fetchone()
+        again = conn.execute("select pgjobs.partitions_ensure()").fetchone()
+        now = conn.execute("select now()").fetchone()
+    assert made == (4,)  # this period and three ahead
+    assert again == (0,)
+    assert now is not None
+    with psycopg.connect(dsn) as conn:
+        names = [_bounds(conn, now[0] + k * DAY)[0] for k in range(4)]
+        rows = conn.execute(
+            "select c.relname, c.relowner::regrole::text, c.relrowsecurity,"
+            "       c.relforcerowsecurity, c.relacl"
+            "  from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+            " where i.inhparent = 'pgjobs.jobs_finished'::regclass"
+            "   and c.relname not in ('jobs_finished_default', 'jobs_finished_history')"
+            " order by c.relname"
+        ).fetchall()
+    assert [r[0] for r in rows] == names
+    # Made by the owner, no grants, row-level security forced with no policy.
+    assert {r[1:] for r in rows} == {("pgjobs_owner", True, True, None)}
+
+
+def test_a_job_finished_just_before_a_boundary_stays_in_its_period(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("select pgjobs.partitions_ensure()")
+        name, lo, hi = _bounds(conn, dt.datetime.now(dt.UTC))
+        before = _finish_at(conn, "completed", hi - dt.timedelta(microseconds=1))
+        at = _finish_at(conn, "dead", hi)
+        first = _finish_at(conn, "canceled", lo)
+        unfinished = factories.make_job(conn, "running")
+        assert _partition_of(conn, before) == f"pgjobs.{name}"
+        assert _partition_of(conn, first) == f"pgjobs.{name}"
+        assert _partition_of(conn, at) == f"pgjobs.{_bounds(conn, hi)[0]}"
+        assert _partition_of(conn, unfinished) == "pgjobs.jobs_active"
+        # A time no partition was made for goes to the default one, one before
+        # the schema was installed to the history: nothing fails.
+        later = _finish_at(conn, "completed", hi + 30 * DAY)
+        assert _partition_of(conn, later) == "pgjobs.jobs_finished_default"
+        old = _finish_at(conn, "completed", lo - 30 * DAY)
+        assert _partition_of(conn, old) == "pgjobs.jobs_finished_history"
+        # pgjobs.get finds each, wherever it lives.
+        for job_id, state in ((before, "completed"), (at, "dead"), (later, "completed")):
+            assert pgjobs.get(conn, job_id).state == state
+
+
+def test_retention_drops_whole_old_partitions_and_deletes_the_straddling_rows(dsn: str) -> None:
+    older_than = 5 * 86400.0
+    with psycopg.connect(dsn) as conn:
+        now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+        cutoff = now - dt.timedelta(seconds=older_than)
+        _installed_long_ago(conn)
+        conn.execute("select pgjobs.partitions_ensure(%s)", (cutoff - 3 * DAY,))
+        conn.execute("select pgjobs.partitions_ensure()")
+        gone_whole = [_finish_at(conn, "completed", cutoff - 2 * DAY) for _ in range(3)]
+        whole_partition = _bounds(conn, cutoff - 2 * DAY)[0]
+        straddling = _bounds(conn, cutoff)[0]
+        gone_row = _finish_at(conn, "dead", cutoff - dt.timedelta(minutes=1))
+        kept_row = _finish_at(conn, "completed", cutoff + dt.timedelta(minutes=1))
+        kept_new = _finish_at(conn, "completed", now)
+        unfinished = factories.make_job(conn, "queued")
+        conn.commit()
+        assert _partition_of(conn, gone_whole[0]) == f"pgjobs.{whole_partition}"
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert retention.prune(conn, older_than) == 4  # three whole, one row
+    with psycopg.connect(dsn) as conn:
+        assert not _exists(conn, whole_partition)  # dropped, not emptied row by row
+        assert _exists(conn, straddling)
+        left = [r[0] for r in conn.execute("select id from pgjobs.jobs order by id")]
+        assert left == sorted([kept_row, kept_new, unfinished])
+        history = {r[0] for r in conn.execute("select distinct job_id from pgjobs.job_events")}
+        assert history == {kept_row, kept_new}  # a queued job has no transition yet
+        assert not set(gone_whole) & history and gone_row not in history
+
+
+def test_dedup_and_dependencies_reach_parents_in_older_partitions(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        factories.ensure_type(conn)
+        conn.execute("update pgjobs.job_types set dedup_window_seconds = 0")
+        _installed_long_ago(conn)
+        conn.execute("select pgjobs.partitions_ensure(now() - interval '3 days')")
+        old = dt.datetime.now(dt.UTC) - 2 * DAY
+        done = _finish_at(conn, "completed", old)
+        dead = _finish_at(conn, "dead", old)
+        assert _partition_of(conn, done).startswith("pgjobs.jobs_finished_2")
+
+        runs = factories.insert_job(conn, depends_on=[done])
+        born_canceled = factories.insert_job(conn, depends_on=[done, dead])
+        assert factories.state_of(conn, runs) == "queued"
+        row = conn.execute(
+            "select state, canceled_by, last_error, finished_at is not null,"
+            "       tableoid::regclass::text from pgjobs.jobs where id = %s",
+            (born_canceled,),
+        ).fetchone()
+        assert row is not None
+        assert row[:4] == ("canceled", "dependency", f"dependency {dead} ended dead", True)
+        assert row[4].startswith("pgjobs.jobs_finished_")
+
+        # A key whose job finished (in an old partition) and whose window passed
+        # is free again; a live one still makes a duplicate.
+        key = conn.execute(
+            "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'k') returning id",
+            (factories.JOB_TYPE,),
+        ).fetchone()
+        assert key is not None
+        factories.move(conn, key[0], "running")
+        factories.move(conn, key[0], "completed")
+        conn.execute("update pgjobs.jobs set finished_at = %s where id = %s", (old, key[0]))
+        again = conn.execute(
+            "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'k') returning id",
+            (factories.JOB_TYPE,),
+        ).fetchone()
+        assert again is not None and again[0] != key[0]
+        duplicate = conn.execute(
+            "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'k') returning id",
+            (factories.JOB_TYPE,),
+        ).fetchone()
+        assert duplicate is None
+
+
+def test_a_tenant_sees_its_finished_jobs_only_through_pgjobs_jobs(
+    dsn: str,
+    roles: Roles,  # noqa: F811
+) -> None:
+    with psycopg.connect(dsn) as conn:
+        made = conn.execute("select pgjobs.partitions_ensure(now() + interval '20 days')")
+        assert made.fetchone() == (4,)
+        later = dt.datetime.now(dt.UTC) + 21 * DAY
+        name = _bounds(conn, later)[0]
+        mine = _finish_at(conn, "completed", later, organization="acme")
+        theirs = _finish_at(conn, "completed", later, organization="globex")
+        assert _partition_of(conn, mine) == _partition_of(conn, theirs) == f"pgjobs.{name}"
+        conn.commit()
+
+    with psycopg.connect(as_user(dsn, roles.app)) as conn:
+        with pgjobs.tenant(conn, "acme"):
+            seen = [
+                r[0] for r in conn.execute("select id from pgjobs.jobs where state = 'completed'")
+            ]
+            assert seen == [mine]
+            assert pgjobs.get(conn, mine).state == "completed"
+        partitions = (
+            "jobs_active",
+            "jobs_finished",
+            "jobs_finished_default",
+            "jobs_finished_history",
+        )
+        for table in (name, *partitions):
+            for statement in (
+                f"select * from pgjobs.{table}",
+                f"insert into pgjobs.{table} (id, job_type, queue, priority, max_attempts,"
+                "  timeout_seconds, state, organization)"
+                " values (1, 'x', 'q', 0, 1, 0, 'queued', 'acme')",
+                f"update pgjobs.{table} set payload = '{{}}'",
+                f"delete from pgjobs.{table}",
+            ):
+                with (
+                    pgjobs.tenant(conn, "acme"),
+                    pytest.raises(psycopg.errors.InsufficientPrivilege),
+                ):
+                    conn.execute(statement)
+                conn.rollback()
+
+
+_HOLD_IN_TRANSACTION = """
+import sys, time, psycopg
+conn = psycopg.connect(sys.argv[1])
+row = conn.execute(sys.argv[2]).fetchone()
+print("done", row[0], flush=True)
+time.sleep(600)
+"""
+
+
+def _killed_midway(dsn: str, statement: str) -> None:
+    """Runs ``statement`` in a process of its own, kills it -9 before it commits,
+    and waits until the server has ended its session (and its locks)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_IN_TRANSACTION, dsn, statement],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("done"), line
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    queries.wait_for(
+        lambda: (
+            queries.rows(
+                dsn, "select count(*) from pg_stat_activity where query = %s", (statement,)
+            )
+            == [(0,)]
+        ),
+        timeout=15,
+        message="the killed process's session did not end",
+    )
+
+
+@pytest.mark.slow
+def test_a_process_killed_while_making_or_dropping_partitions_leaves_them_whole(
+    dsn: str,
+) -> None:
+    make = "select pgjobs.partitions_ensure(now() + interval '40 days')"
+    _killed_midway(dsn, make)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        name = _bounds(conn, dt.datetime.now(dt.UTC) + 40 * DAY)[0]
+        assert not _exists(conn, name)  # rolled back with its session
+        assert conn.execute(make).fetchone() == (4,)  # the next turn makes them
+        assert _exists(conn, name)
+
+        _installed_long_ago(conn)
+        conn.execute("select pgjobs.partitions_ensure(now() - interval '20 days')")
+        with conn.transaction():
+            old = [
+                _finish_at(conn, "completed", dt.datetime.now(dt.UTC) - 19 * DAY) for _ in range(3)
+            ]
+        dropped = _partition_of(conn, old[0]).removeprefix("pgjobs.")
+
+    _killed_midway(dsn, "select pgjobs.partition_drop_oldest(now() - interval '10 days')")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert _exists(conn, dropped)  # nothing lost: jobs and history are all there
+        assert conn.execute(
+            "select count(*) from pgjobs.jobs where id = any(%s)", (old,)
+        ).fetchone() == (3,)
+        assert conn.execute(
+            "select count(distinct job_id) from pgjobs.job_events where job_id = any(%s)", (old,)
+        ).fetchone() == (3,)
+        assert retention.prune(conn, 10 * 86400) == 3
+        assert not _exists(conn, dropped)
+
+
+_CANCEL_EVERY_JOB = """
+import sys, psycopg, pgjobs
+dsn, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+errors = {}
+with psycopg.connect(dsn, autocommit=True) as conn:
+    for job_id in range(last, first - 1, -1):
+        try:
+            pgjobs.cancel(conn, job_id)
+        except pgjobs.InvalidTransition:
+            pass  # finished first: what the application expects
+        except psycopg.Error as exc:
+            errors[exc.sqlstate] = errors.get(exc.sqlstate, 0) + 1
+print(errors, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_cancels_racing_a_draining_worker_raise_nothing_unexpected(dsn: str) -> None:
+    """The worker completes (moves rows to jobs_finished) while another process
+    cancels the same jobs: every cancel either cancels or says the job
+    finished; no serialization error reaches the application, and every job
+    ends finished."""
+    workers.prepare(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "insert into pgjobs.jobs (job_type) select 'lc.work' from generate_series(1, 3000)"
+                " returning id"
+            )
+        ]
+    with workers.workers(dsn) as pool:
+        pool.start(processes=2)
+        canceler = subprocess.run(
+            [sys.executable, "-c", _CANCEL_EVERY_JOB, dsn, str(min(ids)), str(max(ids))],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        assert canceler.stdout.strip() == "{}", canceler.stdout + canceler.stderr
+        queries.wait_for(
+            lambda: (
+                queries.rows(
+                    dsn, "select count(*) from pgjobs.jobs where not pgjobs.is_finished(state)"
+                )
+                == [(0,)]
+            ),
+            timeout=120,
+            message="jobs were left unfinished",
+        )
+    counts = dict(queries.rows(dsn, "select state, count(*) from pgjobs.jobs group by state"))
+    assert set(counts) <= {"completed", "canceled"} and sum(counts.values()) == 3000
+
+
+def test_the_migration_moves_every_row_of_an_existing_database(empty_dsn: str) -> None:
+    """A database from before 0060, with jobs in every state, history and dedup
+    keys: after the migration every row is where it was (same ids, states and
+    history), each in its partition, and enqueue, cancel and retry go on."""
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        for step in sql.migrations():
+            if step.version >= 60:
+                break
+            with conn.transaction():
+                conn.execute(step.sql.encode())
+                if step.version > 0:
+                    conn.execute(
+                        sql.query("migration_record"), {"version": step.version, "name": step.name}
+                    )
+        ids = {state: factories.make_job(conn, state) for state in factories.PATHS}
+        ids["waiting"] = factories.make_job(conn, "waiting")
+        conn.execute(
+            "update pgjobs.jobs set finished_at = now() - interval '2 days' where id = %s",
+            (ids["canceled"],),
+        )
+        keyed = conn.execute(
+            "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'k') returning id",
+            (factories.JOB_TYPE,),
+        ).fetchone()
+        assert keyed is not None
+        before = conn.execute(
+            "select id, state, attempt, finished_at from pgjobs.jobs order by id"
+        ).fetchall()
+        events = conn.execute("select count(*) from pgjobs.job_events").fetchone()
+
+        assert [a.split("_")[0] for a in migrate(conn)] == [
+            f"{m.version:04d}" for m in sql.migrations() if m.version >= 60
+        ]
+        after = conn.execute(
+            "select id, state, attempt, finished_at from pgjobs.jobs order by id"
+        ).fetchall()
+        assert after == before
+        assert conn.execute("select count(*) from pgjobs.job_events").fetchone() == events
+        homes = dict(
+            conn.execute("select state, tableoid::regclass::text from pgjobs.jobs").fetchall()
+        )
+        assert homes["queued"] == homes["running"] == homes["waiting"] == "pgjobs.jobs_active"
+        # Finished before the day of the migration: the history; on it, the default.
+        assert homes["canceled"] == "pgjobs.jobs_finished_history"
+        assert homes["completed"] == homes["dead"] == "pgjobs.jobs_finished_default"
+        # The sequence goes on past the old ids; a duplicate key is still one.
+        new = factories.insert_job(conn)
+        assert new > max(r[0] for r in before)
+        assert (
+            conn.execute(
+                "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'k') returning id",
+                (factories.JOB_TYPE,),
+            ).fetchone()
+            is None
+        )
+        assert pgjobs.cancel(conn, ids["queued"]) == "canceled"
+        assert pgjobs.retry(conn, ids["dead"]) == "queued"
+        assert factories.state_of(conn, ids["dead"]) == "queued"
+        assert _partition_of(conn, ids["dead"]) == "pgjobs.jobs_active"
+
+
+def test_retry_moves_a_job_back_to_jobs_active_as_itself(dsn: str) -> None:
+    """A job canceled before it ever ran, retried: the same row moves back (same
+    id, one row, no second dedup key), not a new job taken by the insert
+    trigger, and its history shows both transitions."""
+    with psycopg.connect(dsn) as conn:
+        factories.ensure_type(conn)
+        row = conn.execute(
+            "insert into pgjobs.jobs (job_type, dedup_key) values (%s, 'once') returning id",
+            (factories.JOB_TYPE,),
+        ).fetchone()
+        assert row is not None
+        job_id = row[0]
+        assert pgjobs.cancel(conn, job_id) == "canceled"
+        assert _partition_of(conn, job_id).startswith("pgjobs.jobs_finished_")
+        assert pgjobs.retry(conn, job_id) == "queued"
+        assert _partition_of(conn, job_id) == "pgjobs.jobs_active"
+        assert conn.execute("select count(*), max(id) from pgjobs.jobs").fetchone() == (1, job_id)
+        assert conn.execute(
+            "select job_id, active from pgjobs.dedup_keys where dedup_key = 'once'"
+        ).fetchall() == [(job_id, True)]
+        assert conn.execute(
+            "select from_state, to_state from pgjobs.job_events where job_id = %s order by id",
+            (job_id,),
+        ).fetchall() == [("queued", "canceled"), ("canceled", "queued")]
