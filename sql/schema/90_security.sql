@@ -133,7 +133,8 @@ begin
     foreach f in array array['pgjobs.jobs_before_insert()', 'pgjobs.jobs_after_update()',
                              'pgjobs.jobs_after_delete()', 'pgjobs.cancel(bigint)',
                              'pgjobs.retry(bigint)', 'pgjobs.trigger_schedule(text, text)',
-                             'pgjobs.schedule_fire(jsonb, timestamptz)'] loop
+                             'pgjobs.schedule_fire(jsonb, timestamptz)',
+                             'pgjobs.enqueue_checked(jsonb)'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
     end loop;
 end
