@@ -1,7 +1,7 @@
 -- Bulk enqueue leads (issue 19): a batch of plain jobs is checked and
 -- completed set-based by pgjobs.enqueue_checked, and its rows, marked by the
--- column prechecked that only the owner may set, skip the per-row triggers.
--- Every other insert (a tenant's INSERT or COPY, and batches with dedup keys,
+-- column prechecked that no tenant may set, skip the per-row triggers. Every
+-- other insert (a tenant's INSERT or COPY, and batches with dedup keys,
 -- parents or anything to refuse) still passes them. 40_enqueue.sql says why.
 alter table pgjobs.jobs add column prechecked boolean;
 
@@ -200,8 +200,7 @@ language sql stable as $$
                            dedup_key, depends_on, max_attempts, timeout_seconds, ord)
 $$;
 
-create function pgjobs.enqueue_checked(jobs jsonb)
-returns table (ord bigint, id bigint, duplicate boolean)
+create function pgjobs.enqueue_checked(jobs jsonb) returns bigint[]
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -209,38 +208,38 @@ as $$
 declare
     scope    text := pgjobs.current_organization();
     everyone boolean := pgjobs.sees_all();
-    n        bigint := jsonb_array_length(jobs);
     ids      bigint[];
     queues   text[];
 begin
-    -- Each row's test coalesced on its own: bool_and skips NULLs.
-    if not (select coalesce(bool_and(coalesce(
-                       t.enabled and not t.dedup_by_payload and i.dedup_key is null
-                       and coalesce(cardinality(i.depends_on), 0) = 0
-                       and (everyone or coalesce(i.organization, scope) = scope), false)), false)
-              from pgjobs.job_inputs(jobs) i
-              left join pgjobs.job_types t on t.name = i.job_type) then
-        return;
-    end if;
-    -- Drawn apart from the INSERT so that ids ascend in input order.
-    select array_agg(s.id order by s.id) into ids
-      from (select nextval('pgjobs.jobs_id_seq') as id from generate_series(1, n)) s;
-    with inserted as (
+    -- Ids are drawn after the sort (Postgres evaluates a volatile output
+    -- column above the ORDER BY), so they ascend in input order.
+    with input as (
+        select i.*, t.queue as type_queue, t.priority as type_priority,
+               t.max_attempts as type_max_attempts, t.timeout_seconds as type_timeout,
+               -- Each row's test coalesced on its own: bool_and skips NULLs.
+               bool_and(coalesce(t.enabled and not t.dedup_by_payload and i.dedup_key is null
+                                 and coalesce(cardinality(i.depends_on), 0) = 0
+                                 and (everyone or coalesce(i.organization, scope) = scope),
+                                 false)) over () as plain
+          from pgjobs.job_inputs(jobs) i
+          left join pgjobs.job_types t on t.name = i.job_type
+    ), inserted as (
         insert into pgjobs.jobs as j (id, job_type, payload, organization, queue, priority,
                                       run_at, max_attempts, timeout_seconds, prechecked)
-        select ids[i.ord], i.job_type, coalesce(i.payload, '{}'),
-               coalesce(i.organization, scope), coalesce(i.queue, t.queue),
-               coalesce(i.priority, t.priority), coalesce(i.run_at, now()),
-               coalesce(i.max_attempts, t.max_attempts),
-               coalesce(i.timeout_seconds, t.timeout_seconds), true
-          from pgjobs.job_inputs(jobs) i
-          join pgjobs.job_types t on t.name = i.job_type
+        select nextval('pgjobs.jobs_id_seq'), i.job_type, coalesce(i.payload, '{}'),
+               coalesce(i.organization, scope), coalesce(i.queue, i.type_queue),
+               coalesce(i.priority, i.type_priority), coalesce(i.run_at, now()),
+               coalesce(i.max_attempts, i.type_max_attempts),
+               coalesce(i.timeout_seconds, i.type_timeout), true
+          from input i
+         where i.plain
          order by i.ord
-        returning j.queue
+        returning j.id, j.queue
     )
-    select array_agg(distinct q.queue) into queues from inserted q;
+    select array_agg(n.id order by n.id), array_agg(distinct n.queue) into ids, queues
+      from inserted n;
     perform pg_notify('pgjobs_wakeup', q) from unnest(queues) q;
-    return query select g.ord, ids[g.ord], false from generate_series(1::bigint, n) g(ord);
+    return ids;
 end
 $$;
 
@@ -254,8 +253,13 @@ begin
     if jsonb_typeof(jobs) is distinct from 'array' then
         perform pgjobs.invalid_job('enqueue_jobs takes a JSON array of jobs');
     end if;
-    return query select * from pgjobs.enqueue_checked(jobs);
-    if found or jsonb_array_length(jobs) = 0 then
+    if jsonb_array_length(jobs) = 0 then
+        return;
+    end if;
+    ids := pgjobs.enqueue_checked(jobs);
+    if ids is not null then
+        return query select g.ord, ids[g.ord], false
+                       from generate_series(1::bigint, cardinality(ids)) as g(ord);
         return;
     end if;
     perform pgjobs.skipped_inputs_take();  -- forget what earlier inserts noted

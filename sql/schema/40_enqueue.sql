@@ -456,18 +456,17 @@ language sql stable as $$
 $$;
 
 -- A bulk enqueue of plain jobs, checked and completed set-based: the row
--- triggers' work for the whole batch in three statements (ids, one INSERT
--- joined to job_types, one wake-up per queue). Plain: every job's type exists
--- and is enabled, it names no dedup key and no parents and its type does not
--- dedup by payload, and every organization is the session's scope (or the
--- session sees all). Any other batch returns no rows and writes nothing:
--- pgjobs.enqueue_jobs then sends it through the row triggers, which raise
--- the same error a plain INSERT of those rows would. The input limits stay
--- jobs_accept_input's, which checks these rows too, in input order.
+-- triggers' work for the whole batch in one INSERT joined to job_types and
+-- one wake-up per queue. Plain: every job's type exists and is enabled, it
+-- names no dedup key and no parents and its type does not dedup by payload,
+-- and every organization is the session's scope (or the session sees all).
+-- Returns the new ids in input order, or NULL and writes nothing for any other
+-- batch: pgjobs.enqueue_jobs then sends it through the row triggers, which
+-- raise the same error a plain INSERT of those rows would. The input limits
+-- stay jobs_accept_input's, which checks these rows too, in input order.
 -- The owner's rights (90_security.sql): only the owner may set prechecked, so
 -- anyone may call this; it trusts nothing its caller gives.
-create function pgjobs.enqueue_checked(jobs jsonb)
-returns table (ord bigint, id bigint, duplicate boolean)
+create function pgjobs.enqueue_checked(jobs jsonb) returns bigint[]
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -475,38 +474,38 @@ as $$
 declare
     scope    text := pgjobs.current_organization();
     everyone boolean := pgjobs.sees_all();
-    n        bigint := jsonb_array_length(jobs);
     ids      bigint[];
     queues   text[];
 begin
-    -- Each row's test coalesced on its own: bool_and skips NULLs.
-    if not (select coalesce(bool_and(coalesce(
-                       t.enabled and not t.dedup_by_payload and i.dedup_key is null
-                       and coalesce(cardinality(i.depends_on), 0) = 0
-                       and (everyone or coalesce(i.organization, scope) = scope), false)), false)
-              from pgjobs.job_inputs(jobs) i
-              left join pgjobs.job_types t on t.name = i.job_type) then
-        return;
-    end if;
-    -- Drawn apart from the INSERT so that ids ascend in input order.
-    select array_agg(s.id order by s.id) into ids
-      from (select nextval('pgjobs.jobs_id_seq') as id from generate_series(1, n)) s;
-    with inserted as (
+    -- Ids are drawn after the sort (Postgres evaluates a volatile output
+    -- column above the ORDER BY), so they ascend in input order.
+    with input as (
+        select i.*, t.queue as type_queue, t.priority as type_priority,
+               t.max_attempts as type_max_attempts, t.timeout_seconds as type_timeout,
+               -- Each row's test coalesced on its own: bool_and skips NULLs.
+               bool_and(coalesce(t.enabled and not t.dedup_by_payload and i.dedup_key is null
+                                 and coalesce(cardinality(i.depends_on), 0) = 0
+                                 and (everyone or coalesce(i.organization, scope) = scope),
+                                 false)) over () as plain
+          from pgjobs.job_inputs(jobs) i
+          left join pgjobs.job_types t on t.name = i.job_type
+    ), inserted as (
         insert into pgjobs.jobs as j (id, job_type, payload, organization, queue, priority,
                                       run_at, max_attempts, timeout_seconds, prechecked)
-        select ids[i.ord], i.job_type, coalesce(i.payload, '{}'),
-               coalesce(i.organization, scope), coalesce(i.queue, t.queue),
-               coalesce(i.priority, t.priority), coalesce(i.run_at, now()),
-               coalesce(i.max_attempts, t.max_attempts),
-               coalesce(i.timeout_seconds, t.timeout_seconds), true
-          from pgjobs.job_inputs(jobs) i
-          join pgjobs.job_types t on t.name = i.job_type
+        select nextval('pgjobs.jobs_id_seq'), i.job_type, coalesce(i.payload, '{}'),
+               coalesce(i.organization, scope), coalesce(i.queue, i.type_queue),
+               coalesce(i.priority, i.type_priority), coalesce(i.run_at, now()),
+               coalesce(i.max_attempts, i.type_max_attempts),
+               coalesce(i.timeout_seconds, i.type_timeout), true
+          from input i
+         where i.plain
          order by i.ord
-        returning j.queue
+        returning j.id, j.queue
     )
-    select array_agg(distinct q.queue) into queues from inserted q;
+    select array_agg(n.id order by n.id), array_agg(distinct n.queue) into ids, queues
+      from inserted n;
     perform pg_notify('pgjobs_wakeup', q) from unnest(queues) q;
-    return query select g.ord, ids[g.ord], false from generate_series(1::bigint, n) g(ord);
+    return ids;
 end
 $$;
 
@@ -529,8 +528,13 @@ begin
     if jsonb_typeof(jobs) is distinct from 'array' then
         perform pgjobs.invalid_job('enqueue_jobs takes a JSON array of jobs');
     end if;
-    return query select * from pgjobs.enqueue_checked(jobs);
-    if found or jsonb_array_length(jobs) = 0 then
+    if jsonb_array_length(jobs) = 0 then
+        return;
+    end if;
+    ids := pgjobs.enqueue_checked(jobs);
+    if ids is not null then
+        return query select g.ord, ids[g.ord], false
+                       from generate_series(1::bigint, cardinality(ids)) as g(ord);
         return;
     end if;
     perform pgjobs.skipped_inputs_take();  -- forget what earlier inserts noted
