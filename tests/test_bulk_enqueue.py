@@ -348,12 +348,27 @@ def test_calling_enqueue_checked_directly_stores_nothing_it_did_not_check(
     assert admin.execute("select count(*) from pgjobs.jobs").fetchone() == (0,)
 
 
-def test_enqueue_checked_rows_meet_every_input_limit(app_dsn: str) -> None:
-    jobs = [{"job_type": "t.noop"}, {"job_type": "t.noop", "payload": {"n": 10**400}}]
-    with (
-        psycopg.connect(app_dsn) as app,
-        pytest.raises(psycopg.Error, match="300 or more integer digits"),
-        app.transaction(),
-    ):
-        _scoped(app)
-        app.execute("select pgjobs.enqueue_checked(%s::jsonb)", (json.dumps(jobs),))
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"payload": {"n": 10**400}},
+        {"payload": {"x": json.loads("[" * 33 + "]" * 33)}},
+        {"payload": [1]},
+        {"queue": "q\u0007"},
+        {"priority": 4},
+        {"max_attempts": 0},
+        {"timeout_seconds": 3000000},
+        {"run_at": "infinity"},
+        {"organization": "o" * 201},
+    ],
+    ids=lambda job: next(iter(job)),
+)
+def test_calling_enqueue_checked_directly_stores_no_value_past_a_limit(
+    app_dsn: str, admin: Any, job: dict[str, Any]
+) -> None:
+    jobs = [{"job_type": "t.noop"}, {"job_type": "t.noop", **job}]
+    with psycopg.connect(app_dsn) as app, app.transaction():
+        _scoped(app, job.get("organization", ORG))
+        got = app.execute("select pgjobs.enqueue_checked(%s::jsonb)", (json.dumps(jobs),))
+        assert got.fetchone() == (None,)
+    assert admin.execute("select count(*) from pgjobs.jobs").fetchone() == (0,)
