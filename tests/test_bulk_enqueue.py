@@ -363,12 +363,18 @@ def test_calling_enqueue_checked_directly_stores_nothing_it_did_not_check(
     ],
     ids=lambda job: next(iter(job)),
 )
-def test_calling_enqueue_checked_directly_stores_no_value_past_a_limit(
+def test_rows_enqueue_checked_writes_meet_every_input_limit(
     app_dsn: str, admin: Any, job: dict[str, Any]
 ) -> None:
+    """Its rows still pass jobs_accept_input, which refuses them as it refuses
+    a plain INSERT's."""
     jobs = [{"job_type": "t.noop"}, {"job_type": "t.noop", **job}]
-    with psycopg.connect(app_dsn) as app, app.transaction():
+    with (
+        psycopg.connect(app_dsn) as app,
+        pytest.raises(psycopg.Error) as caught,
+        app.transaction(),
+    ):
         _scoped(app, job.get("organization", ORG))
-        got = app.execute("select pgjobs.enqueue_checked(%s::jsonb)", (json.dumps(jobs),))
-        assert got.fetchone() == (None,)
+        app.execute("select pgjobs.enqueue_checked(%s::jsonb)", (json.dumps(jobs),))
+    assert caught.value.sqlstate == "PJ001"
     assert admin.execute("select count(*) from pgjobs.jobs").fetchone() == (0,)

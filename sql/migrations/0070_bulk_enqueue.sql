@@ -185,26 +185,6 @@ create trigger jobs_before_insert
     when (new.prechecked is not true)
     execute function pgjobs.jobs_before_insert();
 
-drop trigger jobs_accept_input on pgjobs.jobs;
-create trigger jobs_accept_input
-    before insert on pgjobs.jobs
-    for each row
-    when (new.prechecked is not true
-          and (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
-               or not pgjobs.name_ok(new.queue)
-               or octet_length(new.dedup_key) > 1000
-               or new.priority not between 0 and 3
-               or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
-               or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
-               or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
-               or cardinality(new.depends_on) > 1000
-               or jsonb_typeof(new.payload) <> 'object'
-               or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
-               or jsonb_path_exists(new.payload, 'strict $.**{32}')
-               or jsonb_path_exists(new.payload,
-                      'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))')))
-    execute function pgjobs.jobs_accept_input();
-
 create or replace function pgjobs.job_inputs(jobs jsonb)
 returns table (ord bigint, job_type text, payload jsonb, organization text, queue text,
                priority smallint, run_at timestamptz, dedup_key text, depends_on bigint[],
@@ -233,37 +213,26 @@ declare
 begin
     -- Ids are drawn after the sort (Postgres evaluates a volatile output
     -- column above the ORDER BY), so they ascend in input order.
-    with completed as (
-        select i.ord, i.job_type, coalesce(i.payload, '{}') as payload,
-               coalesce(i.organization, scope) as organization,
-               coalesce(i.queue, t.queue) as queue, coalesce(i.priority, t.priority) as priority,
-               coalesce(i.run_at, now()) as run_at,
-               coalesce(i.max_attempts, t.max_attempts) as max_attempts,
-               coalesce(i.timeout_seconds, t.timeout_seconds) as timeout_seconds,
-               t.enabled and not t.dedup_by_payload and i.dedup_key is null
-               and coalesce(cardinality(i.depends_on), 0) = 0
-               and (everyone or coalesce(i.organization, scope) = scope) as plain
+    with input as (
+        select i.*, t.queue as type_queue, t.priority as type_priority,
+               t.max_attempts as type_max_attempts, t.timeout_seconds as type_timeout,
+               -- Each row's test coalesced on its own: bool_and skips NULLs.
+               bool_and(coalesce(t.enabled and not t.dedup_by_payload and i.dedup_key is null
+                                 and coalesce(cardinality(i.depends_on), 0) = 0
+                                 and (everyone or coalesce(i.organization, scope) = scope),
+                                 false)) over () as plain
           from pgjobs.job_inputs(jobs) i
           left join pgjobs.job_types t on t.name = i.job_type
-    ), input as (
-        -- Each row's test coalesced on its own: bool_and skips NULLs.
-        select c.*,
-               bool_and(coalesce(c.plain
-                   and (c.organization is null or pgjobs.name_ok(c.organization))
-                   and pgjobs.name_ok(c.queue)
-                   and c.priority between 0 and 3
-                   and c.max_attempts between 1 and pgjobs.max_attempts_limit()
-                   and c.timeout_seconds between 0 and pgjobs.max_timeout_seconds()
-                   and c.run_at > '0001-01-02 00:00:00+00' and c.run_at < '9999-12-30 00:00:00+00'
-                   and pgjobs.payload_problem(c.payload) is null, false)) over () as all_plain
-          from completed c
     ), inserted as (
         insert into pgjobs.jobs as j (id, job_type, payload, organization, queue, priority,
                                       run_at, max_attempts, timeout_seconds, prechecked)
-        select nextval('pgjobs.jobs_id_seq'), i.job_type, i.payload, i.organization, i.queue,
-               i.priority, i.run_at, i.max_attempts, i.timeout_seconds, true
+        select nextval('pgjobs.jobs_id_seq'), i.job_type, coalesce(i.payload, '{}'),
+               coalesce(i.organization, scope), coalesce(i.queue, i.type_queue),
+               coalesce(i.priority, i.type_priority), coalesce(i.run_at, now()),
+               coalesce(i.max_attempts, i.type_max_attempts),
+               coalesce(i.timeout_seconds, i.type_timeout), true
           from input i
-         where i.all_plain
+         where i.plain
          order by i.ord
         returning j.id, j.queue
     )

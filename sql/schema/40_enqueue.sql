@@ -318,8 +318,8 @@ $$;
 -- jobs_accept_input runs first, then jobs_authorize_insert (0011, no scope),
 -- then jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup
 -- key only for a row that met every limit. Values left NULL come from the job
--- type, whose own constraint holds them to the same limits. Prechecked rows
--- met the same test in pgjobs.enqueue_checked.
+-- type, whose own constraint holds them to the same limits. It checks
+-- prechecked rows too: pgjobs.enqueue_checked leaves the limits to it.
 -- The trigger's WHEN clause is the test, evaluated without entering PL/pgSQL
 -- (a trigger function call per row cost a bulk enqueue a fifth more CPU);
 -- the function runs only to say which limit a row broke.
@@ -338,20 +338,19 @@ $$;
 create trigger jobs_accept_input
     before insert on pgjobs.jobs
     for each row
-    when (new.prechecked is not true
-          and (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
-               or not pgjobs.name_ok(new.queue)
-               or octet_length(new.dedup_key) > 1000
-               or new.priority not between 0 and 3
-               or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
-               or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
-               or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
-               or cardinality(new.depends_on) > 1000
-               or jsonb_typeof(new.payload) <> 'object'
-               or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
-               or jsonb_path_exists(new.payload, 'strict $.**{32}')
-               or jsonb_path_exists(new.payload,
-                      'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))')))
+    when (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
+          or not pgjobs.name_ok(new.queue)
+          or octet_length(new.dedup_key) > 1000
+          or new.priority not between 0 and 3
+          or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
+          or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
+          or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
+          or cardinality(new.depends_on) > 1000
+          or jsonb_typeof(new.payload) <> 'object'
+          or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
+          or jsonb_path_exists(new.payload, 'strict $.**{32}')
+          or jsonb_path_exists(new.payload,
+                 'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))'))
     execute function pgjobs.jobs_accept_input();
 
 -- An UPDATE that sets a name or the payload meets the insert's limits (the
@@ -460,12 +459,11 @@ $$;
 -- triggers' work for the whole batch in one INSERT joined to job_types and
 -- one wake-up per queue. Plain: every job's type exists and is enabled, it
 -- names no dedup key and no parents and its type does not dedup by payload,
--- every organization is the session's scope (or the session sees all), and
--- the completed row meets every input limit (jobs_accept_input's test, here
--- in a planned query, where Postgres inlines the SQL functions a trigger's
--- WHEN clause calls row by row). Returns the new ids in input order, or NULL
--- and writes nothing for any other batch: pgjobs.enqueue_jobs then sends it
--- through the row triggers, which raise the error a plain INSERT would.
+-- and every organization is the session's scope (or the session sees all).
+-- Returns the new ids in input order, or NULL and writes nothing for any other
+-- batch: pgjobs.enqueue_jobs then sends it through the row triggers, which
+-- raise the same error a plain INSERT of those rows would. The input limits
+-- stay jobs_accept_input's, which checks these rows too, in input order.
 -- The owner's rights (90_security.sql): only the owner may set prechecked, so
 -- anyone may call this; it trusts nothing its caller gives.
 create function pgjobs.enqueue_checked(jobs jsonb) returns bigint[]
@@ -481,37 +479,26 @@ declare
 begin
     -- Ids are drawn after the sort (Postgres evaluates a volatile output
     -- column above the ORDER BY), so they ascend in input order.
-    with completed as (
-        select i.ord, i.job_type, coalesce(i.payload, '{}') as payload,
-               coalesce(i.organization, scope) as organization,
-               coalesce(i.queue, t.queue) as queue, coalesce(i.priority, t.priority) as priority,
-               coalesce(i.run_at, now()) as run_at,
-               coalesce(i.max_attempts, t.max_attempts) as max_attempts,
-               coalesce(i.timeout_seconds, t.timeout_seconds) as timeout_seconds,
-               t.enabled and not t.dedup_by_payload and i.dedup_key is null
-               and coalesce(cardinality(i.depends_on), 0) = 0
-               and (everyone or coalesce(i.organization, scope) = scope) as plain
+    with input as (
+        select i.*, t.queue as type_queue, t.priority as type_priority,
+               t.max_attempts as type_max_attempts, t.timeout_seconds as type_timeout,
+               -- Each row's test coalesced on its own: bool_and skips NULLs.
+               bool_and(coalesce(t.enabled and not t.dedup_by_payload and i.dedup_key is null
+                                 and coalesce(cardinality(i.depends_on), 0) = 0
+                                 and (everyone or coalesce(i.organization, scope) = scope),
+                                 false)) over () as plain
           from pgjobs.job_inputs(jobs) i
           left join pgjobs.job_types t on t.name = i.job_type
-    ), input as (
-        -- Each row's test coalesced on its own: bool_and skips NULLs.
-        select c.*,
-               bool_and(coalesce(c.plain
-                   and (c.organization is null or pgjobs.name_ok(c.organization))
-                   and pgjobs.name_ok(c.queue)
-                   and c.priority between 0 and 3
-                   and c.max_attempts between 1 and pgjobs.max_attempts_limit()
-                   and c.timeout_seconds between 0 and pgjobs.max_timeout_seconds()
-                   and c.run_at > '0001-01-02 00:00:00+00' and c.run_at < '9999-12-30 00:00:00+00'
-                   and pgjobs.payload_problem(c.payload) is null, false)) over () as all_plain
-          from completed c
     ), inserted as (
         insert into pgjobs.jobs as j (id, job_type, payload, organization, queue, priority,
                                       run_at, max_attempts, timeout_seconds, prechecked)
-        select nextval('pgjobs.jobs_id_seq'), i.job_type, i.payload, i.organization, i.queue,
-               i.priority, i.run_at, i.max_attempts, i.timeout_seconds, true
+        select nextval('pgjobs.jobs_id_seq'), i.job_type, coalesce(i.payload, '{}'),
+               coalesce(i.organization, scope), coalesce(i.queue, i.type_queue),
+               coalesce(i.priority, i.type_priority), coalesce(i.run_at, now()),
+               coalesce(i.max_attempts, i.type_max_attempts),
+               coalesce(i.timeout_seconds, i.type_timeout), true
           from input i
-         where i.all_plain
+         where i.plain
          order by i.ord
         returning j.id, j.queue
     )
