@@ -128,29 +128,56 @@ def enqueue_many_steps(
         return []
     elements = []
     types = set()
+    heads: dict[frozenset[tuple[str, type, Any]], tuple[str, str]] = {}
     for item in jobs:
         if not isinstance(item, Mapping):
             raise InvalidJob(f"each job must be a mapping, got {type(item).__name__}")
-        fields = dict(item)
-        if "job_type" not in fields:
-            raise InvalidJob("each job needs a job_type")
-        unknown = set(fields) - _JOB_FIELDS
-        if unknown:
-            raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
-        job = job_params(fields.pop("job_type"), fields.pop("payload", None), **fields)
-        types.add(job.job_type)
-        params: dict[str, Any] = job._asdict()
-        if job.run_at is not None:
-            params["run_at"] = job.run_at.isoformat()
-        payload = params.pop("payload")  # JSON text already: spliced in, not decoded again
-        head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
-        elements.append(f'{head[:-1]},"payload":{payload}}}')
+        element, job_type = _element(dict(item), heads)
+        types.add(job_type)
+        elements.append(element)
     for name in types:
         yield from registry.current().ensure_steps(info, name)
     text = "[" + ",".join(elements) + "]"
     with translated():
         results: list[EnqueueResult] = yield statements.enqueue_many.bind(jobs=text)
     return results
+
+
+def _element(
+    fields: dict[str, Any], heads: dict[frozenset[tuple[str, type, Any]], tuple[str, str]]
+) -> tuple[str, str]:
+    """One job's JSON object text for pgjobs.enqueue_jobs, and its job type.
+
+    A batch mostly repeats the same fields around different payloads, so the
+    fields other than the payload are validated and encoded once per distinct
+    set of them (with their types: ``True`` is not ``1``) and kept in ``heads``.
+    """
+    if "job_type" not in fields:
+        raise InvalidJob("each job needs a job_type")
+    unknown = set(fields) - _JOB_FIELDS
+    if unknown:
+        raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
+    payload = fields.pop("payload", None)
+    try:
+        key: frozenset[tuple[str, type, Any]] | None = frozenset(
+            (name, type(value), value) for name, value in fields.items()
+        )
+        cached = heads.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable value (depends_on as a list): encoded every time
+        key, cached = None, None
+    if cached is None:
+        job = job_params(fields.pop("job_type"), None, **fields)
+        params: dict[str, Any] = job._asdict()
+        del params["payload"]
+        if job.run_at is not None:
+            params["run_at"] = job.run_at.isoformat()
+        head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
+        cached = (head[:-1], job.job_type)
+        if key is not None:
+            heads[key] = cached
+    # The payload's JSON text already: spliced in, not decoded again.
+    text = "{}" if payload is None or (type(payload) is dict and not payload) else encode(payload)
+    return f'{cached[0]},"payload":{text}}}', cached[1]
 
 
 enqueue = blocking(enqueue_steps)

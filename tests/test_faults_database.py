@@ -90,6 +90,10 @@ def test_a_database_turned_read_only_for_a_while_is_waited_out(
 _DISK_FULL = """
 create sequence if not exists disk_full_hits;
 create table if not exists disk_full (on_since timestamptz);
+-- A bulk enqueue inserts as pgjobs_owner (pgjobs.enqueue_checked), which then
+-- runs this trigger too.
+grant select on disk_full to public;
+grant usage on sequence disk_full_hits to public;
 create or replace function disk_full_raise() returns trigger language plpgsql as $$
 begin
     if exists (select from public.disk_full) then

@@ -1,5 +1,17 @@
 -- Enqueue: one trigger serves pgjobs.enqueue(), pgjobs.enqueue_jobs() and a
--- plain INSERT alike.
+-- plain INSERT alike; a bulk enqueue of plain jobs is checked and completed
+-- set-based instead (pgjobs.enqueue_checked), and its rows skip that trigger.
+
+-- True on a row whose enqueue checks are done: pgjobs.enqueue_checked sets it
+-- on the rows it checked and completed before inserting them, and the per-row
+-- triggers below skip such rows; jobs_before_insert sets it on every row it
+-- lets through, so both paths store the same row. No tenant can set it on an
+-- INSERT: pgjobs_app and pgjobs_admin hold INSERT (and so COPY) on a list of
+-- columns without it (90_security.sql), and Postgres enforces column
+-- privileges, so their rows always get the default, NULL. Only the owner and
+-- the workers, who may write any column of jobs anyway, can. A column rather than a setting: a session can set any
+-- setting with set_config.
+alter table pgjobs.jobs add column prechecked boolean;
 
 -- Limits on what a payload may be (bytes of its jsonb form).
 create function pgjobs.max_payload_bytes() returns int
@@ -69,7 +81,7 @@ $$;
 create trigger jobs_authorize_insert
     before insert on pgjobs.jobs_active
     for each row
-    when (pgjobs.current_organization() is null)
+    when (new.prechecked is not true and pgjobs.current_organization() is null)
     execute function pgjobs.jobs_authorize_insert();
 
 -- Every new row of jobs comes through here, whoever inserts it
@@ -238,6 +250,9 @@ begin
             perform pg_notify('pgjobs_wakeup', new.queue);
         end if;
     end wake_up;
+    -- Checked: the row is stored as enqueue_checked stores its own, and a
+    -- later insert of it (a row moved between partitions) skips this trigger.
+    new.prechecked := true;
     return new;
 end
 $$;
@@ -251,7 +266,7 @@ $$;
 create trigger jobs_before_insert
     before insert on pgjobs.jobs_active
     for each row
-    when (new.lease_token is null)
+    when (new.prechecked is not true and new.lease_token is null)
     execute function pgjobs.jobs_before_insert();
 
 -- Why a payload may not be stored, or NULL. Sizes are of the uncompressed
@@ -309,7 +324,8 @@ $$;
 -- jobs_accept_input runs first, then jobs_authorize_insert (0011, no scope),
 -- then jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup
 -- key only for a row that met every limit. Values left NULL come from the job
--- type, whose own constraint holds them to the same limits.
+-- type, whose own constraint holds them to the same limits. It checks
+-- prechecked rows too: pgjobs.enqueue_checked leaves the limits to it.
 -- The trigger's WHEN clause is the test, evaluated without entering PL/pgSQL
 -- (a trigger function call per row cost a bulk enqueue a fifth more CPU);
 -- the function runs only to say which limit a row broke.
@@ -435,17 +451,74 @@ returns table (ord bigint, job_type text, payload jsonb, organization text, queu
                priority smallint, run_at timestamptz, dedup_key text, depends_on bigint[],
                max_attempts int, timeout_seconds int)
 language sql stable as $$
-    select e.ord, j.*
-      from jsonb_array_elements(jobs) with ordinality as e(doc, ord)
-     cross join lateral jsonb_to_record(e.doc) as j(
+    select j.ord, j.job_type, j.payload, j.organization, j.queue, j.priority, j.run_at,
+           j.dedup_key, j.depends_on, j.max_attempts, j.timeout_seconds
+      from rows from (jsonb_to_recordset(jobs) as (
            job_type text, payload jsonb, organization text, queue text, priority smallint,
            run_at timestamptz, dedup_key text, depends_on bigint[], max_attempts int,
-           timeout_seconds int)
+           timeout_seconds int))
+      with ordinality as j(job_type, payload, organization, queue, priority, run_at,
+                           dedup_key, depends_on, max_attempts, timeout_seconds, ord)
 $$;
 
--- Bulk enqueue from a JSON array of objects with enqueue_job's argument names:
--- one multi-row INSERT through the same trigger. Returns one row per input
--- element, in input order.
+-- A bulk enqueue of plain jobs, checked and completed set-based: the row
+-- triggers' work for the whole batch in one INSERT joined to job_types and
+-- one wake-up per queue. Plain: every job's type exists and is enabled, it
+-- names no dedup key and no parents and its type does not dedup by payload,
+-- and every organization is the session's scope (or the session sees all).
+-- Returns the new ids in input order, or NULL and writes nothing for any other
+-- batch: pgjobs.enqueue_jobs then sends it through the row triggers, which
+-- raise the same error a plain INSERT of those rows would. The input limits
+-- stay jobs_accept_input's, which checks these rows too, in input order.
+-- The owner's rights (90_security.sql): only the owner may set prechecked, so
+-- anyone may call this; it trusts nothing its caller gives.
+create function pgjobs.enqueue_checked(jobs jsonb) returns bigint[]
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    scope    text := pgjobs.current_organization();
+    everyone boolean := pgjobs.sees_all();
+    ids      bigint[];
+    queues   text[];
+begin
+    -- Ids are drawn after the sort (Postgres evaluates a volatile output
+    -- column above the ORDER BY), so they ascend in input order.
+    with input as (
+        select i.*, t.queue as type_queue, t.priority as type_priority,
+               t.max_attempts as type_max_attempts, t.timeout_seconds as type_timeout,
+               -- Each row's test coalesced on its own: bool_and skips NULLs.
+               bool_and(coalesce(t.enabled and not t.dedup_by_payload and i.dedup_key is null
+                                 and coalesce(cardinality(i.depends_on), 0) = 0
+                                 and (everyone or coalesce(i.organization, scope) = scope),
+                                 false)) over () as plain
+          from pgjobs.job_inputs(jobs) i
+          left join pgjobs.job_types t on t.name = i.job_type
+    ), inserted as (
+        insert into pgjobs.jobs as j (id, job_type, payload, organization, queue, priority,
+                                      run_at, max_attempts, timeout_seconds, prechecked)
+        select nextval('pgjobs.jobs_id_seq'), i.job_type, coalesce(i.payload, '{}'),
+               coalesce(i.organization, scope), coalesce(i.queue, i.type_queue),
+               coalesce(i.priority, i.type_priority), coalesce(i.run_at, now()),
+               coalesce(i.max_attempts, i.type_max_attempts),
+               coalesce(i.timeout_seconds, i.type_timeout), true
+          from input i
+         where i.plain
+         order by i.ord
+        returning j.id, j.queue
+    )
+    select array_agg(n.id order by n.id), array_agg(distinct n.queue) into ids, queues
+      from inserted n;
+    perform pg_notify('pgjobs_wakeup', q) from unnest(queues) q;
+    return ids;
+end
+$$;
+
+-- Bulk enqueue from a JSON array of objects with enqueue_job's argument names.
+-- Returns one row per input element, in input order. Plain jobs go in
+-- set-based (pgjobs.enqueue_checked); any other batch in one multi-row INSERT
+-- through the row triggers:
 --
 -- Each row goes in with its position in the input as its id; the trigger
 -- replaces it and notes the positions of the duplicates it skips. Rows are
@@ -460,6 +533,15 @@ declare
 begin
     if jsonb_typeof(jobs) is distinct from 'array' then
         perform pgjobs.invalid_job('enqueue_jobs takes a JSON array of jobs');
+    end if;
+    if jsonb_array_length(jobs) = 0 then
+        return;
+    end if;
+    ids := pgjobs.enqueue_checked(jobs);
+    if ids is not null then
+        return query select g.ord, ids[g.ord], false
+                       from generate_series(1::bigint, cardinality(ids)) as g(ord);
+        return;
     end if;
     perform pgjobs.skipped_inputs_take();  -- forget what earlier inserts noted
     with inserted as (

@@ -146,7 +146,8 @@ begin
                              'pgjobs.schedule_fire(jsonb, timestamptz)',
                              'pgjobs.partitions_ensure(timestamptz)',
                              'pgjobs.partition_drop_oldest(timestamptz)',
-                             'pgjobs.jobs_after_insert_canceled()'] loop
+                             'pgjobs.jobs_after_insert_canceled()',
+                             'pgjobs.enqueue_checked(jsonb)'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
     end loop;
 end
