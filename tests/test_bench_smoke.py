@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from bench import floor, report, runner, settings
+from bench import floor, pickup, report, runner, settings
 from bench.systems import ALL
 
 pytestmark = pytest.mark.slow
@@ -25,6 +25,7 @@ SYSTEM_FIGURES = [
     "latency_p50_ms",
     "latency_p95_ms",
     "latency_p99_ms",
+    *(key for key, *_ in pickup.REPORT_FIGURES),
 ]
 CLAIM_FIGURES = ["claim_empty_p50_ms", "claim_loaded_p50_ms", "claim_loaded_p99_ms"]
 
