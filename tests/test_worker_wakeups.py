@@ -93,8 +93,10 @@ def test_one_enqueue_wakes_one_listener_not_every_idle_process(
         wait_for(lambda ids=ids: _finished(dsn, ids), timeout=10, message="the job did not start")
         time.sleep(0.5)  # a session that was woken has run its statements by now
         after = _control_sessions(dsn)
-        woken = [pid for pid, at in after.items() if before.get(pid) != at]
-        assert 1 <= len(woken) <= 2, (n, woken, worker.output()[-3000:])
+        # Sessions of the same processes (one a fault made anew is no wake-up).
+        woken = [pid for pid, at in after.items() if pid in before and before[pid] != at]
+        troubles = [e for e in worker.events() if e.get("level") in ("warning", "error")]
+        assert 1 <= len(woken) <= 2, (n, woken, sorted(after), sorted(before), troubles)
     once = "select count(*), count(distinct job_id), max(attempt) from lc_done"
     assert queries.rows(dsn, once) == [(3, 3, 1)]
 
