@@ -95,7 +95,7 @@ def sampling(dsn: str) -> Iterator[Sampler]:
         s.join()
 
 
-def _cpu_seconds(w: measure.Workers, dsn: str) -> tuple[float, float]:
+def cpu_seconds(w: measure.Workers, dsn: str) -> tuple[float, float]:
     """CPU seconds used so far by the worker processes and by the server
     sessions of this database (both on this machine): a cost per job that
     holds whatever share of the machine others take."""
@@ -107,7 +107,9 @@ def _cpu_seconds(w: measure.Workers, dsn: str) -> tuple[float, float]:
                 total += t.user + t.system
         return total
 
-    workers = [psutil.Process(p.pid) for p in w.procs] + w.job_processes()
+    # A peer's process is its own job process: counted once.
+    found = [psutil.Process(p.pid) for p in w.procs] + w.job_processes()
+    workers = list({p.pid: p for p in found}.values())
     with psycopg.connect(dsn, autocommit=True) as conn:
         pids = [r[0] for r in conn.execute(
             "select pid from pg_stat_activity where datname = current_database()"
@@ -144,14 +146,14 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
                 w.check()
                 time.sleep(_POLL_SECONDS)
             with sampling(dsn) as sampler:
-                cpu0 = _cpu_seconds(w, dsn)
+                cpu0 = cpu_seconds(w, dsn)
                 t0, sent0, left0 = time.monotonic(), sent, top_up()
                 while time.monotonic() - t0 < seconds:
                     time.sleep(_POLL_SECONDS)
                     left = top_up()
                 w.check()
                 span = time.monotonic() - t0
-                cpu1 = _cpu_seconds(w, dsn)
+                cpu1 = cpu_seconds(w, dsn)
             done = (sent - sent0) - (left - left0)
             return {"processes": processes, "completed_per_s": done / span,
                     "worker_cpu_us_per_job": (cpu1[0] - cpu0[0]) / max(done, 1) * 1e6,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import pickup
 from bench.measure import summary
 
 RESULTS = Path(__file__).with_name("results")
@@ -32,6 +33,7 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("claim_loaded_p99_ms", "claim 10, p99, loaded table", "ms", False),
     ("rss_mb_2", "RSS per worker process (peak, 2-process drain)", "MB", False),
 ]
+FIGURES += pickup.REPORT_FIGURES  # pickup at a light load, many processes (bench/pickup.py)
 
 # pgjobs figure -> the floor figure it is held against (at 2 clients).
 FLOOR_OF = {

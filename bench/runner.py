@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from bench import measure, pg
+from bench import measure, pg, pickup
 from bench.floor import Floor
 from bench.settings import Sizes
 from bench.systems import ALL, System
@@ -202,6 +202,7 @@ def _system_run(system: System, admin: str, sizes: Sizes, r: int, entry: dict[st
             progress("    latency p50/p95/p99: " + " / ".join(
                 f"{measure.percentile(samples, p):.1f}" for p in (50, 95, 99)) + " ms")
         _guarded(entry, "latency", progress, latency)
+        _guarded(entry, "pickup", progress, lambda: pickup.record(system, sizes, figures, progress))
 
         if hasattr(system, "seed"):
             _guarded(entry, "claim latency", progress, lambda: _claim_pair(

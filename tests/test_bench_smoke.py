@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import pgjobs
-from bench import floor, report, runner, settings
+from bench import floor, pickup, report, runner, settings
 from bench.systems import ALL
 from bench.systems.pgjobs import EVENTS_PER_FINISHED_JOB, seed_finished
 
@@ -27,6 +27,7 @@ SYSTEM_FIGURES = [
     "latency_p50_ms",
     "latency_p95_ms",
     "latency_p99_ms",
+    *(key for key, *_ in pickup.REPORT_FIGURES),
 ]
 CLAIM_FIGURES = ["claim_empty_p50_ms", "claim_loaded_p50_ms", "claim_loaded_p99_ms"]
 

@@ -153,12 +153,20 @@ class BatchSize:
     processes than cores the claim and the writes wait for a CPU, and counting
     those waits as work shrank batches to one job, which multiplied the
     statements per job, and so the waits. A claim that came back ``full`` (the
-    queue holds more) never shrinks the next one."""
+    queue holds more) never shrinks the next one; one that came back short
+    makes the next no larger than what it got: the queue was shallow, and a
+    process that claims ahead of what it can start makes a job wait behind
+    another while its idle siblings could start it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.current = 1
         self.avg_seconds = 0.0
+
+    def emptied(self) -> None:
+        """A claim found nothing: the next takes one job, and grows again
+        (fourfold per batch) while claims come back full."""
+        self.current = 1
 
     def adapt(self, count: int, seconds: float, *, full: bool = False) -> int:
         per_job = seconds / max(count, 1)
@@ -167,7 +175,7 @@ class BatchSize:
         )
         fit = math.ceil(_TARGET_BATCH_SECONDS / max(self.avg_seconds, 1e-6))
         size = max(1, min(self.limit, fit, self.current * 4))
-        self.current = max(size, self.current) if full else size
+        self.current = max(size, self.current) if full else max(1, min(size, count))
         return self.current
 
 

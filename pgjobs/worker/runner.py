@@ -44,7 +44,7 @@ from pgjobs.worker.maintenance import Partitions, Vacuum
 from pgjobs.worker.session import connect, connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.starting import decode_tolerantly
-from pgjobs.worker.wakeups import Wakeups
+from pgjobs.worker.wakeups import Doorbell, Wakeups
 
 logger = structlog.get_logger("pgjobs.worker")
 
@@ -58,7 +58,12 @@ _CLAIM_TRIES = 3  # claims in a row a row moved to another partition may fail (0
 
 class Runner:
     def __init__(
-        self, cfg: WorkerConfig, index: int, slots: Slots, registry: Registry | None = None
+        self,
+        cfg: WorkerConfig,
+        index: int,
+        slots: Slots,
+        registry: Registry | None = None,
+        doorbell: Doorbell | None = None,
     ) -> None:
         self.cfg = cfg
         self.index = index
@@ -71,7 +76,7 @@ class Runner:
         wake = threading.Event()
         self.leases = Leases()
         self.beacon = Beacon(cfg, self.name, self.leases, slots, index, wake)
-        self.wakeups = Wakeups(cfg, wake)
+        self.wakeups = Wakeups(cfg, wake, doorbell, slots, index)
         self.completer = Completer(cfg, self.leases, slots, index, self.log)
         types = registry or current()
         self.lane = Lane(cfg, slots, index, wake, self.name, types.start_hooks())
@@ -109,6 +114,7 @@ class Runner:
         try:
             self._loop()
         finally:
+            self.wakeups.release()
             self.beacon.stopped.set()
             self._close()
         self.log.info("worker_stopped")
@@ -146,12 +152,14 @@ class Runner:
         claimed_for = executor.room()
         jobs = self._claim()
         if jobs:
-            executor.run_batch(self.control, jobs)  # first: nothing waits on it
-            # Full (more is waiting): no wake-up needed for a while.
-            self.wakeups.after_batch(busy=len(jobs) >= claimed_for)
+            # A sibling listens meanwhile; one more is rung if more is waiting.
+            self.wakeups.claimed(full=len(jobs) >= claimed_for)
+            executor.run_batch(self.control, jobs)
+            self.wakeups.after_batch()
             self.vacuum.if_due(self.control)
             return False
-        if self.wakeups.listen(True):
+        executor.batch.emptied()
+        if self.wakeups.idle():
             return False  # once more, for what came before the LISTEN
         self.completer.flush()
         if self.cfg.exit_when_idle and not executor.in_flight and self._idle_everywhere():
@@ -184,6 +192,7 @@ class Runner:
             "worker_database_fault", error=fault.message, sqlstate=fault.sqlstate, retry_in=delay
         )
         self._drop_sessions()
+        self.wakeups.release()  # a sibling listens while this one waits
         self._pause(delay)
         if self._stopping():
             return
@@ -290,6 +299,7 @@ def child_main(
     log_json: bool | None,
     log_level: str,
     registry: Registry | None = None,
+    doorbell: Doorbell | None = None,
 ) -> None:
     """Entry point of a forked worker process. It leaves by os._exit so that
     nothing inherited from the supervisor (its connection above all) is finalized."""
@@ -298,7 +308,8 @@ def child_main(
         become_child(log_json, log_level, on_parent_death=signal.SIGTERM)
         for module in cfg.imports:
             importlib.import_module(module)
-        Runner(cfg, index, Slots(cfg.processes, array, cfg.concurrency), registry).serve()
+        slots = Slots(cfg.processes, array, cfg.concurrency)
+        Runner(cfg, index, slots, registry, doorbell).serve()
     except Fatal as exc:
         logger.error("worker_stopped_on_fault", error=str(exc), sqlstate=exc.fault.sqlstate)
         code = EXIT_FATAL

@@ -25,9 +25,12 @@ from typing import Any, NamedTuple
 # loop cancels at the deadline; the supervisor's kill is then the backstop).
 JOB, TOKEN, DEADLINE_MS, CANCEL_JOB, CANCEL_DEADLINE_MS, ASYNC = range(6)
 ENTRY_FIELDS = 6
-# The header's fields: the server sessions to terminate when the process goes.
-PID_CONTROL, PID_JOB, PID_BEACON, PID_LOOP = range(4)
-HEADER_FIELDS = 4
+# The header's fields: the server sessions to terminate when the process goes,
+# then TURN: 1 while the process holds (or is taking) its supervisor's
+# listening turn, which the supervisor gives back if the process dies with it
+# (pgjobs.worker.wakeups.Doorbell).
+PID_CONTROL, PID_JOB, PID_BEACON, PID_LOOP, TURN = range(5)
+HEADER_FIELDS = 5
 DEFAULT_BATCH = 100  # the default batch size: what a started list must hold
 
 

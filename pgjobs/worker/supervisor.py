@@ -43,6 +43,7 @@ from pgjobs.worker.runner import EXIT_FATAL, child_main
 from pgjobs.worker.session import connect, connect_until_up, resolve, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.timeouts import Enforcer, Overdue
+from pgjobs.worker.wakeups import Doorbell
 
 logger = structlog.get_logger("pgjobs.supervisor")
 
@@ -73,6 +74,7 @@ class Supervisor:
             self.mp.RawArray("q", slot_fields.size(cfg.processes, cfg.concurrency, cfg.batch_size)),
             cfg.concurrency,
         )
+        self.doorbell = Doorbell(self.mp)  # which idle process listens (wakeups.py)
         self.children: list[Process | None] = [None] * cfg.processes
         self.started_at: list[float] = [0.0] * cfg.processes
         self.signals = 0
@@ -241,10 +243,19 @@ class Supervisor:
     # -- processes -----------------------------------------------------------
 
     def _spawn(self, index: int) -> None:
+        self.doorbell.repair(self.slots, index)  # the listening turn of the one it replaces
         self.slots.reset(index)
         proc = self.mp.Process(
             target=child_main,
-            args=(self.cfg, index, self.slots.array, self.log_json, self.log_level, self.registry),
+            args=(
+                self.cfg,
+                index,
+                self.slots.array,
+                self.log_json,
+                self.log_level,
+                self.registry,
+                self.doorbell,
+            ),
             name=f"pgjobs-worker-{index}",
             daemon=False,
         )

@@ -137,23 +137,23 @@ def test_payloads_nested_deeper_than_the_limit_are_refused() -> None:
 def test_the_batch_starts_at_one_and_grows_at_most_fourfold_while_jobs_are_short() -> None:
     size = BatchSize(limit=100)
     assert size.current == 1
-    assert size.adapt(1, 0.0001) == 4
-    assert size.adapt(4, 0.0004) == 16
-    assert size.adapt(16, 0.0016) == 64
-    assert size.adapt(64, 0.0064) == 100  # never past the configured batch size
+    assert size.adapt(1, 0.0001, full=True) == 4
+    assert size.adapt(4, 0.0004, full=True) == 16
+    assert size.adapt(16, 0.0016, full=True) == 64
+    assert size.adapt(64, 0.0064, full=True) == 100  # never past the configured batch size
 
 
 def test_the_batch_holds_about_fifty_milliseconds_of_work() -> None:
     size = BatchSize(limit=1000)
     for _ in range(20):
-        size.adapt(size.current, size.current * 0.005)  # 5 ms a job
+        size.adapt(size.current, size.current * 0.005, full=True)  # 5 ms a job
     assert size.current in (10, 11)  # 50 ms / 5 ms, rounded up
 
 
 def test_slow_jobs_are_claimed_one_at_a_time() -> None:
     size = BatchSize(limit=100)
     for _ in range(5):
-        size.adapt(size.current, size.current * 2.0)
+        size.adapt(size.current, size.current * 2.0, full=True)
     assert size.current == 1
 
 
