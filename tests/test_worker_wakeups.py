@@ -25,7 +25,11 @@ pytestmark = pytest.mark.slow
 
 POLL = 600.0  # past the whole test: only a wake-up (never the poll) starts a job or a claim
 # The control sessions of the worker processes (their claims and LISTEN).
-_CONTROL = "select pid, state_change from pg_stat_activity where application_name like %s"
+# Only this test's database: pg_stat_activity shows every database's sessions.
+_CONTROL = (
+    "select pid, state_change from pg_stat_activity"
+    " where datname = current_database() and application_name like %s"
+)
 
 
 @pytest.fixture
@@ -69,7 +73,7 @@ def _settled(dsn: str, processes: int, wait_for: Any) -> dict[int, Any]:
         age = queries.scalar(
             dsn,
             "select extract(epoch from now() - max(state_change)) from pg_stat_activity"
-            " where application_name like %s",
+            " where datname = current_database() and application_name like %s",
             ("pgjobs worker %",),
         )
         return age is not None and float(age) > 1.0
@@ -133,7 +137,8 @@ def test_a_listener_killed_leaves_its_turn_to_another_process(
     listener = queries.scalar(
         dsn,
         "select split_part(application_name, ' ', 3)::int from pg_stat_activity"
-        " where application_name like %s and query like %s",
+        " where datname = current_database() and application_name like %s"
+        "   and query like %s",
         ("pgjobs worker %", "%Seconds until the next queued%"),
     )
     assert listener is not None, worker.output()[-3000:]
