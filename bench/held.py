@@ -95,18 +95,20 @@ def sampling(dsn: str) -> Iterator[Sampler]:
         s.join()
 
 
+def process_cpu(procs: list[psutil.Process]) -> float:
+    """CPU seconds (user + system) used so far by ``procs``; one gone is 0."""
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
 def cpu_seconds(w: measure.Workers, dsn: str) -> tuple[float, float]:
     """CPU seconds used so far by the worker processes and by the server
     sessions of this database (both on this machine): a cost per job that
     holds whatever share of the machine others take."""
-    def used(procs: list[psutil.Process]) -> float:
-        total = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
-
     # A peer's process is its own job process: counted once.
     found = [psutil.Process(p.pid) for p in w.procs] + w.job_processes()
     workers = list({p.pid: p for p in found}.values())
@@ -118,7 +120,7 @@ def cpu_seconds(w: measure.Workers, dsn: str) -> tuple[float, float]:
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             backends.append(psutil.Process(pid))
-    return used(workers), used(backends)
+    return process_cpu(workers), process_cpu(backends)
 
 
 def held(system: System, dsn: str, processes: int, depth: int, seconds: float,

@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 
 from bench import measure, pg, settings
-from bench.held import cpu_seconds
+from bench.held import cpu_seconds, process_cpu
 from bench.settings import Sizes
 from bench.systems import ALL, System
 from bench.systems.base import PING_PORT_ENV, Client
@@ -145,21 +145,12 @@ def _until_quiet(w: measure.Workers, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         procs = [psutil.Process(p.pid) for p in w.procs] + w.job_processes()
-        before = _cpu(procs)
+        before = process_cpu(procs)
         time.sleep(0.5)
         w.check()
-        if _cpu(procs) - before < QUIET_CPU * 0.5:
+        if process_cpu(procs) - before < QUIET_CPU * 0.5:
             return
     raise measure.BenchError(f"{w.system.name}: workers still busy after {timeout:.0f}s")
-
-
-def _cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 def pickup(system: System, dsn: str, processes: int, rate: float, samples: int,
