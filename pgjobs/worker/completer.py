@@ -12,7 +12,6 @@ lease, so nothing is rescued twice.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
