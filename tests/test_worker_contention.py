@@ -14,15 +14,19 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 import pgjobs
+from pgjobs.statements import Bound, Completed, run_writes
+from pgjobs.statements.outcomes import Lease, complete_many
 from pgjobs.worker.cpuwait import RunQueueClock
-from tests.support import queries, workers
+from tests.support import factories, queries, workers
 
 pytestmark = [
     pytest.mark.slow,
@@ -128,3 +132,43 @@ def test_claims_and_writes_stay_large_while_processes_wait_for_a_cpu(dsn: str) -
     )[0]
     assert _JOBS / claims >= 15, (claims, writes)
     assert _JOBS / writes >= 10, (claims, writes)
+
+
+def _frontend_messages(conn: psycopg.Connection[Any], write: Callable[[], None]) -> list[str]:
+    """The protocol messages the client sent while ``write`` ran (libpq's trace)."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            write()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        lines = [line.split("\t") for line in trace.read().splitlines()]
+    return [fields[3].split()[0] for fields in lines if len(fields) > 3 and fields[1] == "F"]
+
+
+def test_a_single_completion_write_is_sent_with_its_sync(dsn: str) -> None:
+    """One write is sent outside pipeline mode, its Sync in the same send: in
+    a pipeline the Execute left at once and the Sync only when the block
+    ended, and meanwhile the server held the write's transaction (row locks,
+    the xmin horizon) open for a client that a busy CPU had descheduled. The
+    trace shows the mode: a pipeline ends Sync, Flush. Two writes still share
+    one pipeline (one round trip)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ids = [factories.make_job(conn, "running") for _ in range(3)]
+        tokens = dict(
+            queries.rows(dsn, "select id, lease_token from pgjobs.jobs where id = any(%s)", (ids,))
+        )
+        done = Completed(None, 1.0)
+
+        def complete(job_ids: list[int]) -> Bound[Any]:
+            return complete_many.bind([(Lease(i, tokens[i]), done) for i in job_ids])
+
+        one = _frontend_messages(conn, lambda: run_writes(conn, [complete(ids[:1])]))
+        two = _frontend_messages(
+            conn, lambda: run_writes(conn, [complete(ids[1:2]), complete(ids[2:])])
+        )
+    assert one[-2:] == ["Execute", "Sync"] and "Flush" not in one, one
+    assert two.count("Execute") == 2 and two.count("Sync") == 1, two  # one pipeline
+    states = queries.rows(dsn, "select state from pgjobs.jobs where id = any(%s)", (ids,))
+    assert sorted(s for (s,) in states) == ["completed"] * 3
