@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 
 _SCHEDSTAT = "/proc/thread-self/schedstat"
 
@@ -28,8 +29,11 @@ class RunQueueClock:
 
     def __init__(self, path: str = _SCHEDSTAT) -> None:
         self.fd: int | None = None
+        self._closer: weakref.finalize[[int], RunQueueClock] | None = None
         with contextlib.suppress(OSError):
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # Closed once: by close(), or when the clock is dropped.
+            self._closer = weakref.finalize(self, _close_quietly, self.fd)
             if self._read() is None:
                 self.close()
 
@@ -47,11 +51,15 @@ class RunQueueClock:
         return self._read() or 0.0
 
     def close(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
+        self.fd = None
+        if self._closer is not None:
+            self._closer()
 
     def work_time(self) -> float:
         """A monotonic clock that stands still while the thread waits for a CPU."""
         return time.monotonic() - self.seconds()
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
