@@ -29,6 +29,7 @@ class RunQueueClock:
 
     def __init__(self, path: str = _SCHEDSTAT) -> None:
         self.fd: int | None = None
+        self.last = 0.0  # what a failed read answers: the clock never runs backwards
         self._closer: weakref.finalize[[int], RunQueueClock] | None = None
         with contextlib.suppress(OSError):
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -46,9 +47,9 @@ class RunQueueClock:
             return None
 
     def seconds(self) -> float:
-        if self.fd is None:
-            return 0.0
-        return self._read() or 0.0
+        if self.fd is not None:
+            self.last = self._read() or self.last
+        return self.last
 
     def close(self) -> None:
         self.fd = None
