@@ -9,7 +9,9 @@ active sessions (``CPU`` when none), and, less often, which statements hold
 what the waiting sessions wait for.
 
 ``python -m bench.held --processes 4,16,64 --seconds 30`` prints one line per
-process count and the top wait events; ``BENCH_DSN`` picks the server (it
+process count: completions per second, CPU per job (worker processes, server
+sessions), for pgjobs the jobs per claim and per completion write, and the top
+wait events; ``BENCH_DSN`` picks the server (it
 needs about 2 connections per worker process).
 """
 
@@ -46,6 +48,35 @@ select left(regexp_replace(h.query, '\\s+', ' ', 'g'), 60), count(*)
  where w.datname = current_database() and w.wait_event_type = 'Lock'
  group by 1
 """
+
+
+# pgjobs only: how many jobs a claim and a completion write carried over the
+# window. A claim stamps its jobs' started_at with its statement's now(), a
+# write their finished_at with its own; jobs sharing a stamp (and a worker)
+# came in one claim or left in one write. Read once, after the window.
+_PGJOBS_BATCHES = """
+select count(*)::float8 / greatest(count(distinct (worker, started_at)), 1),
+       count(*)::float8 / greatest(count(distinct (worker, finished_at)), 1)
+  from pgjobs.jobs
+ where state = 'completed' and finished_at >= %s and finished_at < %s
+"""
+
+
+def db_now(dsn: str) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("select clock_timestamp()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def batches(system: System, dsn: str, since: Any, until: Any) -> dict[str, float]:
+    """Jobs per claim and per completion write (pgjobs only; {} otherwise)."""
+    if system.name != "pgjobs":
+        return {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(_PGJOBS_BATCHES, (since, until)).fetchone()
+    assert row is not None
+    return {"jobs_per_claim": round(row[0], 1), "jobs_per_write": round(row[1], 1)}
 
 
 # How often the feeder counts and tops up: a count reads the whole queue, so
@@ -149,6 +180,7 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
                 time.sleep(_POLL_SECONDS)
             with sampling(dsn) as sampler:
                 cpu0 = cpu_seconds(w, dsn)
+                since = db_now(dsn)
                 t0, sent0, left0 = time.monotonic(), sent, top_up()
                 while time.monotonic() - t0 < seconds:
                     time.sleep(_POLL_SECONDS)
@@ -156,11 +188,12 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
                 w.check()
                 span = time.monotonic() - t0
                 cpu1 = cpu_seconds(w, dsn)
+                until = db_now(dsn)
             done = (sent - sent0) - (left - left0)
             return {"processes": processes, "completed_per_s": done / span,
                     "worker_cpu_us_per_job": (cpu1[0] - cpu0[0]) / max(done, 1) * 1e6,
                     "server_cpu_us_per_job": (cpu1[1] - cpu0[1]) / max(done, 1) * 1e6,
-                    **sampler.report()}
+                    **batches(system, dsn, since, until), **sampler.report()}
     finally:
         client.close()
 

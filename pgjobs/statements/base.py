@@ -119,6 +119,16 @@ def run_writes(conn: psycopg.Connection[Any], stmts: Iterable[Bound[Any]]) -> No
     """Sends several writes in one pipeline (one round trip) without reading
     their rows: for batches whose outcome the caller does not need back."""
     prepare = pooler.prepare_flag(conn)
+    stmts = list(stmts)
+    if len(stmts) == 1:
+        # One write goes without a pipeline: its Sync leaves with it. In a
+        # pipeline the server ran the write, then waited (in the transaction,
+        # holding its row locks and the xmin horizon) for the Sync the client
+        # sent after more Python; with more processes than cores the client
+        # was often descheduled in between (64 processes on 2 cores: 2.5
+        # sessions on average in ClientRead inside a completion).
+        conn.execute(stmts[0].query, stmts[0].params, prepare=prepare)
+        return
     with conn.pipeline():
         for stmt in stmts:
             conn.execute(stmt.query, stmt.params, prepare=prepare)

@@ -27,6 +27,7 @@ from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
 from pgjobs.payload import encode
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome
 from pgjobs.worker import starting
+from pgjobs.worker.cpuwait import RunQueueClock
 from pgjobs.worker.starting import JobSetupFailed
 
 if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
@@ -203,7 +204,8 @@ class Executor:
         self.stopping = stopping
         self.log = log
         self.batch = BatchSize(batch_limit)
-        self.handler_seconds = 0.0  # of the batch running
+        self.handler_seconds = 0.0  # of the batch running, less its waits for a CPU
+        self.run_queue = RunQueueClock()  # opened here: the thread that runs sync handlers
         self.lane = lane  # runs async handlers; started at its first job if not before
         # Slot entries not in use (main thread only): a sync job takes one while
         # it runs, an async job until the lane hands its outcome back.
@@ -274,6 +276,7 @@ class Executor:
         entry = self.free.pop()
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry)
         started = time.monotonic()
+        queued = self.run_queue.seconds()
         try:
             found = starting.handler_or_refusal(job, self.types)
             if isinstance(found, Failed):
@@ -290,7 +293,7 @@ class Executor:
                 self.slots.finish(self.index, entry)
                 self.free.append(entry)
         elapsed = time.monotonic() - started
-        self.handler_seconds += elapsed
+        self.handler_seconds += max(0.0, elapsed - (self.run_queue.seconds() - queued))
         outcome = _past_deadline(job, outcome, elapsed)
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)

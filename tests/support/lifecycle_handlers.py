@@ -106,6 +106,12 @@ def work(ctx: pgjobs.JobContext, seconds: float = 0.0, n: int = 0) -> dict[str, 
     return {"n": n, "attempt": ctx.attempt}
 
 
+@pgjobs.job("lc.nap", queue=QUEUE, timeout=60, **_RETRY)
+def nap(ctx: pgjobs.JobContext, seconds: float = 0.001) -> None:
+    """Sleeps and writes nothing: its completion is batched with its neighbours'."""
+    time.sleep(seconds)
+
+
 @pgjobs.job("lc.fenced", queue=QUEUE, timeout=60, **_RETRY)
 def fenced(ctx: pgjobs.JobContext, first_attempt_seconds: float) -> dict[str, Any]:
     """The first attempt writes through ctx.conn and then dawdles (the test stops
