@@ -15,3 +15,14 @@ select id, duplicate
 -- name: job_enqueue_many
 -- Many jobs in one INSERT; one row per input, in input order.
 select ord, id, duplicate from pgjobs.enqueue_jobs(%(jobs)s::jsonb);
+
+-- name: job_enqueue_plain
+-- Plain jobs set-based through pgjobs.enqueue_plain, one array per column
+-- sent in binary, so neither side builds or parses a JSON document: the
+-- new ids in input order, or NULL when the batch is not plain (nothing written).
+select pgjobs.enqueue_plain(
+           job_type => %(job_type)b::text[], payload => %(payload)b::text[]::jsonb[],
+           organization => %(organization)b::text[], queue => %(queue)b::text[],
+           priority => %(priority)b::smallint[], run_at => %(run_at)b::timestamptz[],
+           max_attempts => %(max_attempts)b::int[],
+           timeout_seconds => %(timeout_seconds)b::int[]);
