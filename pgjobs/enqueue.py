@@ -127,17 +127,18 @@ def enqueue_many_steps(
     if not jobs:
         return []
     heads: dict[frozenset[tuple[str, type, Any]], NewJob] = {}
+    distinct: list[NewJob] = []  # each head once, in the order first met
     batch: list[tuple[NewJob, str]] = []
     for item in jobs:
         if not isinstance(item, Mapping):
             raise InvalidJob(f"each job must be a mapping, got {type(item).__name__}")
-        batch.append(_job(dict(item), heads))
-    for name in {head.job_type for head, _ in batch}:
+        batch.append(_job(item, heads, distinct))
+    for name in {head.job_type for head in distinct}:
         yield from registry.current().ensure_steps(info, name)
     with translated():
-        if not any(head.dedup_key is not None or head.depends_on for head, _ in batch):
+        if not any(head.dedup_key is not None or head.depends_on for head in distinct):
             # Plain jobs, as typed arrays: no JSON document to build or parse.
-            ids: list[int] | None = yield statements.enqueue_plain.bind(**_columns(batch))
+            ids: list[int] | None = yield statements.enqueue_plain.bind(**_columns(batch, distinct))
             if ids is not None:
                 return [EnqueueResult(job_id, False) for job_id in ids]
             # Not plain after all (a type that dedups by payload, a disabled or
@@ -148,44 +149,53 @@ def enqueue_many_steps(
 
 
 def _job(
-    fields: dict[str, Any], heads: dict[frozenset[tuple[str, type, Any]], NewJob]
+    item: Mapping[str, Any],
+    heads: dict[frozenset[tuple[str, type, Any]], NewJob],
+    distinct: list[NewJob],
 ) -> tuple[NewJob, str]:
     """One job's validated fields (its payload left out) and its payload's JSON text.
 
     A batch mostly repeats the same fields around different payloads, so the
     fields other than the payload are validated once per distinct set of them
-    (with their types: ``True`` is not ``1``) and kept in ``heads``.
+    (with their types: ``True`` is not ``1``), kept in ``heads`` and listed
+    once in ``distinct``; a set met before is neither copied nor checked again.
     """
-    if "job_type" not in fields:
-        raise InvalidJob("each job needs a job_type")
-    unknown = set(fields) - _JOB_FIELDS
-    if unknown:
-        raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
-    payload = fields.pop("payload", None)
+    payload = item.get("payload")
     try:
         key: frozenset[tuple[str, type, Any]] | None = frozenset(
-            (name, type(value), value) for name, value in fields.items()
+            [(name, type(value), value) for name, value in item.items() if name != "payload"]
         )
         head = heads.get(key)  # type: ignore[arg-type]
     except TypeError:  # an unhashable value (depends_on as a list): validated every time
         key, head = None, None
     if head is None:
+        fields = dict(item)
+        fields.pop("payload", None)
+        if "job_type" not in fields:
+            raise InvalidJob("each job needs a job_type")
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
         head = job_params(fields.pop("job_type"), None, **fields)
+        distinct.append(head)
         if key is not None:
             heads[key] = head
     text = "{}" if payload is None or (type(payload) is dict and not payload) else encode(payload)
     return head, text
 
 
-def _columns(batch: list[tuple[NewJob, str]]) -> dict[str, Any]:
+def _columns(batch: list[tuple[NewJob, str]], distinct: list[NewJob]) -> dict[str, Any]:
     """pgjobs.enqueue_plain's arrays; a column NULL for every job is sent as NULL."""
 
     def column(name: str) -> list[Any] | None:
-        values = [getattr(head, name) for head, _ in batch]
-        return values if any(v is not None for v in values) else None
+        if all(getattr(head, name) is None for head in distinct):
+            return None
+        if len(distinct) == 1:
+            return [getattr(distinct[0], name)] * len(batch)
+        return [getattr(head, name) for head, _ in batch]
 
     return {
-        "job_type": [head.job_type for head, _ in batch],
+        "job_type": column("job_type"),
         "payload": [payload for _, payload in batch],
         "organization": column("organization"),
         "queue": column("queue"),
