@@ -323,9 +323,9 @@ begin
     end if;
     -- Every job of the batch is read before any is written (the window), so
     -- a batch that is not plain writes nothing. Ids are drawn after the sort
-    -- (the subquery's ORDER BY, which the volatile test is not pushed below),
-    -- so they ascend in input order, and a row over a limit is refused in
-    -- input order too, as by the row trigger.
+    -- (the subquery's ORDER BY; OFFSET 0 keeps the test from being pushed
+    -- below it), so they ascend in input order, and a row over a limit is
+    -- refused in input order too, as by the row trigger.
     with input as (
         select i.*, t.queue as type_queue, t.priority as type_priority,
                t.max_attempts as type_max_attempts, t.timeout_seconds as type_timeout,
@@ -346,7 +346,7 @@ begin
                coalesce(i.priority, i.type_priority), coalesce(i.run_at, now()),
                coalesce(i.max_attempts, i.type_max_attempts),
                coalesce(i.timeout_seconds, i.type_timeout), true
-          from (select * from input order by ord) i
+          from (select * from input order by ord offset 0) i
          -- CASE, not AND, which the planner may reorder: the limits are tested
          -- only once the batch is known plain. Only given values are tested:
          -- a type's defaults meet the type's own limits.
