@@ -137,7 +137,7 @@ def enqueue_many_steps(
         yield from registry.current().ensure_steps(info, name)
     with translated():
         if not any(head.dedup_key is not None or head.depends_on for head in distinct):
-            # Plain jobs, as typed arrays: no JSON document to build or parse.
+            # Plain jobs, as columns: no JSON object per job to build or parse.
             ids: list[int] | None = yield statements.enqueue_plain.bind(**_columns(batch, distinct))
             if ids is not None:
                 return [EnqueueResult(job_id, False) for job_id in ids]
@@ -185,18 +185,19 @@ def _job(
 
 
 def _columns(batch: list[tuple[NewJob, str]], distinct: list[NewJob]) -> dict[str, Any]:
-    """pgjobs.enqueue_plain's arrays; a column NULL for every job is sent as NULL."""
+    """pgjobs.enqueue_plain's arguments: a column the same for every job as one
+    value (None: NULL for all), and the payloads' texts joined as one JSON array."""
 
     def column(name: str) -> list[Any] | None:
-        if all(getattr(head, name) is None for head in distinct):
-            return None
-        if len(distinct) == 1:
-            return [getattr(distinct[0], name)] * len(batch)
+        values = {getattr(head, name) for head in distinct}
+        if len(values) == 1:
+            value = values.pop()
+            return None if value is None else [value]
         return [getattr(head, name) for head, _ in batch]
 
     return {
         "job_type": column("job_type"),
-        "payload": [payload for _, payload in batch],
+        "payloads": "[" + ",".join([payload for _, payload in batch]) + "]",
         "organization": column("organization"),
         "queue": column("queue"),
         "priority": column("priority"),

@@ -159,16 +159,29 @@ def test_an_unscoped_tenant_gets_nothing_from_enqueue_plain(app_dsn: str, admin:
     assert admin.execute("select count(*) from pgjobs.jobs").fetchone() == (0,)
 
 
-def test_arrays_of_another_length_than_job_type_are_refused(app_dsn: str) -> None:
+def test_arrays_of_another_length_than_the_batch_are_refused(app_dsn: str) -> None:
     with psycopg.connect(app_dsn) as app:
         for columns in (
-            {"job_type": ["t.noop"], "queue": ["a", "b"]},
-            {"job_type": [], "queue": None},
+            {"job_type": ["t.noop", "t.noop"], "queue": ["a", "b", "c"]},
+            {"job_type": None, "queue": ["a"]},
+            {"job_type": ["t.noop", "t.noop"], "priority": []},
         ):
             with pytest.raises(psycopg.Error) as caught, app.transaction():
                 _scoped(app)
                 _plain(app, **columns)
-            assert caught.value.sqlstate == "PJ001"
+            assert caught.value.sqlstate == "PJ001", columns
+
+
+def test_an_array_of_one_element_is_every_jobs_value(app_dsn: str, admin: Any) -> None:
+    with psycopg.connect(app_dsn) as app, app.transaction():
+        _scoped(app)
+        assert _plain(app, job_type=[]) == []
+        ids = _plain(app, job_type=["t.noop"], queue=["q1", "q2", "q3"], priority=["1"])
+    rows = admin.execute(
+        "select job_type, queue, priority from pgjobs.jobs where id = any(%s) order by id",
+        (ids,),
+    ).fetchall()
+    assert rows == [("t.noop", "q1", 1), ("t.noop", "q2", 1), ("t.noop", "q3", 1)]
 
 
 def test_a_tenant_stores_complete_checked_rows_of_its_own_organization(

@@ -59,7 +59,7 @@ def _plain(found: list[Any]) -> list[int] | None:
 def enqueue_plain(
     *,
     job_type: list[str],
-    payload: list[str],
+    payloads: str,
     organization: list[str | None] | None,
     queue: list[str | None] | None,
     priority: list[int | None] | None,
@@ -67,11 +67,12 @@ def enqueue_plain(
     max_attempts: list[int | None] | None,
     timeout_seconds: list[int | None] | None,
 ) -> Params:
-    """Plain jobs as one list per column (None: NULL for every job); the new
-    ids in input order, or None when the batch is not plain."""
+    """Plain jobs as one list per column (one element: the same for every job;
+    None: NULL for every job) and their payloads as one JSON array text; the
+    new ids in input order, or None when the batch is not plain."""
     return {
         "job_type": job_type,
-        "payload": payload,
+        "payloads": payloads,
         "organization": organization,
         "queue": queue,
         "priority": priority,

@@ -281,8 +281,9 @@ $$;
 -- A bulk enqueue of plain jobs, checked and completed set-based: the row
 -- trigger's work for the whole batch in one INSERT joined to job_types and
 -- one wake-up per queue. The batch comes as one array per column, element i
--- of each being job i (a NULL array: NULL for every job), so a client sends
--- it as typed arrays in binary and nothing parses a JSON document.
+-- of each being job i (an array of one element: the same value for every
+-- job; a NULL array: NULL for every job), so a client sends it as typed
+-- arrays, and a column its jobs share as one value.
 -- Plain: every job's type exists, is enabled and does not dedup by payload,
 -- and every organization is the session's scope (or the session sees all);
 -- dedup keys and parents cannot even be given. Returns the new ids in input
@@ -310,16 +311,45 @@ as $$
 declare
     scope    text := pgjobs.current_organization();
     everyone boolean := pgjobs.sees_all();
-    n        int := coalesce(cardinality(job_type), 0);
-    refused  record;
+    n        int := greatest(cardinality(job_type), cardinality(payload),
+                             cardinality(organization), cardinality(queue),
+                             cardinality(priority), cardinality(run_at),
+                             cardinality(max_attempts), cardinality(timeout_seconds));
     ids      bigint[];
     queues   text[];
 begin
-    if n = 0 or n < greatest(cardinality(payload), cardinality(organization), cardinality(queue),
-                             cardinality(priority), cardinality(run_at),
-                             cardinality(max_attempts), cardinality(timeout_seconds)) then
-        perform pgjobs.invalid_job('enqueue_plain takes one array element per job, '
-                                   'and a job_type for each');
+    -- An array of one element gives every job the same value.
+    if n = 0 then
+        return '{}';
+    end if;
+    if not coalesce(cardinality(job_type) in (1, n), false)
+       or not coalesce(cardinality(payload) in (1, n), true)
+       or not coalesce(cardinality(organization) in (1, n), true)
+       or not coalesce(cardinality(queue) in (1, n), true)
+       or not coalesce(cardinality(priority) in (1, n), true)
+       or not coalesce(cardinality(run_at) in (1, n), true)
+       or not coalesce(cardinality(max_attempts) in (1, n), true)
+       or not coalesce(cardinality(timeout_seconds) in (1, n), true) then
+        perform pgjobs.invalid_job('enqueue_plain takes a job_type and one array element per '
+                                   'job, or one for every job');
+    end if;
+    if n > 1 then
+        job_type := case cardinality(job_type) when 1 then array_fill(job_type[1], array[n])
+                    else job_type end;
+        payload := case cardinality(payload) when 1 then array_fill(payload[1], array[n])
+                   else payload end;
+        organization := case cardinality(organization)
+                        when 1 then array_fill(organization[1], array[n]) else organization end;
+        queue := case cardinality(queue) when 1 then array_fill(queue[1], array[n]) else queue end;
+        priority := case cardinality(priority) when 1 then array_fill(priority[1], array[n])
+                    else priority end;
+        run_at := case cardinality(run_at) when 1 then array_fill(run_at[1], array[n])
+                  else run_at end;
+        max_attempts := case cardinality(max_attempts)
+                        when 1 then array_fill(max_attempts[1], array[n]) else max_attempts end;
+        timeout_seconds := case cardinality(timeout_seconds)
+                           when 1 then array_fill(timeout_seconds[1], array[n])
+                           else timeout_seconds end;
     end if;
     -- Every job of the batch is read before any is written (the window), so
     -- a batch that is not plain writes nothing. Ids are drawn after the sort
