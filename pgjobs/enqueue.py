@@ -126,58 +126,108 @@ def enqueue_many_steps(
     """
     if not jobs:
         return []
-    elements = []
-    types = set()
-    heads: dict[frozenset[tuple[str, type, Any]], tuple[str, str]] = {}
+    heads: dict[frozenset[tuple[str, type, Any]], NewJob] = {}
+    distinct: list[NewJob] = []  # each head once, in the order first met
+    batch: list[tuple[NewJob, str]] = []
     for item in jobs:
         if not isinstance(item, Mapping):
             raise InvalidJob(f"each job must be a mapping, got {type(item).__name__}")
-        element, job_type = _element(dict(item), heads)
-        types.add(job_type)
-        elements.append(element)
-    for name in types:
+        batch.append(_job(item, heads, distinct))
+    for name in {head.job_type for head in distinct}:
         yield from registry.current().ensure_steps(info, name)
-    text = "[" + ",".join(elements) + "]"
     with translated():
-        results: list[EnqueueResult] = yield statements.enqueue_many.bind(jobs=text)
+        if not any(head.dedup_key is not None or head.depends_on for head in distinct):
+            # Plain jobs, as columns: no JSON object per job to build or parse.
+            ids: list[int] | None = yield statements.enqueue_plain.bind(**_columns(batch, distinct))
+            if ids is not None:
+                return [EnqueueResult(job_id, False) for job_id in ids]
+            # Not plain after all (a type that dedups by payload, a disabled or
+            # unknown one, another organization): the row trigger's path, which
+            # enqueues it or raises what a plain INSERT of it would.
+        results: list[EnqueueResult] = yield statements.enqueue_many.bind(jobs=_document(batch))
     return results
 
 
-def _element(
-    fields: dict[str, Any], heads: dict[frozenset[tuple[str, type, Any]], tuple[str, str]]
-) -> tuple[str, str]:
-    """One job's JSON object text for pgjobs.enqueue_jobs, and its job type.
+def _job(
+    item: Mapping[str, Any],
+    heads: dict[frozenset[tuple[str, type, Any]], NewJob],
+    distinct: list[NewJob],
+) -> tuple[NewJob, str]:
+    """One job's validated fields (its payload left out) and its payload's JSON text.
 
     A batch mostly repeats the same fields around different payloads, so the
-    fields other than the payload are validated and encoded once per distinct
-    set of them (with their types: ``True`` is not ``1``) and kept in ``heads``.
+    fields other than the payload are validated once per distinct set of them
+    (with their types: ``True`` is not ``1``), kept in ``heads`` and listed
+    once in ``distinct``; a set met before is neither copied nor checked again.
     """
-    if "job_type" not in fields:
-        raise InvalidJob("each job needs a job_type")
-    unknown = set(fields) - _JOB_FIELDS
-    if unknown:
-        raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
-    payload = fields.pop("payload", None)
+    payload = item.get("payload")
     try:
         key: frozenset[tuple[str, type, Any]] | None = frozenset(
-            (name, type(value), value) for name, value in fields.items()
+            [(name, type(value), value) for name, value in item.items() if name != "payload"]
         )
-        cached = heads.get(key)  # type: ignore[arg-type]
-    except TypeError:  # an unhashable value (depends_on as a list): encoded every time
-        key, cached = None, None
-    if cached is None:
-        job = job_params(fields.pop("job_type"), None, **fields)
-        params: dict[str, Any] = job._asdict()
-        del params["payload"]
-        if job.run_at is not None:
-            params["run_at"] = job.run_at.isoformat()
-        head = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
-        cached = (head[:-1], job.job_type)
+        head = heads.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable value (depends_on as a list): validated every time
+        key, head = None, None
+    if head is None:
+        fields = dict(item)
+        fields.pop("payload", None)
+        if "job_type" not in fields:
+            raise InvalidJob("each job needs a job_type")
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise InvalidJob(f"unknown job fields: {', '.join(sorted(map(str, unknown)))}")
+        head = job_params(fields.pop("job_type"), None, **fields)
+        distinct.append(head)
         if key is not None:
-            heads[key] = cached
-    # The payload's JSON text already: spliced in, not decoded again.
+            heads[key] = head
     text = "{}" if payload is None or (type(payload) is dict and not payload) else encode(payload)
-    return f'{cached[0]},"payload":{text}}}', cached[1]
+    return head, text
+
+
+def _columns(batch: list[tuple[NewJob, str]], distinct: list[NewJob]) -> dict[str, Any]:
+    """pgjobs.enqueue_plain's arguments: a column the same for every job as one
+    value (None: NULL for all), and the payloads' texts joined as one JSON array."""
+
+    def column(name: str) -> list[Any] | None:
+        values = {getattr(head, name) for head in distinct}
+        if len(values) == 1:
+            value = values.pop()
+            return None if value is None else [value]
+        return [getattr(head, name) for head, _ in batch]
+
+    return {
+        "job_type": column("job_type"),
+        "payloads": "[" + ",".join([payload for _, payload in batch]) + "]",
+        "organization": column("organization"),
+        "queue": column("queue"),
+        "priority": column("priority"),
+        "run_at": column("run_at"),
+        "max_attempts": column("max_attempts"),
+        "timeout_seconds": column("timeout_seconds"),
+    }
+
+
+def _document(batch: list[tuple[NewJob, str]]) -> str:
+    """The batch as pgjobs.enqueue_jobs' JSON array text."""
+    prefixes: dict[int, str] = {}  # per distinct head: its object's text up to the payload
+    elements = []
+    for head, payload in batch:
+        prefix = prefixes.get(id(head))
+        if prefix is None:
+            prefix = prefixes[id(head)] = _prefix(head)
+        elements.append(f"{prefix}{payload}}}")
+    return "[" + ",".join(elements) + "]"
+
+
+def _prefix(head: NewJob) -> str:
+    """A job's JSON object text for pgjobs.enqueue_jobs up to its payload,
+    whose text is spliced in after it, not decoded again."""
+    params: dict[str, Any] = head._asdict()
+    del params["payload"]
+    if head.run_at is not None:
+        params["run_at"] = head.run_at.isoformat()
+    fields = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
+    return f'{fields[:-1]},"payload":'
 
 
 enqueue = blocking(enqueue_steps)

@@ -366,8 +366,8 @@ def test_calling_enqueue_checked_directly_stores_nothing_it_did_not_check(
 def test_rows_enqueue_checked_writes_meet_every_input_limit(
     app_dsn: str, admin: Any, job: dict[str, Any]
 ) -> None:
-    """Its rows still pass jobs_accept_input, which refuses them as it refuses
-    a plain INSERT's."""
+    """enqueue_plain tests its rows' limits itself (they skip the row trigger)
+    and refuses them as the trigger refuses a plain INSERT's."""
     jobs = [{"job_type": "t.noop"}, {"job_type": "t.noop", **job}]
     with (
         psycopg.connect(app_dsn) as app,

@@ -48,3 +48,35 @@ def _many(found: list[Any]) -> list[EnqueueResult]:
 def enqueue_many(*, jobs: str) -> Params:
     """Many jobs from one JSON array text; one result per input, in input order."""
     return {"jobs": jobs}
+
+
+def _plain(found: list[Any]) -> list[int] | None:
+    ids = found[0][0]
+    return None if ids is None else [int(i) for i in ids]
+
+
+@statement("job_enqueue_plain", _plain)
+def enqueue_plain(
+    *,
+    job_type: list[str],
+    payloads: str,
+    organization: list[str | None] | None,
+    queue: list[str | None] | None,
+    priority: list[int | None] | None,
+    run_at: list[dt.datetime | None] | None,
+    max_attempts: list[int | None] | None,
+    timeout_seconds: list[int | None] | None,
+) -> Params:
+    """Plain jobs as one list per column (one element: the same for every job;
+    None: NULL for every job) and their payloads as one JSON array text; the
+    new ids in input order, or None when the batch is not plain."""
+    return {
+        "job_type": job_type,
+        "payloads": payloads,
+        "organization": organization,
+        "queue": queue,
+        "priority": priority,
+        "run_at": run_at,
+        "max_attempts": max_attempts,
+        "timeout_seconds": timeout_seconds,
+    }

@@ -15,3 +15,19 @@ select id, duplicate
 -- name: job_enqueue_many
 -- Many jobs in one INSERT; one row per input, in input order.
 select ord, id, duplicate from pgjobs.enqueue_jobs(%(jobs)s::jsonb);
+
+-- name: job_enqueue_plain
+-- Plain jobs set-based through pgjobs.enqueue_plain: a column the jobs share
+-- as an array of one value, the others as typed arrays sent in binary, the
+-- payloads as one JSON array text (one string to send rather than one per
+-- job): the new ids in input order, or NULL when the batch is not plain
+-- (nothing written).
+select pgjobs.enqueue_plain(
+           job_type => %(job_type)b::text[],
+           payload => (select array_agg(p.value order by p.ord)
+                         from jsonb_array_elements(%(payloads)s::jsonb)
+                              with ordinality as p(value, ord)),
+           organization => %(organization)b::text[], queue => %(queue)b::text[],
+           priority => %(priority)b::smallint[], run_at => %(run_at)b::timestamptz[],
+           max_attempts => %(max_attempts)b::int[],
+           timeout_seconds => %(timeout_seconds)b::int[]);

@@ -3,11 +3,15 @@
 
 -- Input limits (0010): the tables' constraints and the insert trigger use them.
 -- statement_timeout holds at most 2,147,483 s and the worker adds a 1 s margin.
+-- PL/pgSQL, not SQL (0110): Postgres folds an immutable call in a CHECK into
+-- a constant again for every statement that writes the table, and an SQL
+-- function is parsed and planned anew each time it is run that way, where a
+-- PL/pgSQL one is compiled once per session.
 create function pgjobs.max_timeout_seconds() returns int
-language sql immutable parallel safe as $$ select 2000000 $$;
+language plpgsql immutable parallel safe as $$ begin return 2000000; end $$;
 
 create function pgjobs.max_attempts_limit() returns int
-language sql immutable parallel safe as $$ select 1000 $$;
+language plpgsql immutable parallel safe as $$ begin return 1000; end $$;
 
 -- A job type, queue or organization name: 1-200 characters, none of them a
 -- control character (C0, DEL, C1), so a name prints as itself and its JSON

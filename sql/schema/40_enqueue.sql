@@ -1,10 +1,10 @@
 -- Enqueue: one trigger serves pgjobs.enqueue(), pgjobs.enqueue_jobs() and a
 -- plain INSERT alike; a bulk enqueue of plain jobs is checked and completed
--- set-based instead (pgjobs.enqueue_checked), and its rows skip that trigger.
+-- set-based instead (pgjobs.enqueue_plain), and its rows skip that trigger.
 
--- True on a row whose enqueue checks are done: pgjobs.enqueue_checked sets it
--- on the rows it checked and completed before inserting them, and the per-row
--- triggers below skip such rows; jobs_before_insert sets it on every row it
+-- True on a row whose enqueue checks are done: pgjobs.enqueue_plain sets it
+-- on the rows it checked and completed before inserting them, and the
+-- insert trigger below skips such rows; jobs_before_insert sets it on every row it
 -- lets through, so both paths store the same row. No tenant can set it on an
 -- INSERT: pgjobs_app and pgjobs_admin hold INSERT (and so COPY) on a list of
 -- columns without it (90_security.sql), and Postgres enforces column
@@ -56,39 +56,44 @@ begin
 end
 $$;
 
--- "No organization set" is its own SQLSTATE, PJ004: a caller's setup bug
--- (scope the transaction, see pgjobs.tenant), told apart from a refusal
--- (42501) by programs in any language. Triggers of one event fire in name
--- order, so this one runs before jobs_before_insert and an unscoped session
--- gets PJ004 before anything else is looked at; its WHEN clause keeps scoped
--- sessions (every tenant's enqueue) from entering PL/pgSQL at all. Workers and
--- admins, who may enqueue system jobs and any organization's jobs without a
--- scope, pass.
-create function pgjobs.jobs_authorize_insert() returns trigger
-language plpgsql as $$
-begin
-    if not pgjobs.sees_all() then
-        raise exception 'pgjobs: this session is scoped to no organization'
-            using errcode = 'PJ004',
-                  hint = 'set it in the same transaction: select set_config('
-                         '''pgjobs.organization'', <organization>, true), or pgjobs.tenant() '
-                         'in Python';
-    end if;
-    return new;
-end
+-- The input limits (0010) of one row, as values given (NULL: not given, so
+-- the job type's default or the session's scope, which their own limits
+-- hold): true when one is broken. One test for the insert trigger and
+-- pgjobs.enqueue_plain; SQL, so it is inlined into their cached plans and
+-- costs no call per row. The depth test stops at level 32, so a payload
+-- nested 5,000 deep costs no more than one nested 33 deep; sizes are of the
+-- uncompressed value (`payload || '{}'` hands back the payload itself,
+-- decompressed: a value read from another table may arrive compressed).
+-- pgjobs.job_problem and pgjobs.payload_problem say which limit it was.
+create function pgjobs.input_refused(
+    organization text, queue text, dedup_key text, priority int, max_attempts int,
+    timeout_seconds int, run_at timestamptz, depends_on bigint[], payload jsonb)
+returns boolean
+language sql stable parallel safe as $$
+    select not pgjobs.name_ok(organization)
+        or not pgjobs.name_ok(queue)
+        or octet_length(dedup_key) > 1000
+        or priority not between 0 and 3
+        or max_attempts not between 1 and 1000  -- pgjobs.max_attempts_limit()
+        or timeout_seconds not between 0 and 2000000  -- pgjobs.max_timeout_seconds()
+        or not (run_at > '0001-01-02 00:00:00+00' and run_at < '9999-12-30 00:00:00+00')
+        or cardinality(depends_on) > 1000
+        or jsonb_typeof(payload) <> 'object'
+        or pg_column_size(payload || '{}') > 1048576  -- pgjobs.max_payload_bytes()
+        or jsonb_path_exists(payload, 'strict $.**{32}')
+        or jsonb_path_exists(payload,
+               'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))')
 $$;
 
-create trigger jobs_authorize_insert
-    before insert on pgjobs.jobs_active
-    for each row
-    when (new.prechecked is not true and pgjobs.current_organization() is null)
-    execute function pgjobs.jobs_authorize_insert();
-
 -- Every new row of jobs comes through here, whoever inserts it
--- (pgjobs.enqueue, enqueue_jobs or a plain INSERT), in named steps: the job
--- type, the scope, the type's defaults, validation, dependencies, the id,
--- dedup and the wake-up. The steps are blocks of one function, not functions
--- of their own, so a row pays for no extra call.
+-- (pgjobs.enqueue, enqueue_jobs or a plain INSERT), in named steps: the input
+-- limits, the session's scope, the job type, the organization, the type's
+-- defaults, validation, dependencies, the id, dedup and the wake-up. The
+-- steps are blocks of one function, not functions or triggers of their own,
+-- so a row pays for no extra call, and a statement prepares no trigger
+-- condition but this trigger's short one (0110: Postgres reads and plans
+-- every WHEN clause of a table's triggers again for each INSERT statement,
+-- which cost a one-row enqueue more than the row itself).
 -- The owner's rights (90_security.sql): it takes dedup keys and locks parents
 -- FOR SHARE for sessions that may do neither themselves.
 create function pgjobs.jobs_before_insert() returns trigger
@@ -101,6 +106,37 @@ declare
     scope text := pgjobs.current_organization();
     given bigint := new.id;  -- enqueue_jobs puts the input's position here
 begin
+    -- First, so a row over a limit is refused whatever else is wrong with it,
+    -- and no dedup key is taken nor wake-up sent for it.
+    <<input_limits>>
+    begin
+        if pgjobs.input_refused(coalesce(new.organization, scope), new.queue, new.dedup_key,
+                                new.priority, new.max_attempts, new.timeout_seconds,
+                                new.run_at, new.depends_on, new.payload) then
+            perform pgjobs.invalid_job(coalesce(
+                pgjobs.job_problem(new),
+                pgjobs.payload_problem(new.payload),
+                -- Left NULL, the organization is the session's scope.
+                'organization must be 1-200 characters without control characters'));
+        end if;
+    end input_limits;
+
+    -- "No organization set" is its own SQLSTATE, PJ004: a caller's setup bug
+    -- (scope the transaction, see pgjobs.tenant), told apart from a refusal
+    -- (42501) by programs in any language, before anything else is looked
+    -- at. Workers and admins, who may enqueue system jobs and any
+    -- organization's jobs without a scope, pass.
+    <<session_scope>>
+    begin
+        if scope is null and not pgjobs.sees_all() then
+            raise exception 'pgjobs: this session is scoped to no organization'
+                using errcode = 'PJ004',
+                      hint = 'set it in the same transaction: select set_config('
+                             '''pgjobs.organization'', <organization>, true), or pgjobs.tenant() '
+                             'in Python';
+        end if;
+    end session_scope;
+
     <<job_type>>
     begin
         select * into t from pgjobs.job_types where name = new.job_type;
@@ -250,7 +286,7 @@ begin
             perform pg_notify('pgjobs_wakeup', new.queue);
         end if;
     end wake_up;
-    -- Checked: the row is stored as enqueue_checked stores its own, and a
+    -- Checked: the row is stored as enqueue_plain stores its own, and a
     -- later insert of it (a row moved between partitions) skips this trigger.
     new.prechecked := true;
     return new;
@@ -319,45 +355,6 @@ language sql immutable parallel safe as $$
             then 'depends_on may name at most 1000 jobs'
     end
 $$;
-
--- The input limits (0010). Triggers of one event fire in name order, so
--- jobs_accept_input runs first, then jobs_authorize_insert (0011, no scope),
--- then jobs_before_insert, which sends the wake-up NOTIFY and takes the dedup
--- key only for a row that met every limit. Values left NULL come from the job
--- type, whose own constraint holds them to the same limits. It checks
--- prechecked rows too: pgjobs.enqueue_checked leaves the limits to it.
--- The trigger's WHEN clause is the test, evaluated without entering PL/pgSQL
--- (a trigger function call per row cost a bulk enqueue a fifth more CPU);
--- the function runs only to say which limit a row broke.
-create function pgjobs.jobs_accept_input() returns trigger
-language plpgsql as $$
-begin
-    perform pgjobs.invalid_job(coalesce(
-        pgjobs.job_problem(new),
-        pgjobs.payload_problem(new.payload),
-        -- Left NULL, the organization is the session's scope.
-        'organization must be 1-200 characters without control characters'));
-    return new;
-end
-$$;
-
-create trigger jobs_accept_input
-    before insert on pgjobs.jobs_active
-    for each row
-    when (not pgjobs.name_ok(coalesce(new.organization, pgjobs.current_organization()))
-          or not pgjobs.name_ok(new.queue)
-          or octet_length(new.dedup_key) > 1000
-          or new.priority not between 0 and 3
-          or new.max_attempts not between 1 and pgjobs.max_attempts_limit()
-          or new.timeout_seconds not between 0 and pgjobs.max_timeout_seconds()
-          or not (new.run_at > '0001-01-02 00:00:00+00' and new.run_at < '9999-12-30 00:00:00+00')
-          or cardinality(new.depends_on) > 1000
-          or jsonb_typeof(new.payload) <> 'object'
-          or pg_column_size(new.payload || '{}') > pgjobs.max_payload_bytes()
-          or jsonb_path_exists(new.payload, 'strict $.**{32}')
-          or jsonb_path_exists(new.payload,
-                 'strict $.** ? (@.type() == "number" && (@ >= 1e300 || @ <= -1e300))'))
-    execute function pgjobs.jobs_accept_input();
 
 -- An UPDATE that sets a name or the payload meets the insert's limits (the
 -- claim and the completions set neither, so they never run this).
@@ -461,18 +458,51 @@ language sql stable as $$
                            dedup_key, depends_on, max_attempts, timeout_seconds, ord)
 $$;
 
+-- Raises the PJ001 error of the first limit a job of pgjobs.enqueue_plain
+-- breaks, as the row trigger words it (pgjobs.input_refused said one is).
+create function pgjobs.input_refuse(
+    job_type text, organization text, queue text, priority int, max_attempts int,
+    timeout_seconds int, run_at timestamptz, payload jsonb)
+returns boolean
+language plpgsql volatile as $$
+begin
+    perform pgjobs.invalid_job(coalesce(
+        pgjobs.job_problem(jsonb_populate_record(null::pgjobs.jobs, jsonb_build_object(
+            'job_type', job_type, 'organization', organization, 'queue', queue,
+            'priority', priority, 'max_attempts', max_attempts,
+            'timeout_seconds', timeout_seconds, 'run_at', run_at))),
+        pgjobs.payload_problem(payload),
+        'organization must be 1-200 characters without control characters'));
+    return false;
+end
+$$;
+
 -- A bulk enqueue of plain jobs, checked and completed set-based: the row
--- triggers' work for the whole batch in one INSERT joined to job_types and
--- one wake-up per queue. Plain: every job's type exists and is enabled, it
--- names no dedup key and no parents and its type does not dedup by payload,
--- and every organization is the session's scope (or the session sees all).
--- Returns the new ids in input order, or NULL and writes nothing for any other
--- batch: pgjobs.enqueue_jobs then sends it through the row triggers, which
--- raise the same error a plain INSERT of those rows would. The input limits
--- stay jobs_accept_input's, which checks these rows too, in input order.
+-- trigger's work for the whole batch in one INSERT joined to job_types and
+-- one wake-up per queue. The batch comes as one array per column, element i
+-- of each being job i (an array of one element: the same value for every
+-- job; a NULL array: NULL for every job), so a client sends it as typed
+-- arrays, and a column its jobs share as one value.
+-- Plain: every job's type exists, is enabled and does not dedup by payload,
+-- and every organization is the session's scope (or the session sees all);
+-- dedup keys and parents cannot even be given. Returns the new ids in input
+-- order, or NULL and writes nothing for any other batch: the caller then
+-- sends it through the row trigger (pgjobs.enqueue_jobs), which raises the
+-- same error a plain INSERT of those rows would. The input limits are
+-- checked here, before anything is written, in input order, with the row
+-- trigger's test and messages: these rows skip that trigger.
 -- The owner's rights (90_security.sql): only the owner may set prechecked, so
 -- anyone may call this; it trusts nothing its caller gives.
-create function pgjobs.enqueue_checked(jobs jsonb) returns bigint[]
+create function pgjobs.enqueue_plain(
+    job_type        text[],
+    payload         jsonb[]       default null,
+    organization    text[]        default null,
+    queue           text[]        default null,
+    priority        smallint[]    default null,
+    run_at          timestamptz[] default null,
+    max_attempts    int[]         default null,
+    timeout_seconds int[]         default null)
+returns bigint[]
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -480,20 +510,62 @@ as $$
 declare
     scope    text := pgjobs.current_organization();
     everyone boolean := pgjobs.sees_all();
+    n        int := greatest(cardinality(job_type), cardinality(payload),
+                             cardinality(organization), cardinality(queue),
+                             cardinality(priority), cardinality(run_at),
+                             cardinality(max_attempts), cardinality(timeout_seconds));
     ids      bigint[];
     queues   text[];
 begin
-    -- Ids are drawn after the sort (Postgres evaluates a volatile output
-    -- column above the ORDER BY), so they ascend in input order.
+    -- An array of one element gives every job the same value.
+    if n = 0 then
+        return '{}';
+    end if;
+    if not coalesce(cardinality(job_type) in (1, n), false)
+       or not coalesce(cardinality(payload) in (1, n), true)
+       or not coalesce(cardinality(organization) in (1, n), true)
+       or not coalesce(cardinality(queue) in (1, n), true)
+       or not coalesce(cardinality(priority) in (1, n), true)
+       or not coalesce(cardinality(run_at) in (1, n), true)
+       or not coalesce(cardinality(max_attempts) in (1, n), true)
+       or not coalesce(cardinality(timeout_seconds) in (1, n), true) then
+        perform pgjobs.invalid_job('enqueue_plain takes a job_type and one array element per '
+                                   'job, or one for every job');
+    end if;
+    if n > 1 then
+        job_type := case cardinality(job_type) when 1 then array_fill(job_type[1], array[n])
+                    else job_type end;
+        payload := case cardinality(payload) when 1 then array_fill(payload[1], array[n])
+                   else payload end;
+        organization := case cardinality(organization)
+                        when 1 then array_fill(organization[1], array[n]) else organization end;
+        queue := case cardinality(queue) when 1 then array_fill(queue[1], array[n]) else queue end;
+        priority := case cardinality(priority) when 1 then array_fill(priority[1], array[n])
+                    else priority end;
+        run_at := case cardinality(run_at) when 1 then array_fill(run_at[1], array[n])
+                  else run_at end;
+        max_attempts := case cardinality(max_attempts)
+                        when 1 then array_fill(max_attempts[1], array[n]) else max_attempts end;
+        timeout_seconds := case cardinality(timeout_seconds)
+                           when 1 then array_fill(timeout_seconds[1], array[n])
+                           else timeout_seconds end;
+    end if;
+    -- Every job of the batch is read before any is written (the window), so
+    -- a batch that is not plain writes nothing. Ids are drawn after the sort
+    -- (the subquery's ORDER BY; OFFSET 0 keeps the test from being pushed
+    -- below it), so they ascend in input order, and a row over a limit is
+    -- refused in input order too, as by the row trigger.
     with input as (
         select i.*, t.queue as type_queue, t.priority as type_priority,
                t.max_attempts as type_max_attempts, t.timeout_seconds as type_timeout,
-               -- Each row's test coalesced on its own: bool_and skips NULLs.
-               bool_and(coalesce(t.enabled and not t.dedup_by_payload and i.dedup_key is null
-                                 and coalesce(cardinality(i.depends_on), 0) = 0
+               bool_and(coalesce(t.enabled and not t.dedup_by_payload
                                  and (everyone or coalesce(i.organization, scope) = scope),
                                  false)) over () as plain
-          from pgjobs.job_inputs(jobs) i
+          from unnest(enqueue_plain.job_type, enqueue_plain.payload, enqueue_plain.organization,
+                      enqueue_plain.queue, enqueue_plain.priority, enqueue_plain.run_at,
+                      enqueue_plain.max_attempts, enqueue_plain.timeout_seconds)
+               with ordinality as i(job_type, payload, organization, queue, priority, run_at,
+                                    max_attempts, timeout_seconds, ord)
           left join pgjobs.job_types t on t.name = i.job_type
     ), inserted as (
         insert into pgjobs.jobs as j (id, job_type, payload, organization, queue, priority,
@@ -503,9 +575,18 @@ begin
                coalesce(i.priority, i.type_priority), coalesce(i.run_at, now()),
                coalesce(i.max_attempts, i.type_max_attempts),
                coalesce(i.timeout_seconds, i.type_timeout), true
-          from input i
-         where i.plain
-         order by i.ord
+          from (select * from input order by ord offset 0) i
+         -- CASE, not AND, which the planner may reorder: the limits are tested
+         -- only once the batch is known plain. Only given values are tested:
+         -- a type's defaults meet the type's own limits.
+         where case when not i.plain then false
+                    when pgjobs.input_refused(coalesce(i.organization, scope), i.queue, null,
+                                              i.priority, i.max_attempts, i.timeout_seconds,
+                                              i.run_at, null, i.payload)
+                    then pgjobs.input_refuse(i.job_type, coalesce(i.organization, scope),
+                                             i.queue, i.priority, i.max_attempts,
+                                             i.timeout_seconds, i.run_at, i.payload)
+                    else true end
         returning j.id, j.queue
     )
     select array_agg(n.id order by n.id), array_agg(distinct n.queue) into ids, queues
@@ -515,9 +596,31 @@ begin
 end
 $$;
 
+-- pgjobs.enqueue_plain for a batch given as enqueue_jobs' JSON array: NULL for
+-- a batch that names a dedup key or parents, or that enqueue_plain finds not
+-- plain, and then nothing is written.
+create function pgjobs.enqueue_checked(jobs jsonb) returns bigint[]
+language plpgsql as $$
+declare
+    ids bigint[];
+begin
+    select case when bool_and(i.dedup_key is null and coalesce(cardinality(i.depends_on), 0) = 0)
+                then pgjobs.enqueue_plain(
+                         array_agg(i.job_type order by i.ord), array_agg(i.payload order by i.ord),
+                         array_agg(i.organization order by i.ord), array_agg(i.queue order by i.ord),
+                         array_agg(i.priority order by i.ord), array_agg(i.run_at order by i.ord),
+                         array_agg(i.max_attempts order by i.ord),
+                         array_agg(i.timeout_seconds order by i.ord)) end
+      into ids
+      from pgjobs.job_inputs(jobs) i
+    having count(*) > 0;
+    return ids;
+end
+$$;
+
 -- Bulk enqueue from a JSON array of objects with enqueue_job's argument names.
 -- Returns one row per input element, in input order. Plain jobs go in
--- set-based (pgjobs.enqueue_checked); any other batch in one multi-row INSERT
+-- set-based (pgjobs.enqueue_plain); any other batch in one multi-row INSERT
 -- through the row triggers:
 --
 -- Each row goes in with its position in the input as its id; the trigger

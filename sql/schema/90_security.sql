@@ -147,7 +147,8 @@ begin
                              'pgjobs.partitions_ensure(timestamptz)',
                              'pgjobs.partition_drop_oldest(timestamptz)',
                              'pgjobs.jobs_after_insert_canceled()',
-                             'pgjobs.enqueue_checked(jsonb)'] loop
+                             'pgjobs.enqueue_plain(text[], jsonb[], text[], text[], smallint[], '
+                             'timestamptz[], int[], int[])'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
     end loop;
 end
