@@ -512,9 +512,7 @@ def test_retry_moves_a_job_back_to_jobs_active_as_itself(dsn: str) -> None:
 
 
 def _history(conn: psycopg.Connection[Any], job_id: int) -> list[tuple[Any, ...]]:
-    return [
-        (e.id, e.from_state, e.to_state, e.attempt, e.at) for e in pgjobs.history(conn, job_id)
-    ]
+    return [(e.id, e.from_state, e.to_state, e.attempt, e.at) for e in pgjobs.history(conn, job_id)]
 
 
 def test_retention_keeps_the_whole_history_of_a_job_enqueued_long_ago_and_finished_recently(
@@ -670,4 +668,18 @@ def test_the_migration_moves_every_history_row_in_order(empty_dsn: str) -> None:
         assert min(new_ids) > max(r[0] for r in before)
         assert [e.id for e in pgjobs.history(conn, ids[0])] == [
             r[0] for r in before if r[1] == ids[0]
+        ]
+
+        # Retention past the day of the migration drops job_events_history
+        # whole; the unfinished jobs keep every event they had.
+        unfinished = [
+            r[0]
+            for r in conn.execute("select id from pgjobs.jobs where not pgjobs.is_finished(state)")
+        ]
+        assert set(ids[::2]) & set(unfinished)
+        retention.prune(conn, 0)
+        assert not _exists(conn, "job_events_history")
+        after = conn.execute(f"select {columns} from pgjobs.job_events order by id").fetchall()
+        assert [r for r in after if r[0] <= before[-1][0]] == [
+            r for r in before if r[1] in unfinished
         ]

@@ -185,7 +185,8 @@ begin
     for ev in
         select c.oid::regclass as rel,
                format('e.at < %L', b[2]::timestamptz)
-                   || coalesce(format(' and e.at >= %L', b[1]::timestamptz), '') as period
+                   || case when b[1] is not null
+                           then format(' and e.at >= %L', b[1]::timestamptz) else '' end as period
           from pg_inherits i
           join pg_class c on c.oid = i.inhrelid
          cross join lateral regexp_match(pg_get_expr(c.relpartbound, c.oid),

@@ -112,7 +112,9 @@ $$;
 -- (an index probe), and kept jobs with ids that old are few (the jobs
 -- running across the period's end, and long-lived ones). Their events move
 -- to the default partition with their ids (so their order) before the
--- partition is dropped; there they stay until their job goes.
+-- partition is dropped; there they stay until their job goes. The events of
+-- the jobs dropped are in the partitions dropped with them: a job's events
+-- are written at or before its finished_at (its transaction's now()).
 create function pgjobs.partition_drop_oldest(cutoff timestamptz) returns bigint
 language plpgsql
 security definer
@@ -180,7 +182,8 @@ begin
     for ev in
         select c.oid::regclass as rel,
                format('e.at < %L', b[2]::timestamptz)
-                   || coalesce(format(' and e.at >= %L', b[1]::timestamptz), '') as period
+                   || case when b[1] is not null
+                           then format(' and e.at >= %L', b[1]::timestamptz) else '' end as period
           from pg_inherits i
           join pg_class c on c.oid = i.inhrelid
          cross join lateral regexp_match(pg_get_expr(c.relpartbound, c.oid),
