@@ -683,3 +683,47 @@ def test_the_migration_moves_every_history_row_in_order(empty_dsn: str) -> None:
         assert [r for r in after if r[0] <= before[-1][0]] == [
             r for r in before if r[1] in unfinished
         ]
+
+
+def _scans(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every scan node of a JSON plan: (node type, relation or index)."""
+    found = []
+    if "Scan" in plan["Node Type"]:
+        found.append((plan["Node Type"], plan.get("Index Name") or plan.get("Relation Name", "")))
+    for child in plan.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+def test_history_reads_use_each_partitions_indexes(dsn: str) -> None:
+    """A job's history: one probe of (job_id, id) per partition, merged in id
+    order; a time window: only the partitions of its periods."""
+    with psycopg.connect(dsn) as conn:
+        _installed_long_ago(conn)
+        conn.execute("select pgjobs.partitions_ensure(now() - interval '3 days')")
+        conn.execute("select pgjobs.partitions_ensure()")
+        for days in range(4):
+            _finish_at(conn, "completed", dt.datetime.now(dt.UTC) - days * DAY)
+        past = [
+            _events_name(_bounds(conn, dt.datetime.now(dt.UTC) - days * DAY - DAY / 24)[0])
+            for days in range(1, 4)
+        ]
+        conn.execute("analyze pgjobs.job_events")
+        conn.execute("set enable_seqscan = off")  # tiny tables: as on big ones
+        history = conn.execute(
+            "explain (format json) " + sql.query("job_history"), {"id": 1}
+        ).fetchone()
+        window = conn.execute(
+            "explain (analyze, format json) select count(*) from pgjobs.job_events"
+            " where at > now() - interval '1 hour'"
+        ).fetchone()
+    assert history is not None and window is not None
+    scans = _scans(history[0][0]["Plan"])
+    assert len(scans) >= 8  # every partition made, the default one
+    assert {kind for kind, _ in scans} <= {"Index Scan", "Index Only Scan"}
+    assert all(index.endswith("job_id_id_idx") for _, index in scans), scans
+    touched = {scan[1] for scan in _scans(window[0][0]["Plan"]) if scan[0] != "Bitmap Index Scan"}
+    # The periods ended before the window are never read (the later ones, made
+    # ahead, are empty).
+    assert not touched & set(past), touched
+    assert touched
