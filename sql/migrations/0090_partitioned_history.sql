@@ -89,6 +89,7 @@ declare
     s    pgjobs.partition_settings;
     p    record;
     made int := 0;
+    holds_finished boolean := false;
 begin
     select * into s from pgjobs.partition_settings;
     for p in
@@ -104,11 +105,15 @@ begin
     loop
         continue when to_regclass(format('pgjobs.%I', p.name)) is not null;
         begin
+            if holds_finished and p.parent = 'job_events' then
+                lock table pgjobs.job_events in access exclusive mode nowait;
+            end if;
             execute format('create table pgjobs.%I partition of pgjobs.%I '
                            'for values from (%L) to (%L)', p.name, p.parent, p.lo, p.hi);
             execute format('alter table pgjobs.%I enable row level security, '
                            'force row level security', p.name);
             made := made + 1;
+            holds_finished := holds_finished or p.parent = 'jobs_finished';
         exception when duplicate_table or invalid_object_definition or check_violation
                        or lock_not_available then
             null;
@@ -125,15 +130,17 @@ set search_path = pg_catalog, pg_temp
 set lock_timeout = '1s'
 as $$
 declare
-    part  regclass;
-    lo    timestamptz;
-    hi    timestamptz;
-    n     bigint;
-    upto  timestamptz;
-    ev    record;
-    last  bigint;
-    kept  bigint[];
-    moved pgjobs.job_events[];
+    part    regclass;
+    lo      timestamptz;
+    hi      timestamptz;
+    n       bigint;
+    upto    timestamptz;
+    rels    regclass[];
+    periods text[];
+    ev      record;
+    last    bigint;
+    kept    bigint[];
+    moved   pgjobs.job_events[];
 begin
     -- Retention by partition is every organization's: a session scoped to one
     -- drops nothing (the row-by-row pruner deletes its own organization's).
@@ -182,18 +189,24 @@ begin
     -- through pgjobs.job_events (row-level security is forced on it with no
     -- policy: even its owner reads it only so), its bounds as constants, so
     -- the plan touches it alone.
-    for ev in
-        select c.oid::regclass as rel,
-               format('e.at < %L', b[2]::timestamptz)
-                   || case when b[1] is not null
-                           then format(' and e.at >= %L', b[1]::timestamptz) else '' end as period
-          from pg_inherits i
-          join pg_class c on c.oid = i.inhrelid
-         cross join lateral regexp_match(pg_get_expr(c.relpartbound, c.oid),
-                                         '^FOR VALUES FROM \((?:''([^'']+)''|MINVALUE)\) TO \(''([^'']+)''\)$') b
-         where i.inhparent = 'pgjobs.job_events'::regclass
-           and b[2]::timestamptz <= upto
-         order by b[2]::timestamptz
+    select coalesce(array_agg(c.oid::regclass order by b[2]::timestamptz), '{}'),
+           coalesce(array_agg(format('e.at < %L', b[2]::timestamptz)
+                              || case when b[1] is not null
+                                      then format(' and e.at >= %L', b[1]::timestamptz)
+                                      else '' end
+                              order by b[2]::timestamptz), '{}')
+      into rels, periods
+      from pg_inherits i
+      join pg_class c on c.oid = i.inhrelid
+     cross join lateral regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                                     '^FOR VALUES FROM \((?:''([^'']+)''|MINVALUE)\) TO \(''([^'']+)''\)$') b
+     where i.inhparent = 'pgjobs.job_events'::regclass
+       and b[2]::timestamptz <= upto;
+    if cardinality(rels) > 0 then
+        perform set_config('lock_timeout', '200ms', true);
+        lock table pgjobs.job_events in access exclusive mode;
+    end if;
+    for ev in select * from unnest(rels, periods) as x(rel, period)
     loop
         -- Its largest job id (the last entry of its job_events_job_idx), then
         -- the jobs kept with ids no larger (jobs_id_idx): theirs are the only

@@ -56,7 +56,12 @@ $$;
 -- default partition in its range, or a lock it would wait for (a short lock
 -- timeout: making a partition locks its parent, which every completion
 -- writes, and a completion must not queue behind a DDL that queues behind a
--- long reader).
+-- long reader). Once it has made a partition of finished jobs it holds
+-- jobs_finished until it commits, so it then waits for no lock on
+-- job_events: a transaction holding job_events and waiting for
+-- jobs_finished (a prune batch, a reader of history then jobs) would wait
+-- for it in turn, a deadlock. Those partitions of history are made by the
+-- next call.
 create function pgjobs.partitions_ensure(now timestamptz default null) returns int
 language plpgsql
 security definer
@@ -67,6 +72,7 @@ declare
     s    pgjobs.partition_settings;
     p    record;
     made int := 0;
+    holds_finished boolean := false;
 begin
     select * into s from pgjobs.partition_settings;
     for p in
@@ -82,11 +88,15 @@ begin
     loop
         continue when to_regclass(format('pgjobs.%I', p.name)) is not null;
         begin
+            if holds_finished and p.parent = 'job_events' then
+                lock table pgjobs.job_events in access exclusive mode nowait;
+            end if;
             execute format('create table pgjobs.%I partition of pgjobs.%I '
                            'for values from (%L) to (%L)', p.name, p.parent, p.lo, p.hi);
             execute format('alter table pgjobs.%I enable row level security, '
                            'force row level security', p.name);
             made := made + 1;
+            holds_finished := holds_finished or p.parent = 'jobs_finished';
         exception when duplicate_table or invalid_object_definition or check_violation
                        or lock_not_available then
             null;
@@ -115,6 +125,13 @@ $$;
 -- partition is dropped; there they stay until their job goes. The events of
 -- the jobs dropped are in the partitions dropped with them: a job's events
 -- are written at or before its finished_at (its transaction's now()).
+--
+-- Locks go in the order of a completion's (jobs_finished, then job_events),
+-- and job_events is asked for at once after jobs_finished with a short
+-- timeout: a reader holding job_events and waiting for jobs_finished (a
+-- history read, then a job's) would otherwise wait for this function while it
+-- waits for the reader, and the reader's deadlock check (after a second)
+-- would fail the reader.
 create function pgjobs.partition_drop_oldest(cutoff timestamptz) returns bigint
 language plpgsql
 security definer
@@ -122,15 +139,17 @@ set search_path = pg_catalog, pg_temp
 set lock_timeout = '1s'
 as $$
 declare
-    part  regclass;
-    lo    timestamptz;
-    hi    timestamptz;
-    n     bigint;
-    upto  timestamptz;
-    ev    record;
-    last  bigint;
-    kept  bigint[];
-    moved pgjobs.job_events[];
+    part    regclass;
+    lo      timestamptz;
+    hi      timestamptz;
+    n       bigint;
+    upto    timestamptz;
+    rels    regclass[];
+    periods text[];
+    ev      record;
+    last    bigint;
+    kept    bigint[];
+    moved   pgjobs.job_events[];
 begin
     -- Retention by partition is every organization's: a session scoped to one
     -- drops nothing (the row-by-row pruner deletes its own organization's).
@@ -179,18 +198,24 @@ begin
     -- through pgjobs.job_events (row-level security is forced on it with no
     -- policy: even its owner reads it only so), its bounds as constants, so
     -- the plan touches it alone.
-    for ev in
-        select c.oid::regclass as rel,
-               format('e.at < %L', b[2]::timestamptz)
-                   || case when b[1] is not null
-                           then format(' and e.at >= %L', b[1]::timestamptz) else '' end as period
-          from pg_inherits i
-          join pg_class c on c.oid = i.inhrelid
-         cross join lateral regexp_match(pg_get_expr(c.relpartbound, c.oid),
-                                         '^FOR VALUES FROM \((?:''([^'']+)''|MINVALUE)\) TO \(''([^'']+)''\)$') b
-         where i.inhparent = 'pgjobs.job_events'::regclass
-           and b[2]::timestamptz <= upto
-         order by b[2]::timestamptz
+    select coalesce(array_agg(c.oid::regclass order by b[2]::timestamptz), '{}'),
+           coalesce(array_agg(format('e.at < %L', b[2]::timestamptz)
+                              || case when b[1] is not null
+                                      then format(' and e.at >= %L', b[1]::timestamptz)
+                                      else '' end
+                              order by b[2]::timestamptz), '{}')
+      into rels, periods
+      from pg_inherits i
+      join pg_class c on c.oid = i.inhrelid
+     cross join lateral regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                                     '^FOR VALUES FROM \((?:''([^'']+)''|MINVALUE)\) TO \(''([^'']+)''\)$') b
+     where i.inhparent = 'pgjobs.job_events'::regclass
+       and b[2]::timestamptz <= upto;
+    if cardinality(rels) > 0 then
+        perform set_config('lock_timeout', '200ms', true);
+        lock table pgjobs.job_events in access exclusive mode;
+    end if;
+    for ev in select * from unnest(rels, periods) as x(rel, period)
     loop
         -- Its largest job id (the last entry of its job_events_job_idx), then
         -- the jobs kept with ids no larger (jobs_id_idx): theirs are the only
