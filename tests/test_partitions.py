@@ -659,30 +659,33 @@ def test_the_migration_moves_every_history_row_in_order(empty_dsn: str) -> None:
             ).fetchall()
         )
         assert set(homes.values()) == {"pgjobs.job_events_history"}
-        # Today's rows are in the default partitions (history written before
-        # the migration today, jobs finished today): the next three periods'
-        # partitions are made, today's stays the default's.
+        # Today's finished jobs are in jobs_finished_default, and today's
+        # history in job_events_history (up to the start of tomorrow): the
+        # next three periods' partitions of each are made, not today's.
         assert conn.execute("select pgjobs.partitions_ensure()").fetchone() == (6,)
         new = factories.make_job(conn, "completed")
+        assert _events_partition_of(conn, new) == {"pgjobs.job_events_history"}
         new_ids = [e.id for e in pgjobs.history(conn, new)]
         assert min(new_ids) > max(r[0] for r in before)
         assert [e.id for e in pgjobs.history(conn, ids[0])] == [
             r[0] for r in before if r[1] == ids[0]
         ]
 
-        # Retention past the day of the migration drops job_events_history
-        # whole; the unfinished jobs keep every event they had.
-        unfinished = [
-            r[0]
-            for r in conn.execute("select id from pgjobs.jobs where not pgjobs.is_finished(state)")
-        ]
-        assert set(ids[::2]) & set(unfinished)
-        retention.prune(conn, 0)
+        # Retention past the end of job_events_history drops it whole; every
+        # job is still there, so every event moves out, the same ids in order.
+        before = conn.execute(f"select {columns} from pgjobs.job_events order by id").fetchall()
+        while conn.execute(
+            "select pgjobs.partition_drop_oldest(now() + interval '2 days')"
+        ).fetchone() != (None,):
+            pass
         assert not _exists(conn, "job_events_history")
         after = conn.execute(f"select {columns} from pgjobs.job_events order by id").fetchall()
-        assert [r for r in after if r[0] <= before[-1][0]] == [
-            r for r in before if r[1] in unfinished
-        ]
+        assert after == before
+        homes = {
+            r[0]
+            for r in conn.execute("select distinct tableoid::regclass::text from pgjobs.job_events")
+        }
+        assert homes == {"pgjobs.job_events_default"}
 
 
 def _scans(plan: dict[str, Any]) -> list[tuple[str, str]]:

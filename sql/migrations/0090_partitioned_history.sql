@@ -3,9 +3,9 @@
 -- partition per period of pgjobs.partition_settings, made ahead by
 -- pgjobs.partitions_ensure beside those of finished jobs and dropped whole by
 -- retention (pgjobs.partition_drop_oldest), which first moves out the events
--- of the jobs it keeps. Rows written before this migration go to
--- job_events_history, those at a time no partition was made for to
--- job_events_default.
+-- of the jobs it keeps. Rows written before this migration, and for the rest
+-- of its day, go to job_events_history, those at a time no partition was made
+-- for to job_events_default.
 --
 -- The old table is renamed (its identity sequence too), the partitioned one
 -- made as 20_tables.sql has it, the rows moved with their ids, the new
@@ -47,14 +47,18 @@ create index job_events_at_idx on pgjobs.job_events using brin (at);
 -- write ever fails for want of a partition; the events of a kept job whose
 -- period was dropped live there too.
 create table pgjobs.job_events_default partition of pgjobs.job_events default;
--- History written before this migration, up to the start of its day: dropped
--- whole once retention passes its end (today's earlier rows go to the default
--- partition, as a fresh install's would have none).
+-- History written before this migration, and for the rest of its day: up to
+-- the start of the next day (a fresh install's ends at the start of its own
+-- day, having no history). So the default partition takes none of today's
+-- history (which would keep today's partition from being made, and be read
+-- whole each time a later one is); the workers make tomorrow's as usual.
+-- Dropped whole once retention passes its end.
 do $$
 begin
     execute format('create table pgjobs.job_events_history partition of pgjobs.job_events'
                    ' for values from (minvalue) to (%L)',
-                   date_bin('1 day', now(), timestamptz '2000-01-03 00:00:00+00'));
+                   date_bin('1 day', now(), timestamptz '2000-01-03 00:00:00+00')
+                   + interval '1 day');
 end
 $$;
 
