@@ -1,5 +1,6 @@
 """Retention: finished jobs and their history go, whole partitions of finished
-jobs first (constant time each), then the rest in short batches."""
+jobs and of history first (constant time each), then the rest in short
+batches."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def drop_partitions(
     conn: psycopg.Connection[Any], older_than_seconds: float, *, progress: Any = None
 ) -> int:
     """Drops the partitions of finished jobs whose whole period is past the
-    cutoff, oldest first, one transaction each; returns how many jobs went.
+    cutoff, oldest first, one transaction each with the partitions of history
+    of the same periods; returns how many jobs went.
     Stops early when one is busy (a lock it would wait for): the batches
     delete its rows instead, or the next run drops it."""
     total = 0

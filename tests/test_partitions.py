@@ -1,7 +1,8 @@
 """Finished work leaves the hot path (0060): pgjobs.jobs is partitioned by state,
-finished jobs by period of finished_at; partitions are made ahead by the
-workers and dropped whole by retention, and every public name keeps working
-across partitions (dedup, dependencies, row-level security)."""
+finished jobs by period of finished_at, and history (0090) by period of `at`;
+partitions are made ahead by the workers and dropped whole by retention, and
+every public name keeps working across partitions (dedup, dependencies,
+row-level security, history)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,31 @@ def _partition_of(conn: psycopg.Connection[Any], job_id: int) -> str:
 
 
 def _finish_at(conn: psycopg.Connection[Any], state: str, at: dt.datetime, **kw: Any) -> int:
-    """A job that reached ``state`` (finished) at ``at``, in that period's partition."""
+    """A job that reached ``state`` (finished) at ``at``, in that period's
+    partition, its history written then too (as a completion at ``at`` would)."""
     job_id = factories.make_job(conn, state, **kw)
     conn.execute("update pgjobs.jobs set finished_at = %s where id = %s", (at, job_id))
+    _history_at(conn, job_id, at)
     return job_id
+
+
+def _history_at(conn: psycopg.Connection[Any], job_id: int, at: dt.datetime) -> None:
+    """Moves the job's history so far to ``at`` (its ids, so its order, stay)."""
+    conn.execute("update pgjobs.job_events set at = %s where job_id = %s", (at, job_id))
+
+
+def _events_partition_of(conn: psycopg.Connection[Any], job_id: int) -> set[str]:
+    return {
+        str(r[0])
+        for r in conn.execute(
+            "select tableoid::regclass::text from pgjobs.job_events where job_id = %s", (job_id,)
+        )
+    }
+
+
+def _events_name(name: str) -> str:
+    """The partition of history of the period whose finished jobs' is ``name``."""
+    return "job_events_" + name.removeprefix("jobs_finished_")
 
 
 def _bounds(conn: psycopg.Connection[Any], at: dt.datetime) -> tuple[str, Any, Any]:
@@ -51,10 +73,10 @@ def _bounds(conn: psycopg.Connection[Any], at: dt.datetime) -> tuple[str, Any, A
 
 
 def _installed_long_ago(conn: psycopg.Connection[Any]) -> None:
-    """Drops the (empty) history partition, which holds everything finished
-    before the day the schema was installed: partitions of earlier periods
-    can be made, as in a database installed long before them."""
-    conn.execute("drop table pgjobs.jobs_finished_history")
+    """Drops the (empty) history partitions, which hold everything finished or
+    written before the day the schema was installed: partitions of earlier
+    periods can be made, as in a database installed long before them."""
+    conn.execute("drop table pgjobs.jobs_finished_history, pgjobs.job_events_history")
 
 
 def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
@@ -67,22 +89,36 @@ def test_workers_make_partitions_ahead_as_the_owner(dsn: str, roles: Roles) -> N
         made = conn.execute("select pgjobs.partitions_ensure()").fetchone()
         again = conn.execute("select pgjobs.partitions_ensure()").fetchone()
         now = conn.execute("select now()").fetchone()
-    assert made == (4,)  # this period and three ahead
+    assert made == (8,)  # this period and three ahead, of finished jobs and of history
     assert again == (0,)
     assert now is not None
     with psycopg.connect(dsn) as conn:
         names = [_bounds(conn, now[0] + k * DAY)[0] for k in range(4)]
-        rows = conn.execute(
-            "select c.relname, c.relowner::regrole::text, c.relrowsecurity,"
-            "       c.relforcerowsecurity, c.relacl"
-            "  from pg_inherits i join pg_class c on c.oid = i.inhrelid"
-            " where i.inhparent = 'pgjobs.jobs_finished'::regclass"
-            "   and c.relname not in ('jobs_finished_default', 'jobs_finished_history')"
-            " order by c.relname"
-        ).fetchall()
-    assert [r[0] for r in rows] == names
-    # Made by the owner, no grants, row-level security forced with no policy.
-    assert {r[1:] for r in rows} == {("pgjobs_owner", True, True, None)}
+        for parent, expected in (
+            ("jobs_finished", names),
+            ("job_events", [_events_name(n) for n in names]),
+        ):
+            rows = conn.execute(
+                "select c.relname, c.relowner::regrole::text, c.relrowsecurity,"
+                "       c.relforcerowsecurity, c.relacl,"
+                "       pg_get_expr(c.relpartbound, c.oid)"
+                "  from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+                " where i.inhparent = %s::regclass"
+                "   and c.relname !~ '_(default|history)$'"
+                " order by c.relname",
+                (f"pgjobs.{parent}",),
+            ).fetchall()
+            assert [r[0] for r in rows] == expected
+            # Made by the owner, no grants, row-level security forced with no policy.
+            assert {r[1:5] for r in rows} == {("pgjobs_owner", True, True, None)}
+            bounds = [r[5] for r in rows]
+        # The same periods for both.
+        assert bounds == [
+            conn.execute(
+                "select pg_get_expr(relpartbound, oid) from pg_class where relname = %s", (n,)
+            ).fetchone()[0]  # type: ignore[index]
+            for n in names
+        ]
 
 
 def test_a_job_finished_just_before_a_boundary_stays_in_its_period(dsn: str) -> None:
@@ -125,12 +161,17 @@ def test_retention_drops_whole_old_partitions_and_deletes_the_straddling_rows(ds
         unfinished = factories.make_job(conn, "queued")
         conn.commit()
         assert _partition_of(conn, gone_whole[0]) == f"pgjobs.{whole_partition}"
+        assert _events_partition_of(conn, gone_whole[0]) == {
+            f"pgjobs.{_events_name(whole_partition)}"
+        }
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert retention.prune(conn, older_than) == 4  # three whole, one row
     with psycopg.connect(dsn) as conn:
         assert not _exists(conn, whole_partition)  # dropped, not emptied row by row
+        assert not _exists(conn, _events_name(whole_partition))  # its history too
         assert _exists(conn, straddling)
+        assert _exists(conn, _events_name(straddling))
         left = [r[0] for r in conn.execute("select id from pgjobs.jobs order by id")]
         assert left == sorted([kept_row, kept_new, unfinished])
         history = {r[0] for r in conn.execute("select distinct job_id from pgjobs.job_events")}
@@ -189,7 +230,7 @@ def test_a_tenant_sees_its_finished_jobs_only_through_pgjobs_jobs(
 ) -> None:
     with psycopg.connect(dsn) as conn:
         made = conn.execute("select pgjobs.partitions_ensure(now() + interval '20 days')")
-        assert made.fetchone() == (4,)
+        assert made.fetchone() == (8,)
         later = dt.datetime.now(dt.UTC) + 21 * DAY
         name = _bounds(conn, later)[0]
         mine = _finish_at(conn, "completed", later, organization="acme")
@@ -217,6 +258,21 @@ def test_a_tenant_sees_its_finished_jobs_only_through_pgjobs_jobs(
                 "  timeout_seconds, state, organization)"
                 " values (1, 'x', 'q', 0, 1, 0, 'queued', 'acme')",
                 f"update pgjobs.{table} set payload = '{{}}'",
+                f"delete from pgjobs.{table}",
+            ):
+                with (
+                    pgjobs.tenant(conn, "acme"),
+                    pytest.raises(psycopg.errors.InsufficientPrivilege),
+                ):
+                    conn.execute(statement)
+                conn.rollback()
+        # History's partitions alike (0090).
+        for table in (_events_name(name), "job_events_default", "job_events_history"):
+            for statement in (
+                f"select * from pgjobs.{table}",
+                f"insert into pgjobs.{table} (job_id, job_type, attempt, to_state, organization)"
+                " values (1, 'x', 1, 'queued', 'acme')",
+                f"update pgjobs.{table} set message = 'x'",
                 f"delete from pgjobs.{table}",
             ):
                 with (
@@ -273,8 +329,9 @@ def test_a_process_killed_while_making_or_dropping_partitions_leaves_them_whole(
     with psycopg.connect(dsn, autocommit=True) as conn:
         name = _bounds(conn, dt.datetime.now(dt.UTC) + 40 * DAY)[0]
         assert not _exists(conn, name)  # rolled back with its session
-        assert conn.execute(make).fetchone() == (4,)  # the next turn makes them
-        assert _exists(conn, name)
+        assert not _exists(conn, _events_name(name))
+        assert conn.execute(make).fetchone() == (8,)  # the next turn makes them
+        assert _exists(conn, name) and _exists(conn, _events_name(name))
 
         _installed_long_ago(conn)
         conn.execute("select pgjobs.partitions_ensure(now() - interval '20 days')")
@@ -282,19 +339,31 @@ def test_a_process_killed_while_making_or_dropping_partitions_leaves_them_whole(
             old = [
                 _finish_at(conn, "completed", dt.datetime.now(dt.UTC) - 19 * DAY) for _ in range(3)
             ]
+            # Still running, its history begun in the period dropped: it stays.
+            kept = [factories.make_job(conn, "running")]
+            _history_at(conn, kept[0], dt.datetime.now(dt.UTC) - 19 * DAY)
         dropped = _partition_of(conn, old[0]).removeprefix("pgjobs.")
+        kept_events = 1  # queued -> running
 
     _killed_midway(dsn, "select pgjobs.partition_drop_oldest(now() - interval '10 days')")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        assert _exists(conn, dropped)  # nothing lost: jobs and history are all there
+        # Nothing lost: jobs, history and both partitions are all there.
+        assert _exists(conn, dropped) and _exists(conn, _events_name(dropped))
         assert conn.execute(
             "select count(*) from pgjobs.jobs where id = any(%s)", (old,)
         ).fetchone() == (3,)
         assert conn.execute(
             "select count(distinct job_id) from pgjobs.job_events where job_id = any(%s)", (old,)
         ).fetchone() == (3,)
+        assert conn.execute(
+            "select count(*) from pgjobs.job_events where job_id = any(%s)", (kept,)
+        ).fetchone() == (kept_events,)
         assert retention.prune(conn, 10 * 86400) == 3
-        assert not _exists(conn, dropped)
+        assert not _exists(conn, dropped) and not _exists(conn, _events_name(dropped))
+        # The kept job's history moved out of the dropped period, whole.
+        assert conn.execute(
+            "select count(*) from pgjobs.job_events where job_id = any(%s)", (kept,)
+        ).fetchone() == (kept_events,)
 
 
 _CANCEL_EVERY_JOB = """
@@ -437,3 +506,227 @@ def test_retry_moves_a_job_back_to_jobs_active_as_itself(dsn: str) -> None:
             "select from_state, to_state from pgjobs.job_events where job_id = %s order by id",
             (job_id,),
         ).fetchall() == [("queued", "canceled"), ("canceled", "queued")]
+
+
+# -- history (0090) ---------------------------------------------------------------
+
+
+def _history(conn: psycopg.Connection[Any], job_id: int) -> list[tuple[Any, ...]]:
+    return [(e.id, e.from_state, e.to_state, e.attempt, e.at) for e in pgjobs.history(conn, job_id)]
+
+
+def test_retention_keeps_the_whole_history_of_a_job_enqueued_long_ago_and_finished_recently(
+    dsn: str,
+) -> None:
+    """The period's history partition goes whole with its finished jobs; the
+    events in it of jobs kept (finished after the cut-off, or unfinished)
+    move out first, with their ids, and go once their job goes."""
+    older_than = 5 * 86400.0
+    with psycopg.connect(dsn) as conn:
+        now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+        cutoff = now - dt.timedelta(seconds=older_than)
+        long_ago = cutoff - 2 * DAY
+        _installed_long_ago(conn)
+        conn.execute("select pgjobs.partitions_ensure(%s)", (cutoff - 3 * DAY,))
+        conn.execute("select pgjobs.partitions_ensure()")
+        pruned = _finish_at(conn, "completed", long_ago)
+        # Enqueued and first run long ago, failed, then retried and completed
+        # recently: its first events are in the period dropped.
+        late = factories.make_job(conn, "retrying")
+        _history_at(conn, late, long_ago)
+        factories.move(conn, late, "running")
+        factories.move(conn, late, "completed")
+        # Running since long ago.
+        running = factories.make_job(conn, "running")
+        _history_at(conn, running, long_ago)
+        conn.commit()
+        period = _events_name(_bounds(conn, long_ago)[0])
+        assert f"pgjobs.{period}" in _events_partition_of(conn, late)
+        before = {job: _history(conn, job) for job in (late, running)}
+        assert [h[1:3] for h in before[late]] == [
+            ("queued", "running"),
+            ("running", "retrying"),
+            ("retrying", "running"),
+            ("running", "completed"),
+        ]
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert retention.prune(conn, older_than) == 1
+        assert not _exists(conn, period)  # dropped whole
+        assert conn.execute(
+            "select count(*) from pgjobs.job_events where job_id = %s", (pruned,)
+        ).fetchone() == (0,)
+        # Every event of the kept jobs, the same ids in the same order; the old
+        # ones now in the default partition.
+        for job, events in before.items():
+            assert _history(conn, job) == events
+            assert [h[0] for h in events] == sorted(h[0] for h in events)
+        assert "pgjobs.job_events_default" in _events_partition_of(conn, late)
+
+        # The late job goes too (its own period dropped a day later): its old
+        # events go from the default partition with it.
+        conn.execute("update pgjobs.jobs set finished_at = %s where id = %s", (long_ago, late))
+        conn.execute(
+            "update pgjobs.job_events set at = %s where job_id = %s and at > %s",
+            (long_ago + DAY / 2, late, long_ago),
+        )
+        conn.execute("select pgjobs.partitions_ensure(%s)", (long_ago,))
+        assert retention.prune(conn, older_than) == 1
+        assert _history(conn, late) == []
+        assert _history(conn, running) == before[running]
+        # New history still goes to this period's partition, ids still rising.
+        factories.move(conn, running, "completed")
+        last = _history(conn, running)[-1]
+        assert last[1:3] == ("running", "completed") and last[0] > before[running][-1][0]
+        assert f"pgjobs.{_bounds(conn, now)[0]}".replace(
+            "jobs_finished_", "job_events_"
+        ) in _events_partition_of(conn, running)
+
+
+def test_history_written_with_no_partition_for_its_time_lands_in_the_default(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        job = factories.make_job(conn, "completed")  # no partition made yet
+        assert _events_partition_of(conn, job) == {"pgjobs.job_events_default"}
+        conn.rollback()
+        assert conn.execute("select pgjobs.partitions_ensure()").fetchone() == (8,)
+        job = factories.make_job(conn, "completed")
+        name = _events_name(_bounds(conn, dt.datetime.now(dt.UTC))[0])
+        assert _events_partition_of(conn, job) == {f"pgjobs.{name}"}
+
+
+def test_a_tenant_sees_its_own_history_only_through_the_public_names(
+    dsn: str,
+    roles: Roles,  # noqa: F811
+) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("select pgjobs.partitions_ensure()")
+        mine = factories.make_job(conn, "dead", organization="acme")
+        theirs = factories.make_job(conn, "dead", organization="globex")
+        name = _events_name(_bounds(conn, dt.datetime.now(dt.UTC))[0])
+        assert _events_partition_of(conn, mine) == _events_partition_of(conn, theirs)
+        conn.commit()
+
+    with psycopg.connect(as_user(dsn, roles.app)) as conn:
+        with pgjobs.tenant(conn, "acme"):
+            assert [e.to_state for e in pgjobs.history(conn, mine)] == ["running", "dead"]
+            assert pgjobs.history(conn, theirs) == []
+            seen = {r[0] for r in conn.execute("select distinct job_id from pgjobs.job_events")}
+            assert seen == {mine}
+            rates = conn.execute("select dead from pgjobs.failure_rates").fetchall()
+            assert rates == [(1,)]
+        for statement in (f"select * from pgjobs.{name}", f"delete from pgjobs.{name}"):
+            with pgjobs.tenant(conn, "acme"), pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
+
+
+def test_the_migration_moves_every_history_row_in_order(empty_dsn: str) -> None:
+    """A database from before 0090 with history: after the migration every
+    event is there with its id and columns, the old ones in
+    job_events_history, and new events get larger ids."""
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        for step in sql.migrations():
+            if step.version >= 90:
+                break
+            with conn.transaction():
+                conn.execute(step.sql.encode())
+                if step.version > 0:
+                    conn.execute(
+                        sql.query("migration_record"), {"version": step.version, "name": step.name}
+                    )
+        ids = [factories.make_job(conn, state) for state in factories.PATHS for _ in range(3)]
+        conn.execute(
+            "update pgjobs.job_events set at = at - interval '3 days' where job_id = any(%s)",
+            (ids[::2],),
+        )
+        columns = (
+            "id, job_id, organization, job_type, attempt, from_state, to_state, worker,"
+            " error_class, message, traceback, duration_ms, at, actor"
+        )
+        before = conn.execute(f"select {columns} from pgjobs.job_events order by id").fetchall()
+        assert len(before) > 20
+
+        assert [a.split("_")[0] for a in migrate(conn)] == [
+            f"{m.version:04d}" for m in sql.migrations() if m.version >= 90
+        ]
+        after = conn.execute(f"select {columns} from pgjobs.job_events order by id").fetchall()
+        assert after == before
+        homes = dict(
+            conn.execute(
+                "select distinct job_id, tableoid::regclass::text from pgjobs.job_events"
+                " where job_id = any(%s)",
+                (ids[::2],),
+            ).fetchall()
+        )
+        assert set(homes.values()) == {"pgjobs.job_events_history"}
+        # Today's finished jobs are in jobs_finished_default, and today's
+        # history in job_events_history (up to the start of tomorrow): the
+        # next three periods' partitions of each are made, not today's.
+        assert conn.execute("select pgjobs.partitions_ensure()").fetchone() == (6,)
+        new = factories.make_job(conn, "completed")
+        assert _events_partition_of(conn, new) == {"pgjobs.job_events_history"}
+        new_ids = [e.id for e in pgjobs.history(conn, new)]
+        assert min(new_ids) > max(r[0] for r in before)
+        assert [e.id for e in pgjobs.history(conn, ids[0])] == [
+            r[0] for r in before if r[1] == ids[0]
+        ]
+
+        # Retention past the end of job_events_history drops it whole; every
+        # job is still there, so every event moves out, the same ids in order.
+        before = conn.execute(f"select {columns} from pgjobs.job_events order by id").fetchall()
+        while conn.execute(
+            "select pgjobs.partition_drop_oldest(now() + interval '2 days')"
+        ).fetchone() != (None,):
+            pass
+        assert not _exists(conn, "job_events_history")
+        after = conn.execute(f"select {columns} from pgjobs.job_events order by id").fetchall()
+        assert after == before
+        homes = {
+            r[0]
+            for r in conn.execute("select distinct tableoid::regclass::text from pgjobs.job_events")
+        }
+        assert homes == {"pgjobs.job_events_default"}
+
+
+def _scans(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every scan node of a JSON plan: (node type, relation or index)."""
+    found = []
+    if "Scan" in plan["Node Type"]:
+        found.append((plan["Node Type"], plan.get("Index Name") or plan.get("Relation Name", "")))
+    for child in plan.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+def test_history_reads_use_each_partitions_indexes(dsn: str) -> None:
+    """A job's history: one probe of (job_id, id) per partition, merged in id
+    order; a time window: only the partitions of its periods."""
+    with psycopg.connect(dsn) as conn:
+        _installed_long_ago(conn)
+        conn.execute("select pgjobs.partitions_ensure(now() - interval '3 days')")
+        conn.execute("select pgjobs.partitions_ensure()")
+        for days in range(4):
+            _finish_at(conn, "completed", dt.datetime.now(dt.UTC) - days * DAY)
+        past = [
+            _events_name(_bounds(conn, dt.datetime.now(dt.UTC) - days * DAY - DAY / 24)[0])
+            for days in range(1, 4)
+        ]
+        conn.execute("analyze pgjobs.job_events")
+        conn.execute("set enable_seqscan = off")  # tiny tables: as on big ones
+        history = conn.execute(
+            "explain (format json) " + sql.query("job_history"), {"id": 1}
+        ).fetchone()
+        window = conn.execute(
+            "explain (analyze, format json) select count(*) from pgjobs.job_events"
+            " where at > now() - interval '1 hour'"
+        ).fetchone()
+    assert history is not None and window is not None
+    scans = _scans(history[0][0]["Plan"])
+    assert len(scans) >= 8  # every partition made, the default one
+    assert {kind for kind, _ in scans} <= {"Index Scan", "Index Only Scan"}
+    assert all(index.endswith("job_id_id_idx") for _, index in scans), scans
+    touched = {scan[1] for scan in _scans(window[0][0]["Plan"]) if scan[0] != "Bitmap Index Scan"}
+    # The periods ended before the window are never read (the later ones, made
+    # ahead, are empty).
+    assert not touched & set(past), touched
+    assert touched

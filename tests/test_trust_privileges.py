@@ -98,13 +98,19 @@ KNOWN_TABLES = {
     "jobs_finished_history",
     "jobs_finished_<period>",
     "partition_settings",
+    # The partitions of history (0090): likewise, everyone goes through
+    # pgjobs.job_events.
+    "job_events_default",
+    "job_events_history",
+    "job_events_<period>",
 }
-PERIOD_PARTITION = re.compile(r"^jobs_finished_\d{8}_\d{4}$")
+PERIOD_PARTITION = re.compile(r"^(jobs_finished|job_events)_\d{8}_\d{4}$")
 
 
 def _known(table: str) -> str:
     """The allow-list's name for a table: one for every period's partition."""
-    return "jobs_finished_<period>" if PERIOD_PARTITION.match(table) else table
+    match = PERIOD_PARTITION.match(table)
+    return f"{match[1]}_<period>" if match else table
 
 
 def _allowed(role: str, table: str, privilege: str, column: str) -> bool:

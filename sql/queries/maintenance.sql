@@ -68,12 +68,14 @@ delete from pgjobs.jobs j using doomed d
 returning j.id;
 
 -- name: partitions_ensure
--- Makes the partitions of finished jobs of this period and the next few.
+-- Makes the partitions of finished jobs and of history of this period and the
+-- next few.
 select pgjobs.partitions_ensure(%(now)s);
 
 -- name: partition_drop_oldest
--- Drops the oldest partition of finished jobs wholly older than the cutoff;
--- how many jobs it held (NULL: none is that old).
+-- Drops the oldest partition of finished jobs wholly older than the cutoff,
+-- and the partitions of history of its period and before; how many jobs it
+-- held (NULL: none is that old).
 select pgjobs.partition_drop_oldest(now() - make_interval(secs => %(older_than_seconds)s));
 
 -- name: maintenance_lease_take

@@ -201,11 +201,30 @@ create table pgjobs.job_events (
     -- Who made the change: a column default, so every writer of history
     -- records the actor of the transaction that moved the job.
     actor         text default pgjobs.current_actor()
-);
+) partition by range (at);
 create index job_events_job_idx on pgjobs.job_events (job_id, id);
 -- Time windows (views, retention): rows arrive in time order, so a BRIN index
 -- serves them at a fraction of a btree's cost per insert.
 create index job_events_at_idx on pgjobs.job_events using brin (at);
+
+-- History leaves the hot path as finished jobs do (0090): one partition per
+-- period of `at`, the periods of pgjobs.partition_settings, made ahead by
+-- pgjobs.partitions_ensure and dropped whole by retention
+-- (pgjobs.partition_drop_oldest), the rows of jobs it keeps moved out first.
+-- A row no period's partition holds lands in the default one, so no history
+-- write ever fails for want of a partition; the events of a kept job whose
+-- period was dropped live there too.
+create table pgjobs.job_events_default partition of pgjobs.job_events default;
+-- History written before the schema had partitions of periods (a database
+-- from before 0090 moves its rows here): everything up to the start of the
+-- day it was installed. Dropped whole once retention passes its end.
+do $$
+begin
+    execute format('create table pgjobs.job_events_history partition of pgjobs.job_events'
+                   ' for values from (minvalue) to (%L)',
+                   date_bin('1 day', now(), timestamptz '2000-01-03 00:00:00+00'));
+end
+$$;
 
 -- Dedup: one row per live key. The primary key makes concurrent identical
 -- enqueues race-free; a key is taken over only once its job is finished and

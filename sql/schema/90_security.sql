@@ -28,11 +28,13 @@ begin
                             or organization = (select pgjobs.current_organization()))
             $p$, t);
     end loop;
-    -- The partitions of jobs (0060): enabled and forced with no policy and no
-    -- grants, nobody reads or writes one directly; through pgjobs.jobs its
-    -- policy above applies. pgjobs.partitions_ensure makes later ones so.
+    -- The partitions of jobs (0060) and of history (0090): enabled and forced
+    -- with no policy and no grants, nobody reads or writes one directly;
+    -- through pgjobs.jobs or pgjobs.job_events the parent's policy above
+    -- applies. pgjobs.partitions_ensure makes later ones so.
     foreach t in array array['jobs_active', 'jobs_finished', 'jobs_finished_default',
-                             'jobs_finished_history'] loop
+                             'jobs_finished_history', 'job_events_default',
+                             'job_events_history'] loop
         execute format('alter table pgjobs.%I enable row level security', t);
         execute format('alter table pgjobs.%I force row level security', t);
     end loop;
@@ -186,7 +188,8 @@ revoke all on pgjobs.maintenance_leases from public;
 grant select, insert, update on pgjobs.maintenance_leases to pgjobs_worker;
 grant select on pgjobs.maintenance_leases to pgjobs_admin;
 
--- Partitions of finished jobs: made ahead by the workers, dropped by retention
+-- Partitions of finished jobs and of history: made ahead by the workers,
+-- dropped by retention
 -- (workers' --prune-after, an operator's prune).
 revoke execute on function pgjobs.partitions_ensure(timestamptz),
                            pgjobs.partition_drop_oldest(timestamptz)
