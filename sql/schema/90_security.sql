@@ -100,6 +100,8 @@ grant select on pgjobs.dedup_keys to pgjobs_worker;
 grant select, insert, update on pgjobs.job_types to pgjobs_worker;
 grant select on pgjobs.schema_migrations to pgjobs_worker;
 grant usage on all sequences in schema pgjobs to pgjobs_worker;
+-- The claim reads how often its hints were made void (50_claim.sql).
+grant select on sequence pgjobs.claim_rewinds to pgjobs_worker;
 grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
                 pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers,
                 pgjobs.unserved_job_types
@@ -147,7 +149,7 @@ begin
                              'pgjobs.partitions_ensure(timestamptz)',
                              'pgjobs.partition_drop_oldest(timestamptz)',
                              'pgjobs.jobs_after_insert_canceled()',
-                             'pgjobs.enqueue_checked(jsonb)'] loop
+                             'pgjobs.enqueue_checked(jsonb)', 'pgjobs.claim_rewind()'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
     end loop;
 end
