@@ -168,6 +168,34 @@ begin
 end
 $$;
 
+-- Where this session's next claim of these queues and job types will start
+-- walking the given priority: the run_at of its hint while the hint holds,
+-- else -infinity. The worker's look for the next due job (job_next_run_at_seconds)
+-- starts there too, so that it steps over no more dead entries than the claim
+-- and never reports as due a job the next claim would not reach (a job below
+-- the hint waits for the claim that walks whole, within claim_rescan_after).
+create function pgjobs.claim_floor(queues text[], job_types text[], priority int)
+returns timestamptz
+language plpgsql stable as $$
+declare
+    hint  text := current_setting('pgjobs.claim_hint', true);
+    parts bigint[];
+    clock timestamptz := clock_timestamp();
+begin
+    if hint ~ '^-?\d{1,19}( -?\d{1,19}){11}$' and priority between 0 and 3 then
+        parts := string_to_array(hint, ' ')::bigint[];
+        if parts[1]::text
+               = hashtext(queues::text || '|' || coalesce(job_types::text, '*'))::text
+           and parts[2] = (select r.last_value from pgjobs.claim_rewinds r)
+           and pgjobs.claim_hint_time(parts[3])
+               between clock - pgjobs.claim_rescan_after() and clock then
+            return pgjobs.claim_hint_time(parts[5 + 2 * priority]);
+        end if;
+    end if;
+    return '-infinity';
+end
+$$;
+
 -- Moves pgjobs.claim_rewinds (see pgjobs.claim). As the owner: every role that
 -- may make a job runnable fires it, and none of them may move the sequence.
 create function pgjobs.claim_rewind() returns trigger
@@ -201,6 +229,8 @@ create constraint trigger jobs_claim_rewind_at_commit
 
 -- The owner's rights and the grants, as 90_security.sql gives them.
 revoke all on sequence pgjobs.claim_rewinds from public;
+revoke execute on function pgjobs.claim_floor(text[], text[], int) from public;
+grant execute on function pgjobs.claim_floor(text[], text[], int) to pgjobs_worker;
 grant usage, select on sequence pgjobs.claim_rewinds to pgjobs_worker;
 do $$
 begin

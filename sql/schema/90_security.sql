@@ -158,11 +158,13 @@ $$;
 -- The claim is the workers' alone.
 revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                            pgjobs.take(text, bigint[], double precision, timestamptz),
-                           pgjobs.rate_take(bigint[], timestamptz)
+                           pgjobs.rate_take(bigint[], timestamptz),
+                           pgjobs.claim_floor(text[], text[], int)
     from public;
 grant execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                           pgjobs.take(text, bigint[], double precision, timestamptz),
-                          pgjobs.rate_take(bigint[], timestamptz)
+                          pgjobs.rate_take(bigint[], timestamptz),
+                          pgjobs.claim_floor(text[], text[], int)
     to pgjobs_worker;
 
 -- Schedules: applications manage their own organization's (row-level security
