@@ -227,6 +227,13 @@ create constraint trigger jobs_claim_rewind_at_commit
           and new.run_at < clock_timestamp() - pgjobs.claim_hint_lag() / 2)
     execute function pgjobs.claim_rewind();
 
+-- The rescuer's index, on jobs_active alone and only for rows with a lease,
+-- so that the completions (by id) cannot walk it (20_tables.sql). Built on
+-- jobs_active only: no finished partition is read.
+drop index pgjobs.jobs_running_lease_idx;
+create index jobs_running_lease_idx on pgjobs.jobs_active (lease_expires_at)
+    where state = 'running' and lease_expires_at is not null;
+
 -- The owner's rights and the grants, as 90_security.sql gives them.
 revoke all on sequence pgjobs.claim_rewinds from public;
 revoke execute on function pgjobs.claim_floor(text[], text[], int) from public;

@@ -160,9 +160,15 @@ create sequence pgjobs.jobs_id_seq as bigint owned by pgjobs.jobs.id;
 -- The claim reads only runnable rows: finished jobs cost it nothing.
 create index jobs_runnable_idx on pgjobs.jobs (priority, run_at, id)
     where state in ('queued', 'retrying');
--- The rescuer reads only running rows.
-create index jobs_running_lease_idx on pgjobs.jobs (lease_expires_at)
-    where state = 'running';
+-- The rescuer reads only running rows with a lease, all in jobs_active. Only
+-- the rescuer (lease_expires_at < now) may use it: a statement that names
+-- jobs by id and wants running ones (the completions) does not imply
+-- lease_expires_at is not null, so it cannot take this index for a walk over
+-- every running row, dead versions included, filtering by id (a generic plan
+-- made while the table was short chose just that, and under a held xmin
+-- horizon each completion then stepped over every job completed since).
+create index jobs_running_lease_idx on pgjobs.jobs_active (lease_expires_at)
+    where state = 'running' and lease_expires_at is not null;
 -- Parents find their waiting children.
 create index jobs_waiting_parents_idx on pgjobs.jobs using gin (depends_on)
     where state = 'waiting';
