@@ -234,6 +234,11 @@ drop index pgjobs.jobs_running_lease_idx;
 create index jobs_running_lease_idx on pgjobs.jobs_active (lease_expires_at)
     where state = 'running' and lease_expires_at is not null;
 
+-- The waiting children of a completion, in id order, without a walk over
+-- every unfinished row (20_tables.sql).
+create index jobs_waiting_id_idx on pgjobs.jobs_active (id)
+    where state = 'waiting';
+
 -- The owner's rights and the grants, as 90_security.sql gives them.
 revoke all on sequence pgjobs.claim_rewinds from public;
 revoke execute on function pgjobs.claim_floor(text[], text[], int) from public;
