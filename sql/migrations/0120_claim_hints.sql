@@ -227,13 +227,6 @@ create constraint trigger jobs_claim_rewind_at_commit
           and new.run_at < clock_timestamp() - pgjobs.claim_hint_lag() / 2)
     execute function pgjobs.claim_rewind();
 
--- The rescuer's index, on jobs_active alone and only for rows with a lease,
--- so that the completions (by id) cannot walk it (20_tables.sql). Built on
--- jobs_active only: no finished partition is read.
-drop index pgjobs.jobs_running_lease_idx;
-create index jobs_running_lease_idx on pgjobs.jobs_active (lease_expires_at)
-    where state = 'running' and lease_expires_at is not null;
-
 -- The waiting children of a completion, in id order, without a walk over
 -- every unfinished row (20_tables.sql).
 create index jobs_waiting_id_idx on pgjobs.jobs_active (id)
