@@ -149,9 +149,19 @@ begin
                              'pgjobs.partitions_ensure(timestamptz)',
                              'pgjobs.partition_drop_oldest(timestamptz)',
                              'pgjobs.jobs_after_insert_canceled()',
-                             'pgjobs.enqueue_checked(jsonb)', 'pgjobs.claim_rewind()'] loop
+                             'pgjobs.enqueue_checked(jsonb)'] loop
         execute format('alter function %s owner to pgjobs_owner', f);
     end loop;
+end
+$$;
+
+-- The claim's rewind trigger (50_claim.sql) moves a sequence no runtime role
+-- may: as the owner, like the definer functions above.
+do $$
+begin
+    if pg_has_role('pgjobs_owner', 'MEMBER') then
+        alter function pgjobs.claim_rewind() owner to pgjobs_owner;
+    end if;
 end
 $$;
 
