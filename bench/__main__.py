@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
                              "10M finished jobs (--quick: 1M)")
     parser.add_argument("--sustained-seconds", type=float, default=None,
                         help="length of the sustained run (full: 600, --quick: 60)")
+    parser.add_argument("--pressure-rate", type=float, default=None,
+                        help="jobs/s offered in the pressure phases at a fixed rate "
+                             "(default 800, issue 19's; 0 skips them)")
     parser.add_argument("--out", default=None, help="results directory (default bench/results)")
     parser.add_argument("--no-async", action="store_true",
                         help="skip the async figures (bench/aio.py)")
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             sustained_window=max(sizes.sustained_window, args.sustained_seconds / 20),
         )
         mode += f", sustained {args.sustained_seconds:g}s"
+
+    if args.pressure_rate is not None:
+        sizes = dataclasses.replace(sizes, pressure_rate=args.pressure_rate)
+        mode += f", pressure at {args.pressure_rate:g}/s"
 
     result = runner.run(
         sizes, names, runs=args.runs, with_floor=not args.no_floor,

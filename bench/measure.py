@@ -397,6 +397,10 @@ class _Meter:
             "backlog": float(backlog),
             **current,
             **_per_job(current, self.last, done),
+            # CPU over the window, in cores: the pressure's sessions, every
+            # session of the database (theirs included), the whole machine.
+            **{f"{key}_cores": (current.get(key, 0) - self.last.get(key, 0)) / span
+               for key in _CPU_KEYS},
         }
         self.mark, self.last = (now, sent, backlog), current
         return point
@@ -405,7 +409,44 @@ class _Meter:
 def _per_job(current: dict[str, float], last: dict[str, float], done: int) -> dict[str, float]:
     """The table counters' growth over a window, per job completed in it."""
     return {f"{key}_per_job": (current.get(key, 0) - last.get(key, 0)) / max(done, 1)
-            for key in ("buffers", "reads")}
+            for key in ("buffers", "reads", "index_entries")}
+
+
+_CPU_KEYS = ("cpu_pressure", "cpu_server", "cpu_machine")
+
+
+class _ServerCpu:
+    """CPU seconds so far (user + system, this machine's server) of the
+    sessions of one database, and of those of them that are the pressure's
+    (bench/pressure.py), summed over every session seen; and the machine's
+    busy CPU seconds."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.seen: dict[int, float] = {}
+        self.totals = {"cpu_pressure": 0.0, "cpu_server": 0.0}
+        self.machine0 = self._machine()
+
+    @staticmethod
+    def _machine() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def sample(self) -> dict[str, float]:
+        rows = self.conn.execute(
+            "select pid, application_name = %s from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()",
+            [pressure.APPLICATION_NAME]).fetchall()
+        for pid, is_pressure in rows:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                now = t.user + t.system
+                delta = now - self.seen.get(pid, 0.0)
+                self.seen[pid] = now
+                self.totals["cpu_server"] += delta
+                if is_pressure:
+                    self.totals["cpu_pressure"] += delta
+        return {**self.totals, "cpu_machine": self._machine() - self.machine0}
 
 
 @contextlib.contextmanager
@@ -414,4 +455,5 @@ def _stats_conn(system: System, dsn: str) -> Iterator[Callable[[], dict[str, flo
         yield dict
         return
     with psycopg.connect(dsn, autocommit=True) as conn:
-        yield lambda: pg.table_stats(conn, system.tables)
+        cpu = _ServerCpu(conn)
+        yield lambda: {**pg.table_stats(conn, system.tables), **cpu.sample()}

@@ -81,7 +81,9 @@ def table_stats(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[
     and dead tuples, total, heap and index sizes (MB), and two counters (the
     caller takes differences): ``buffers``, the shared buffers heap and index
     scans touched (hits and reads), and ``reads``, those of them read in (not
-    found in shared buffers). ``schema_mb``: every table of those schemas with
+    found in shared buffers); ``index_entries``, the index entries their index
+scans returned, live or dead (a claim stepping over dead ones counts each).
+``schema_mb``: every table of those schemas with
     its indexes and TOAST."""
     row = conn.execute(
         "with leaf as (select coalesce(p.relid, t.name::regclass) as relid"
@@ -95,6 +97,8 @@ def table_stats(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[
         "       coalesce(sum(coalesce(i.heap_blks_read, 0) + coalesce(i.heap_blks_hit, 0)"
         "                    + coalesce(i.idx_blks_read, 0) + coalesce(i.idx_blks_hit, 0)), 0),"
         "       coalesce(sum(coalesce(i.heap_blks_read, 0) + coalesce(i.idx_blks_read, 0)), 0),"
+        "       coalesce(sum((select sum(x.idx_tup_read) from pg_stat_user_indexes x"
+        "                      where x.relid = s.relid)), 0),"
         "       (select coalesce(sum(pg_total_relation_size(c.oid)), 0) from pg_class c"
         "         where c.relkind = 'r' and c.relnamespace::regnamespace::text"
         "               = any(select split_part(n, '.', 1) from unnest(%s::text[]) n))"
@@ -106,7 +110,7 @@ def table_stats(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[
     return {"live": float(row[0]), "dead": float(row[1]), "size_mb": float(row[2]) / 2**20,
             "heap_mb": float(row[3]) / 2**20, "index_mb": float(row[4]) / 2**20,
             "buffers": float(row[5]), "reads": float(row[6]),
-            "schema_mb": float(row[7]) / 2**20}
+            "index_entries": float(row[7]), "schema_mb": float(row[8]) / 2**20}
 
 
 def settle(dsn: str, tables: tuple[str, ...]) -> None:

@@ -1,7 +1,10 @@
 """What other clients do to a queue's database while it works: a transaction
 left open, and sessions counting the jobs table in
 REPEATABLE READ. Both hold back the xmin horizon, so no dead row version
-younger than their snapshot can be removed while they last."""
+younger than their snapshot can be removed while they last.
+
+Their sessions name themselves ``APPLICATION_NAME``, so that a sustained run
+can tell their server CPU from the queue's (measure._Meter)."""
 
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ from typing import Any
 
 import psycopg
 
+APPLICATION_NAME = "bench-pressure"
+
 
 @contextlib.contextmanager
 def idle_in_transaction(dsn: str) -> Iterator[None]:
     """A session that took a transaction id and then sits idle in it."""
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn, application_name=APPLICATION_NAME) as conn:
         conn.execute("select pg_current_xact_id()")
         try:
             yield
@@ -32,7 +37,7 @@ def count_loops(dsn: str, table: str, sessions: int = 4) -> Iterator[None]:
     statement = f"select count(*) from {table}"  # a fixed table name of the harness
 
     def loop() -> None:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
             while not stop.is_set():
                 with conn.transaction():
                     conn.execute("set transaction isolation level repeatable read")

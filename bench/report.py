@@ -286,6 +286,9 @@ DECAY_GOALS = {
     "backlog": 0.90,  # completed/s beside the finished jobs / on empty tables
     "idle_in_transaction": 0.90,  # completed/s / offered, a transaction left idle
     "repeatable_read_counts": 0.80,  # completed/s / offered, 4 count(*) loops
+    # the same two at issue 19's own offered rate (settings.pressure_rate)
+    "pressure_idle_in_transaction": 0.90,
+    "pressure_repeatable_read_counts": 0.80,
 }
 
 
@@ -329,6 +332,15 @@ def decay_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                       "completed/s / offered", phase_share(sustained, "idle_in_transaction")))
         found.append(("repeatable_read_counts", "four REPEATABLE READ sessions looping count(*):"
                       " completed/s / offered", phase_share(sustained, "repeatable_read_counts")))
+    pressed = result.get("pressure")
+    if pressed and pressed["series"]:
+        at = f"at {pressed['target_rate']:,.0f} jobs/s offered"
+        found.append(("pressure_idle_in_transaction", f"{at}, a transaction left idle in "
+                      "transaction: completed/s / offered",
+                      phase_share(pressed, "idle_in_transaction")))
+        found.append(("pressure_repeatable_read_counts", f"{at}, four REPEATABLE READ sessions "
+                      "looping count(*): completed/s / offered",
+                      phase_share(pressed, "repeatable_read_counts")))
     if backlog:
         found.insert(1, ("backlog", f"{backlog['fraction']:.0%} of peak for "
                          f"{backlog['seconds']:g} s beside {backlog['finished']:,} finished jobs:"
@@ -338,7 +350,9 @@ def decay_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 _WINDOW_COLUMNS = ("enqueued/s | completed/s | backlog | live tuples | dead tuples | heap MB | "
-                   "index MB | tables MB | schema MB | buffers/job | reads/job |")
+                   "index MB | tables MB | schema MB | buffers/job | reads/job | "
+                   "index entries/job | CPU cores: pressure / server / machine |")
+_WINDOW_COUNT = _WINDOW_COLUMNS.count("|")
 
 
 def _window_cells(p: dict[str, Any]) -> str:
@@ -346,7 +360,37 @@ def _window_cells(p: dict[str, Any]) -> str:
             f"{p.get('live', 0):,.0f} | {p.get('dead', 0):,.0f} | {p.get('heap_mb', 0):.1f} | "
             f"{p.get('index_mb', 0):.1f} | {p.get('size_mb', 0):.1f} | "
             f"{p.get('schema_mb', 0):.1f} | {p.get('buffers_per_job', 0):.1f} | "
-            f"{p.get('reads_per_job', 0):.2f} |")
+            f"{p.get('reads_per_job', 0):.2f} | {p.get('index_entries_per_job', 0):.1f} | "
+            f"{p.get('cpu_pressure_cores', 0):.2f} / {p.get('cpu_server_cores', 0):.2f} / "
+            f"{p.get('cpu_machine_cores', 0):.2f} |")
+
+
+_PHASES = ("steady", "idle_in_transaction", "recovery", "repeatable_read_counts")
+
+
+def phase_mean(run: dict[str, Any], phase: str, key: str) -> float | None:
+    """Mean of a window figure over a phase's windows."""
+    points = [p.get(key, 0.0) for p in run["series"] if p.get("phase") == phase]
+    return sum(points) / len(points) if points else None
+
+
+def _phase_lines(run: dict[str, Any]) -> list[str]:
+    """A sustained run's windows and, per phase, completed/s / offered, the
+    index entries read per job and the CPU the pressure's sessions took."""
+    lines = ["| t (s) | phase | " + _WINDOW_COLUMNS, "|---|---|" + "---|" * _WINDOW_COUNT]
+    lines += [f"| {p['t']:.0f} | {p.get('phase', 'steady')} | {_window_cells(p)}"
+              for p in run["series"]]
+    lines += ["", "| phase | completed/s / offered (median) | index entries/job | "
+              "CPU cores: pressure / server / machine (mean) |", "|---|---|---|---|"]
+    for ph in _PHASES:
+        share = phase_share(run, ph)
+        if share is None:
+            continue
+        cores = " / ".join(f"{phase_mean(run, ph, f'cpu_{k}_cores') or 0:.2f}"
+                           for k in ("pressure", "server", "machine"))
+        lines.append(f"| {ph} | {ratio(share, 1.0)} | "
+                     f"{phase_mean(run, ph, 'index_entries_per_job') or 0:.1f} | {cores} |")
+    return lines
 
 
 def _decay_lines(result: dict[str, Any]) -> list[str]:
@@ -367,14 +411,15 @@ def _decay_lines(result: dict[str, Any]) -> list[str]:
     if sustained and sustained["series"]:
         lines += ["", f"### Sustained load: {sustained['system']} at "
                   f"{sustained['target_rate']:,.0f} jobs/s ({sustained.get('fraction', 0.7):.0%}"
-                  " of its 2-process drain), 2 processes", "",
-                  "| t (s) | phase | " + _WINDOW_COLUMNS, "|---|---|" + "---|" * 11]
-        lines += [f"| {p['t']:.0f} | {p.get('phase', 'steady')} | {_window_cells(p)}"
-                  for p in sustained["series"]]
-        shares = [(ph, phase_share(sustained, ph)) for ph in
-                  ("steady", "idle_in_transaction", "recovery", "repeatable_read_counts")]
-        lines.append("\nMedian completed/s / offered, per phase: " + ", ".join(
-            f"{ph} {ratio(r, 1.0)}" for ph, r in shares if r is not None) + ".")
+                  " of its 2-process drain), 2 processes", ""]
+        lines += _phase_lines(sustained)
+    pressed = result.get("pressure")
+    if pressed and pressed["series"]:
+        lines += ["", f"### Pressure at issue 19's rate: {pressed['system']} at "
+                  f"{pressed['target_rate']:,.0f} jobs/s offered, 2 processes", "",
+                  f"{pressed['seconds']:g} s of the load alone, then the same phases "
+                  "(the recovery shorter).", ""]
+        lines += _phase_lines(pressed)
     if backlog and backlog["runs"]:
         seeded = backlog.get("seed_seconds")
         lines += ["", f"### Sustained with a backlog: {backlog['target_rate']:,.0f} jobs/s "
@@ -384,7 +429,7 @@ def _decay_lines(result: dict[str, Any]) -> list[str]:
                   f"{backlog['events_per_job']} history rows each, finished over the last "
                   f"{backlog['days']:g} days" + (f" (seeded and vacuumed in {seeded:,.0f} s)"
                                                  if seeded else "") + ".", "",
-                  "| run | t (s) | " + _WINDOW_COLUMNS, "|---|---|" + "---|" * 11]
+                  "| run | t (s) | " + _WINDOW_COLUMNS, "|---|---|" + "---|" * _WINDOW_COUNT]
         for case, series in backlog["runs"].items():
             lines += [f"| {case} | {p['t']:.0f} | {_window_cells(p)}" for p in series]
         lines.append("")

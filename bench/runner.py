@@ -67,6 +67,7 @@ def run(
         "systems": {},
         "floor": {"figures": {}, "errors": []},
         "sustained": None,
+        "pressure": None,
         "backlog": None,
     }
     chosen: list[System] = []
@@ -94,6 +95,7 @@ def run(
     if with_sustained and "pgjobs" in [s.name for s in chosen]:
         pgjobs = next(s for s in chosen if s.name == "pgjobs")
         result["sustained"] = _sustained(pgjobs, admin, sizes, result, progress)
+        result["pressure"] = _pressure(pgjobs, admin, sizes, result, progress)
         if with_backlog:
             result["backlog"] = _backlog(pgjobs, admin, sizes, result, progress)
     if with_hosts and "pgjobs" in [s.name for s in chosen]:
@@ -220,11 +222,9 @@ def _sustained(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
     system.prepare_template(admin, 99)
     try:
         with system.fresh("sustained") as dsn:
-            p = sizes.pressure_seconds
-            phases = [("idle_in_transaction", p), ("recovery", p), ("repeatable_read_counts", p)]
             series = measure.sustained(
                 system, dsn, rate, sizes.sustained_seconds, sizes.sustained_window,
-                phases=phases if p > 0 else None,
+                phases=_phases(sizes, sizes.pressure_seconds),
                 on_window=lambda p: progress(_window_line(p)),
             )
     except Exception as exc:
@@ -237,6 +237,40 @@ def _sustained(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
             "seconds": sizes.sustained_seconds, "series": series}
 
 
+def _phases(sizes: Sizes, recovery: float) -> list[tuple[str, float]] | None:
+    """The pressure phases of a sustained run (bench/pressure.py); None: none."""
+    p = sizes.pressure_seconds
+    if p <= 0:
+        return None
+    return [("idle_in_transaction", p), ("recovery", recovery), ("repeatable_read_counts", p)]
+
+
+def _pressure(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
+              progress: Progress) -> dict[str, Any] | None:
+    """The pressure phases again at the fixed offered rate of issue 19
+    (``pressure_rate``), after ``pressure_lead_seconds`` of that load alone."""
+    rate = sizes.pressure_rate
+    if not rate or sizes.pressure_seconds <= 0:
+        return None
+    progress(f"pressure: {system.name} at {rate:,.0f} jobs/s")
+    system.prepare_template(admin, 97)
+    try:
+        with system.fresh("pressure") as dsn:
+            series = measure.sustained(
+                system, dsn, rate, sizes.pressure_lead_seconds, sizes.sustained_window,
+                phases=_phases(sizes, sizes.pressure_recovery_seconds),
+                on_window=lambda p: progress(_window_line(p)),
+            )
+    except Exception as exc:
+        result["systems"][system.name]["errors"].append(f"pressure: {exc}")
+        progress(f"  FAILED pressure: {exc}")
+        return None
+    finally:
+        system.drop_template()
+    return {"system": system.name, "target_rate": rate, "fraction": None,
+            "seconds": sizes.pressure_lead_seconds, "series": series}
+
+
 def _peak(result: dict[str, Any], system: System) -> float:
     """The system's measured peak: its 2-process drain without start-up (0: none)."""
     peaks = result["systems"][system.name]["figures"].get("drain_2_steady")
@@ -246,7 +280,10 @@ def _peak(result: dict[str, Any], system: System) -> float:
 def _window_line(p: dict[str, Any]) -> str:
     return (f"  t={p['t']:.0f}s {p['phase']} done {p['completed_per_s']:,.0f}/s backlog "
             f"{p['backlog']:.0f} dead {p.get('dead', 0):.0f} size {p.get('size_mb', 0):.1f} MB "
-            f"reads/job {p.get('reads_per_job', 0):.2f}")
+            f"reads/job {p.get('reads_per_job', 0):.2f} "
+            f"index entries/job {p.get('index_entries_per_job', 0):.1f} "
+            f"cpu pressure/server/machine {p.get('cpu_pressure_cores', 0):.2f}/"
+            f"{p.get('cpu_server_cores', 0):.2f}/{p.get('cpu_machine_cores', 0):.2f}")
 
 
 def _backlog(system: System, admin: str, sizes: Sizes, result: dict[str, Any],

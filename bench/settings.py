@@ -24,6 +24,12 @@ class Sizes:
     # After the steady part, each pressure phase of the sustained run lasts this
     # long: a transaction left idle, a recovery, REPEATABLE READ count(*) loops.
     pressure_seconds: float = 120.0
+    # The same pressure phases at issue 19's own offered rate (jobs/s; 0: not
+    # run), after pressure_lead_seconds of that load alone, with a recovery of
+    # pressure_recovery_seconds between them (a light load drains at once).
+    pressure_rate: float = 800.0
+    pressure_lead_seconds: float = 30.0
+    pressure_recovery_seconds: float = 30.0
     # The sustained run again (no pressure phases) at this fraction of the peak,
     # once on empty tables and once beside this many finished jobs and their
     # history, finished over the last backlog_days (seeded server-side and
@@ -52,6 +58,8 @@ QUICK = dataclasses.replace(
     sustained_seconds=60.0,
     sustained_window=10.0,
     pressure_seconds=30.0,
+    pressure_lead_seconds=10.0,
+    pressure_recovery_seconds=10.0,
     backlog_finished=1_000_000,
     backlog_seconds=60.0,
     floor_clients=(2,),
@@ -73,6 +81,8 @@ TINY = dataclasses.replace(
     sustained_seconds=2.0,
     sustained_window=1.0,
     pressure_seconds=1.0,
+    pressure_lead_seconds=1.0,
+    pressure_recovery_seconds=1.0,
     backlog_finished=2_000,
     backlog_seconds=2.0,
     floor_clients=(2,),

@@ -99,6 +99,12 @@ def test_bench_produces_every_figure_and_the_report(server_dsn, tmp_path):
     # Every phase gets its windows, the last one's included.
     phases = {p["phase"] for p in sustained["series"]}
     assert {"steady", "idle_in_transaction", "repeatable_read_counts"} <= phases, phases
+    # The same phases at issue 19's own rate, with the pressure's server CPU.
+    pressed = result["pressure"]
+    assert pressed is not None and pressed["target_rate"] == settings.TINY.pressure_rate
+    assert {"steady", "idle_in_transaction", "repeatable_read_counts"} <= {
+        p["phase"] for p in pressed["series"]}
+    assert all(p["cpu_server_cores"] >= p["cpu_pressure_cores"] >= 0 for p in pressed["series"])
     backlog = result["backlog"]
     assert backlog is not None and set(backlog["runs"]) == {"empty", "loaded"}
     empty, loaded = backlog["runs"]["empty"], backlog["runs"]["loaded"]
@@ -121,6 +127,7 @@ def test_bench_produces_every_figure_and_the_report(server_dsn, tmp_path):
     assert "Workers on several hosts" in md
     assert "## No decay" in md and "beside 2,000 finished jobs" in md
     assert [t["key"] for t in result["decay_targets"]] == [
-        "steady_halves", "backlog", "idle_in_transaction", "repeatable_read_counts"]
+        "steady_halves", "backlog", "idle_in_transaction", "repeatable_read_counts",
+        "pressure_idle_in_transaction", "pressure_repeatable_read_counts"]
     if importlib.util.find_spec("matplotlib"):
         assert any(p.suffix == ".png" for p in paths)

@@ -27,11 +27,13 @@ select * from pgjobs.claim(%(worker)s,
 
 -- name: job_next_run_at_seconds
 -- Seconds until the next queued or retrying job in these queues, of these job
--- types, is due (one index probe per priority); NULL when there is none.
+-- types, is due (one index probe per priority, from where this session's
+-- next claim starts: pgjobs.claim_floor); NULL when there is none.
 select extract(epoch from min(x.run_at) - now()) as seconds
   from generate_series(0, 3) as p,
        lateral (select j.run_at from pgjobs.jobs j
                  where j.state in ('queued', 'retrying') and j.priority = p
+                   and j.run_at >= pgjobs.claim_floor(%(queues)s, %(job_types)s, p)
                    and j.queue = any(%(queues)s) and j.job_type = any(%(job_types)s)
                  order by j.run_at limit 1) x;
 

@@ -102,6 +102,8 @@ grant select on pgjobs.dedup_keys to pgjobs_worker;
 grant select, insert, update on pgjobs.job_types to pgjobs_worker;
 grant select on pgjobs.schema_migrations to pgjobs_worker;
 grant usage on all sequences in schema pgjobs to pgjobs_worker;
+-- The claim reads how often its hints were made void (50_claim.sql).
+grant select on sequence pgjobs.claim_rewinds to pgjobs_worker;
 grant select on pgjobs.queue_depth, pgjobs.job_counts, pgjobs.processing_times,
                 pgjobs.failure_rates, pgjobs.dead_letter, pgjobs.workers,
                 pgjobs.unserved_job_types
@@ -156,14 +158,26 @@ begin
 end
 $$;
 
+-- The claim's rewind trigger (50_claim.sql) moves a sequence no runtime role
+-- may: as the owner, like the definer functions above.
+do $$
+begin
+    if pg_has_role('pgjobs_owner', 'MEMBER') then
+        alter function pgjobs.claim_rewind() owner to pgjobs_owner;
+    end if;
+end
+$$;
+
 -- The claim is the workers' alone.
 revoke execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                            pgjobs.take(text, bigint[], double precision, timestamptz),
-                           pgjobs.rate_take(bigint[], timestamptz)
+                           pgjobs.rate_take(bigint[], timestamptz),
+                           pgjobs.claim_floor(text[], text[], int)
     from public;
 grant execute on function pgjobs.claim(text, text[], int, double precision, timestamptz, text[]),
                           pgjobs.take(text, bigint[], double precision, timestamptz),
-                          pgjobs.rate_take(bigint[], timestamptz)
+                          pgjobs.rate_take(bigint[], timestamptz),
+                          pgjobs.claim_floor(text[], text[], int)
     to pgjobs_worker;
 
 -- Schedules: applications manage their own organization's (row-level security

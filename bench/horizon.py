@@ -1,0 +1,86 @@
+"""The pressure phases of the sustained run (bench/pressure.py) as an A/B of
+checkouts: each variant's schema and workers, in turn, on a fresh database.
+
+``python -m bench.horizon --variants main=/tmp/main,branch=. --rate 800
+--rounds 3`` prints one JSON line per run and phase: completed/s / offered
+(median over the phase's windows), and per completed job the index entries
+read and the buffers touched, with the CPU (cores) of the pressure's sessions,
+of every session of the database and of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from bench import measure, pg
+from bench.systems import ALL
+
+PHASES = ("steady", "idle_in_transaction", "recovery", "repeatable_read_counts")
+
+
+def install(path: str, dsn: str) -> None:
+    """The variant's schema (its sql/, its job types) into ``dsn``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, os.getcwd()) if p)}
+    subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from bench.systems import ALL; ALL['pgjobs']().install(sys.argv[1])", dsn],
+        env=env, check=True, cwd=path or None,
+    )
+
+
+def phases(series: list[dict[str, Any]], rate: float) -> dict[str, dict[str, float]]:
+    out = {}
+    for ph in PHASES:
+        points = [p for p in series if p.get("phase") == ph]
+        if not points:
+            continue
+        out[ph] = {
+            "share": statistics.median(p["completed_per_s"] for p in points) / rate,
+            **{key: statistics.fmean(p.get(key, 0.0) for p in points)
+               for key in ("index_entries_per_job", "buffers_per_job", "cpu_pressure_cores",
+                           "cpu_server_cores", "cpu_machine_cores", "dead")},
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.horizon", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", required=True, help="label=checkout,...")
+    parser.add_argument("--rate", type=float, default=800.0, help="jobs/s offered")
+    parser.add_argument("--lead", type=float, default=10.0, help="seconds of load alone")
+    parser.add_argument("--seconds", type=float, default=60.0, help="per pressure phase")
+    parser.add_argument("--recovery", type=float, default=15.0)
+    parser.add_argument("--window", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats")
+    args = parser.parse_args(argv)
+    admin = pg.admin_dsn()
+    system = ALL["pgjobs"]()
+    schedule = [("idle_in_transaction", args.seconds), ("recovery", args.recovery),
+                ("repeatable_read_counts", args.seconds)]
+    for r in range(args.rounds):
+        for label, path in (v.split("=", 1) for v in args.variants.split(",")):
+            os.environ["BENCH_WORKER_PATH"] = os.path.abspath(path)
+            name = pg.database_name(f"horizon_{label}")
+            pg.drop(admin, name)
+            dsn = pg.create(admin, name)
+            try:
+                install(os.path.abspath(path), dsn)
+                series = measure.sustained(system, dsn, args.rate, args.lead, args.window,
+                                           phases=schedule)
+            finally:
+                pg.drop(admin, name)
+            for ph, figures in phases(series, args.rate).items():
+                print(json.dumps({"round": r, "variant": label, "rate": args.rate, "phase": ph,
+                                  **{k: round(v, 3) for k, v in figures.items()}}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
