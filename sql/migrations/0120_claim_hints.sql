@@ -212,19 +212,21 @@ $$;
 -- A job that becomes runnable with a run_at well before now may sit below
 -- the claims' hints. Twice: at once, for a claim later in the same
 -- transaction, and again at commit, for the other sessions' claims (a claim
--- that walked whole between the two could not see it yet).
+-- that walked whole between the two could not see it yet). Half of
+-- pgjobs.claim_hint_lag(), written out: a trigger condition calling an SQL
+-- function is parsed and planned again for every statement on the table.
 create trigger jobs_claim_rewind
     after insert or update of state, run_at on pgjobs.jobs_active
     for each row
     when (new.state in ('queued', 'retrying')
-          and new.run_at < clock_timestamp() - pgjobs.claim_hint_lag() / 2)
+          and new.run_at < clock_timestamp() - interval '0.5 seconds')
     execute function pgjobs.claim_rewind();
 create constraint trigger jobs_claim_rewind_at_commit
     after insert or update of state, run_at on pgjobs.jobs_active
     deferrable initially deferred
     for each row
     when (new.state in ('queued', 'retrying')
-          and new.run_at < clock_timestamp() - pgjobs.claim_hint_lag() / 2)
+          and new.run_at < clock_timestamp() - interval '0.5 seconds')
     execute function pgjobs.claim_rewind();
 
 -- The waiting children of a completion, in id order, without a walk over
