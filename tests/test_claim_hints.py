@@ -102,12 +102,27 @@ def test_a_job_retried_with_its_old_run_at_is_claimed_first(conn: Any) -> None:
     assert claim(conn, 1) == [old]
 
 
-def test_a_clock_that_goes_back_does_not_keep_the_hint(conn: Any) -> None:
+def test_a_claim_on_a_clock_of_its_own_leaves_no_hint(conn: Any) -> None:
     factories.ensure_type(conn)
     soon = enqueue(conn, run_at="2030-01-01 00:00:00+00")
-    assert claim(conn, 1, now="2030-01-02 00:00:00+00") == [soon]  # hint at 2030
+    assert claim(conn, 1, now="2030-01-02 00:00:00+00") == [soon]
     now_due = enqueue(conn, run_at="2026-01-01 00:00:00+00")
     assert claim(conn, 1) == [now_due]
+
+
+def test_under_a_clock_held_still_a_job_due_before_the_last_one_taken_is_claimed(
+    conn: Any,
+) -> None:
+    """pgjobs.testing.drain holds its clock still: a retry whose backoff,
+    counted from the real now, ends before the run_at of the job last taken
+    (and is still ahead of the real clock, so no rewind is counted) is due and
+    must be claimed."""
+    factories.ensure_type(conn)
+    clock = "2099-01-01 00:00:00+00"
+    first = enqueue(conn, run_at="2098-06-01 00:00:00+00")
+    assert claim(conn, 1, now=clock) == [first]
+    earlier = enqueue(conn, run_at="2098-01-01 00:00:00+00")
+    assert claim(conn, 1, now=clock) == [earlier]
 
 
 @pytest.mark.slow
@@ -116,18 +131,24 @@ def test_a_job_committed_below_the_hint_is_claimed_once_the_hint_expires(
 ) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn, psycopg.connect(dsn) as late:
         factories.ensure_type(conn)
-        # A transaction that enqueues and commits long after its run_at, so
-        # that no claim_rewinds move warns of it: a job the hint passes.
-        late.execute("select now()")
+        # A transaction that enqueues and commits long after its run_at (its
+        # now()), so that no claim_rewinds move warns of it: a job the hint passes.
         late_id = enqueue(late, run_at=None)
-        ahead = enqueue(conn)
-        clock = "now() + interval '1 hour'"
-        row = conn.execute(f"select ({clock})::text").fetchone()
+        row = late.execute("select run_at from pgjobs.jobs where id = %s", (late_id,)).fetchone()
         assert row is not None
-        assert claim(conn, 1, now=row[0]) == [ahead]  # hint past the late job's run_at
+        late_run_at = row[0]
+
+        def hint_can_pass_it() -> bool:  # a hint stays claim_hint_lag behind its clock
+            r = conn.execute("select clock_timestamp() > %s + pgjobs.claim_hint_lag()"
+                             " + interval '0.2 seconds'", (late_run_at,)).fetchone()
+            return bool(r and r[0])
+
+        wait_for(hint_can_pass_it, timeout=10, message="the clock never moved on")
+        ahead = enqueue(conn)
+        assert claim(conn, 1) == [ahead]  # the hint is now past the late job's run_at
         late.commit()
         taken: list[int] = []
-        wait_for(lambda: taken.extend(claim(conn, 1, now=row[0])) or late_id in taken,
+        wait_for(lambda: taken.extend(claim(conn, 1)) or late_id in taken,
                  timeout=15, message="the job below the hint was never claimed")
         assert taken == [late_id]
 

@@ -72,7 +72,10 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 def test_the_run_queue_clock_counts_the_wait_for_a_cpu_and_work_time_leaves_it_out() -> None:
     """A thread pinned beside busy processes waits for the CPU; the clock
-    sees it, and ``work_time`` advances by the wall time less that wait."""
+    sees it, and ``work_time`` advances by the wall time less that wait: the
+    time the thread ran. The thread spins rather than sleeps, so it takes its
+    fair share and no more (a thread waking from a sleep may preempt the busy
+    ones at once, and then barely waits)."""
     clock = RunQueueClock()
     if clock.fd is None:
         pytest.skip("no /proc/thread-self/schedstat")
@@ -80,21 +83,32 @@ def test_the_run_queue_clock_counts_the_wait_for_a_cpu_and_work_time_leaves_it_o
     try:
         os.sched_setaffinity(0, {_CPU})
         with hogs():
-            time.sleep(0.5)  # the hogs are spinning
+            _wait(lambda: clock.seconds() > 0 and _spun_beside_hogs(clock), 10,
+                  "queued behind the busy processes")
             wall0, wait0, work0 = time.monotonic(), clock.seconds(), clock.work_time()
-            for _ in range(200):
-                time.sleep(0.001)  # each wake-up waits for the CPU behind the hogs
-            wall, waited, worked = (
+            ran0 = time.thread_time()
+            while time.monotonic() - wall0 < 0.3:
+                pass
+            wall, waited, worked, ran = (
                 time.monotonic() - wall0,
                 clock.seconds() - wait0,
                 clock.work_time() - work0,
+                time.thread_time() - ran0,
             )
     finally:
         os.sched_setaffinity(0, mask)
         clock.close()
-    assert waited > 0.2 * wall, (wall, waited)  # most of the loop was spent queued
+    assert waited > 0.3 * wall, (wall, waited)  # three runnable on one CPU: about 2/3
     assert worked == pytest.approx(wall - waited, abs=0.01)
-    assert worked >= 0.2  # the 200 sleeps of 1 ms are still counted
+    assert worked == pytest.approx(ran, abs=0.03), (worked, ran)  # the time it ran
+
+
+def _spun_beside_hogs(clock: RunQueueClock) -> bool:
+    """Whether a short spin already waits for the CPU (the hogs are running)."""
+    start, waited = time.monotonic(), clock.seconds()
+    while time.monotonic() - start < 0.05:
+        pass
+    return clock.seconds() - waited > 0.01
 
 
 def test_a_missing_schedstat_reads_as_no_wait() -> None:
