@@ -215,26 +215,12 @@ def _system_run(system: System, admin: str, sizes: Sizes, r: int, entry: dict[st
 
 def _sustained(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
                progress: Progress) -> dict[str, Any] | None:
+    """The sustained run at ``sustained_fraction`` of the peak, then the pressure phases."""
     rate = _peak(result, system) * sizes.sustained_fraction
-    if not rate:
-        return None
-    progress(f"sustained: {system.name} at {rate:,.0f} jobs/s for {sizes.sustained_seconds:.0f}s")
-    system.prepare_template(admin, 99)
-    try:
-        with system.fresh("sustained") as dsn:
-            series = measure.sustained(
-                system, dsn, rate, sizes.sustained_seconds, sizes.sustained_window,
-                phases=_phases(sizes, sizes.pressure_seconds),
-                on_window=lambda p: progress(_window_line(p)),
-            )
-    except Exception as exc:
-        result["systems"][system.name]["errors"].append(f"sustained: {exc}")
-        progress(f"  FAILED sustained: {exc}")
-        return None
-    finally:
-        system.drop_template()
-    return {"system": system.name, "target_rate": rate, "fraction": sizes.sustained_fraction,
-            "seconds": sizes.sustained_seconds, "series": series}
+    return _steady_then_pressure(
+        system, admin, result, progress, "sustained", 99, rate, sizes.sustained_fraction,
+        sizes.sustained_seconds, sizes.sustained_window,
+        _phases(sizes, sizes.pressure_seconds))
 
 
 def _phases(sizes: Sizes, recovery: float) -> list[tuple[str, float]] | None:
@@ -249,26 +235,35 @@ def _pressure(system: System, admin: str, sizes: Sizes, result: dict[str, Any],
               progress: Progress) -> dict[str, Any] | None:
     """The pressure phases again at the fixed offered rate of issue 19
     (``pressure_rate``), after ``pressure_lead_seconds`` of that load alone."""
-    rate = sizes.pressure_rate
-    if not rate or sizes.pressure_seconds <= 0:
+    if sizes.pressure_seconds <= 0:
         return None
-    progress(f"pressure: {system.name} at {rate:,.0f} jobs/s")
-    system.prepare_template(admin, 97)
+    return _steady_then_pressure(
+        system, admin, result, progress, "pressure", 97, sizes.pressure_rate, None,
+        sizes.pressure_lead_seconds, sizes.sustained_window,
+        _phases(sizes, sizes.pressure_recovery_seconds))
+
+
+def _steady_then_pressure(system: System, admin: str, result: dict[str, Any],
+                          progress: Progress, label: str, template: int, rate: float,
+                          fraction: float | None, seconds: float, window: float,
+                          phases: list[tuple[str, float]] | None) -> dict[str, Any] | None:
+    """``rate`` jobs/s offered for ``seconds`` on fresh tables, then ``phases``."""
+    if not rate:
+        return None
+    progress(f"{label}: {system.name} at {rate:,.0f} jobs/s for {seconds:.0f}s")
+    system.prepare_template(admin, template)
     try:
-        with system.fresh("pressure") as dsn:
-            series = measure.sustained(
-                system, dsn, rate, sizes.pressure_lead_seconds, sizes.sustained_window,
-                phases=_phases(sizes, sizes.pressure_recovery_seconds),
-                on_window=lambda p: progress(_window_line(p)),
-            )
+        with system.fresh(label) as dsn:
+            series = measure.sustained(system, dsn, rate, seconds, window, phases=phases,
+                                       on_window=lambda p: progress(_window_line(p)))
     except Exception as exc:
-        result["systems"][system.name]["errors"].append(f"pressure: {exc}")
-        progress(f"  FAILED pressure: {exc}")
+        result["systems"][system.name]["errors"].append(f"{label}: {exc}")
+        progress(f"  FAILED {label}: {exc}")
         return None
     finally:
         system.drop_template()
-    return {"system": system.name, "target_rate": rate, "fraction": None,
-            "seconds": sizes.pressure_lead_seconds, "series": series}
+    return {"system": system.name, "target_rate": rate, "fraction": fraction,
+            "seconds": seconds, "series": series}
 
 
 def _peak(result: dict[str, Any], system: System) -> float:

@@ -16,15 +16,15 @@ import psycopg
 import pytest
 
 import pgjobs
-from pgjobs import registry
+from tests import test_bulk_enqueue as _bulk
 from tests.support import handlers as _handlers  # registers the t.* job types
-from tests.test_security import Roles, as_user, roles  # noqa: F401 - fixture
+from tests.test_security import roles  # noqa: F401 - fixture
 from tests.test_trust_limits import COLUMN_TYPES, POISONS, Poison
 
 assert _handlers
 
-ORG = "org-A"
-VICTIM = "org-B"
+ORG, VICTIM, _scoped = _bulk.ORG, _bulk.VICTIM, _bulk._scoped
+admin, app_dsn = _bulk.admin, _bulk.app_dsn  # fixtures: a superuser, a tenant login
 
 # enqueue_plain's parameters and their array types.
 _ARRAYS = {
@@ -62,27 +62,6 @@ def _jobs(dsn: str) -> int:
         row = conn.execute("select count(*) from pgjobs.jobs").fetchone()
     assert row is not None
     return int(row[0])
-
-
-@pytest.fixture
-def admin(dsn: str) -> Any:
-    with psycopg.connect(dsn) as conn:
-        registry.forget_synced()
-        registry.sync(conn)
-        conn.commit()
-        yield conn
-
-
-@pytest.fixture
-def app_dsn(dsn: str, roles: Roles) -> str:  # noqa: F811
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        registry.forget_synced()
-        registry.sync(conn)
-    return as_user(dsn, roles.app)
-
-
-def _scoped(conn: psycopg.Connection[Any], org: str | None = ORG) -> None:
-    conn.execute("select set_config('pgjobs.organization', %s, true)", (org or "",))
 
 
 # -- a tenant login gets nothing through it the row trigger refuses ------------------
