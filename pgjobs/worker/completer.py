@@ -61,7 +61,10 @@ class Completer:
         # processes on 2 cores the wall clock passed 20 ms within a few jobs
         # of 1 ms, and a batch was written in four or five statements.
         self.flush_every = cfg.flush_seconds
-        self.clock = RunQueueClock().work_time  # opened by the main thread, which records
+        # Opened by the main thread, which records outcomes and runs sync
+        # handlers: the executor reads the same clock.
+        self.run_queue = RunQueueClock()
+        self.clock = self.run_queue.work_time
         # Claimed but never started when the connection was lost: given back
         # (fenced by their lease) once it is back, without counting the attempt.
         self.unstarted: list[ClaimedJob] = []

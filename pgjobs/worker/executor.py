@@ -27,7 +27,6 @@ from pgjobs.errors import InvalidJob, JobCanceled, PermanentError
 from pgjobs.payload import encode
 from pgjobs.statements import ClaimedJob, Completed, Failed, Outcome
 from pgjobs.worker import starting
-from pgjobs.worker.cpuwait import RunQueueClock
 from pgjobs.worker.starting import JobSetupFailed
 
 if TYPE_CHECKING:  # pgjobs.testing runs handlers through here, without a worker
@@ -205,7 +204,7 @@ class Executor:
         self.log = log
         self.batch = BatchSize(batch_limit)
         self.handler_seconds = 0.0  # of the batch running, less its waits for a CPU
-        self.run_queue = RunQueueClock()  # opened here: the thread that runs sync handlers
+        self.run_queue = completer.run_queue  # this thread's: it runs sync handlers
         self.lane = lane  # runs async handlers; started at its first job if not before
         # Slot entries not in use (main thread only): a sync job takes one while
         # it runs, an async job until the lane hands its outcome back.

@@ -477,6 +477,12 @@ begin
 end
 $$;
 
+-- An array of one element as n of it; any other array (or NULL) as it is.
+create function pgjobs.spread(a anyarray, n int) returns anyarray
+language sql immutable parallel safe as $$
+    select case when cardinality(a) = 1 and n > 1 then array_fill(a[1], array[n]) else a end
+$$;
+
 -- A bulk enqueue of plain jobs, checked and completed set-based: the row
 -- trigger's work for the whole batch in one INSERT joined to job_types and
 -- one wake-up per queue. The batch comes as one array per column, element i
@@ -532,24 +538,14 @@ begin
         perform pgjobs.invalid_job('enqueue_plain takes a job_type and one array element per '
                                    'job, or one for every job');
     end if;
-    if n > 1 then
-        job_type := case cardinality(job_type) when 1 then array_fill(job_type[1], array[n])
-                    else job_type end;
-        payload := case cardinality(payload) when 1 then array_fill(payload[1], array[n])
-                   else payload end;
-        organization := case cardinality(organization)
-                        when 1 then array_fill(organization[1], array[n]) else organization end;
-        queue := case cardinality(queue) when 1 then array_fill(queue[1], array[n]) else queue end;
-        priority := case cardinality(priority) when 1 then array_fill(priority[1], array[n])
-                    else priority end;
-        run_at := case cardinality(run_at) when 1 then array_fill(run_at[1], array[n])
-                  else run_at end;
-        max_attempts := case cardinality(max_attempts)
-                        when 1 then array_fill(max_attempts[1], array[n]) else max_attempts end;
-        timeout_seconds := case cardinality(timeout_seconds)
-                           when 1 then array_fill(timeout_seconds[1], array[n])
-                           else timeout_seconds end;
-    end if;
+    job_type := pgjobs.spread(job_type, n);
+    payload := pgjobs.spread(payload, n);
+    organization := pgjobs.spread(organization, n);
+    queue := pgjobs.spread(queue, n);
+    priority := pgjobs.spread(priority, n);
+    run_at := pgjobs.spread(run_at, n);
+    max_attempts := pgjobs.spread(max_attempts, n);
+    timeout_seconds := pgjobs.spread(timeout_seconds, n);
     -- Every job of the batch is read before any is written (the window), so
     -- a batch that is not plain writes nothing. Ids are drawn after the sort
     -- (the subquery's ORDER BY; OFFSET 0 keeps the test from being pushed
