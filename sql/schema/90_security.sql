@@ -158,8 +158,9 @@ begin
 end
 $$;
 
--- The claim's rewind trigger (50_claim.sql) moves a sequence no runtime role
--- may: as the owner, like the definer functions above.
+-- The claim's rewind trigger (50_claim.sql) moves a sequence applications and
+-- admins may not (the workers' usage of every sequence above covers it): as
+-- the owner, like the definer functions above.
 do $$
 begin
     if pg_has_role('pgjobs_owner', 'MEMBER') then
