@@ -25,6 +25,7 @@ assert _handlers
 
 ORG, VICTIM, _scoped = _bulk.ORG, _bulk.VICTIM, _bulk._scoped
 admin, app_dsn = _bulk.admin, _bulk.app_dsn  # fixtures: a superuser, a tenant login
+_calls = _bulk._calls
 
 # enqueue_plain's parameters and their array types.
 _ARRAYS = {
@@ -45,16 +46,6 @@ def _plain(conn: psycopg.Connection[Any], **columns: list[Any] | None) -> Any:
     row = conn.execute(f"select pgjobs.enqueue_plain({args})", columns).fetchone()
     assert row is not None
     return row[0]
-
-
-def _calls(conn: psycopg.Connection[Any], function: str) -> int:
-    found = conn.execute(
-        "select coalesce(sum(calls), 0) from pg_stat_xact_user_functions"
-        " where schemaname = 'pgjobs' and funcname = %s",
-        (function,),
-    ).fetchone()
-    assert found is not None
-    return int(found[0])
 
 
 def _jobs(dsn: str) -> int:

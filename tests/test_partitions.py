@@ -251,35 +251,28 @@ def test_a_tenant_sees_its_finished_jobs_only_through_pgjobs_jobs(
             "jobs_finished_default",
             "jobs_finished_history",
         )
-        for table in (name, *partitions):
-            for statement in (
-                f"select * from pgjobs.{table}",
-                f"insert into pgjobs.{table} (id, job_type, queue, priority, max_attempts,"
-                "  timeout_seconds, state, organization)"
-                " values (1, 'x', 'q', 0, 1, 0, 'queued', 'acme')",
-                f"update pgjobs.{table} set payload = '{{}}'",
-                f"delete from pgjobs.{table}",
-            ):
+        jobs_writes = (
+            "insert into pgjobs.{} (id, job_type, queue, priority, max_attempts,"
+            "  timeout_seconds, state, organization)"
+            " values (1, 'x', 'q', 0, 1, 0, 'queued', 'acme')",
+            "update pgjobs.{} set payload = '{{}}'",
+        )
+        events_writes = (  # history's partitions alike (0090)
+            "insert into pgjobs.{} (job_id, job_type, attempt, to_state, organization)"
+            " values (1, 'x', 1, 'queued', 'acme')",
+            "update pgjobs.{} set message = 'x'",
+        )
+        refused = [(t, jobs_writes) for t in (name, *partitions)] + [
+            (t, events_writes)
+            for t in (_events_name(name), "job_events_default", "job_events_history")
+        ]
+        for table, writes in refused:
+            for statement in ("select * from pgjobs.{}", *writes, "delete from pgjobs.{}"):
                 with (
                     pgjobs.tenant(conn, "acme"),
                     pytest.raises(psycopg.errors.InsufficientPrivilege),
                 ):
-                    conn.execute(statement)
-                conn.rollback()
-        # History's partitions alike (0090).
-        for table in (_events_name(name), "job_events_default", "job_events_history"):
-            for statement in (
-                f"select * from pgjobs.{table}",
-                f"insert into pgjobs.{table} (job_id, job_type, attempt, to_state, organization)"
-                " values (1, 'x', 1, 'queued', 'acme')",
-                f"update pgjobs.{table} set message = 'x'",
-                f"delete from pgjobs.{table}",
-            ):
-                with (
-                    pgjobs.tenant(conn, "acme"),
-                    pytest.raises(psycopg.errors.InsufficientPrivilege),
-                ):
-                    conn.execute(statement)
+                    conn.execute(statement.format(table))
                 conn.rollback()
 
 
