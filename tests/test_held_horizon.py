@@ -4,7 +4,8 @@ The worker's statements that name jobs by id (the completion, lease renewal,
 progress) must then read those jobs' own entries, not every running row's
 dead versions: the work per job stays the same however many jobs were done
 since the snapshot (pgjobs.complete_many, 50_claim.sql; the rescuer's index,
-20_tables.sql). The claim's own bound is tests/test_claim_hints.py's."""
+20_tables.sql). The state relay reads the outbox rows it sends, not every row sent since
+(pgjobs.state_relay). The claim's own bound is tests/test_claim_hints.py's."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pgjobs.statements import Completed, Lease, run
 from pgjobs.statements.leases import lease_renew
 from pgjobs.statements.outcomes import complete_many
 from pgjobs.statements.progress import progress
+from pgjobs.statements.relay import state_relay
 from tests.support import factories
 
 Q = ["default"]
@@ -37,13 +39,26 @@ def entries_read(conn: psycopg.Connection[Any], work: Callable[[], Any]) -> int:
     return int(after[0]) - int(before[0])
 
 
+def outbox_pages_read(conn: psycopg.Connection[Any], work: Callable[[], Any]) -> int:
+    """Pages of pgjobs.state_outbox (its heap) that ``work`` read."""
+    count = "select pg_stat_get_xact_blocks_fetched('pgjobs.state_outbox'::regclass)"
+    with conn.transaction():
+        before = conn.execute(count).fetchone()
+        work()
+        after = conn.execute(count).fetchone()
+    assert before is not None and after is not None
+    return int(after[0]) - int(before[0])
+
+
 @pytest.mark.slow
-def test_under_a_held_snapshot_completion_renewal_and_progress_read_only_their_jobs(
+def test_under_a_held_snapshot_completion_renewal_progress_and_relay_read_only_their_rows(
     dsn: str,
 ) -> None:
     batches, n = 300, 10
     with psycopg.connect(dsn, autocommit=True) as conn:
         factories.ensure_type(conn)
+        # As a worker's session: its state events go to the relay's outbox.
+        conn.execute("set pgjobs.relay_state_events = on")
         conn.execute("insert into pgjobs.jobs (job_type, run_at) select %s, now() - interval"
                      " '1 minute' + g * interval '1 microsecond' from generate_series(1, %s) g",
                      (factories.JOB_TYPE, batches * n))
@@ -51,6 +66,8 @@ def test_under_a_held_snapshot_completion_renewal_and_progress_read_only_their_j
         with psycopg.connect(dsn) as idle:
             idle.execute("select pg_current_xact_id()")  # holds the xmin horizon
             reads: dict[str, list[int]] = {"complete": [], "renew": [], "progress": []}
+            relay_pages: list[int] = []
+            high = 0
             for _ in range(batches):
                 jobs = [Lease(r[0], r[1]) for r in conn.execute(
                     "select id, lease_token from pgjobs.claim('w', %s, %s, 60)", (Q, n))]
@@ -65,6 +82,11 @@ def test_under_a_held_snapshot_completion_renewal_and_progress_read_only_their_j
                 reads["complete"].append(entries_read(conn, lambda: done.extend(run(
                     conn, complete_many.bind([(j, Completed(None, 1.0)) for j in jobs])))))
                 assert len(done) == n
+                sent: list[int] = []
+                relay_pages.append(outbox_pages_read(conn, lambda: sent.extend(run(
+                    conn, state_relay.bind(after=high, n=1000)))))
+                assert sent  # the claim's and the completion's events
+                high = max(sent)
             # The dead versions are there: a fresh walk of the rescuer's index
             # steps over one per job claimed since the snapshot.
             with psycopg.connect(dsn, autocommit=True) as fresh:
@@ -78,3 +100,5 @@ def test_under_a_held_snapshot_completion_renewal_and_progress_read_only_their_j
             # end as at the start.
             for statement, counts in reads.items():
                 assert max(counts[-10:]) <= 5 * n, (statement, counts[:5], counts[-5:])
+            # The relay's pass reads the pages of the rows it sends (two here).
+            assert max(relay_pages[-10:]) <= 10, (relay_pages[:5], relay_pages[-5:])

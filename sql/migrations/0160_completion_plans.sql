@@ -4,7 +4,9 @@
 -- old snapshot keeps dead versions, each completion stepped over every job
 -- claimed since. The completion becomes a function with its own plan settings
 -- (as the claim), and the rescuer's index holds only rows with a lease, which
--- no statement naming jobs by id implies (20_tables.sql, 50_claim.sql).
+-- no statement naming jobs by id implies (20_tables.sql, 50_claim.sql). The
+-- state relay reads and deletes the outbox through its primary key only
+-- (30_state_machine.sql).
 
 drop index pgjobs.jobs_running_lease_idx;
 create index jobs_running_lease_idx on pgjobs.jobs_active (lease_expires_at)
@@ -56,3 +58,42 @@ revoke execute on function pgjobs.complete_many(bigint[], bigint[], jsonb, doubl
 grant execute on function pgjobs.complete_many(bigint[], bigint[], jsonb, double precision[],
                                                timestamptz)
     to pgjobs_worker;
+
+-- The state relay (30_state_machine.sql): sends the state events of the
+-- worker's sessions.
+-- Rows are found and deleted through the primary key alone (no sequential or
+-- bitmap scan, a generic plan): the outbox is short, so a plan of its own
+-- choosing read it whole, and under a held xmin horizon, when no deleted row
+-- can go, every pass then read every row sent since (72 pages a pass after
+-- 300 completions; one row per claim and per completion statement).
+create or replace function pgjobs.state_relay(after bigint, n int) returns setof bigint
+language plpgsql
+set plan_cache_mode = force_generic_plan
+set jit = off
+set enable_seqscan = off
+set enable_bitmapscan = off
+as $$
+declare
+    ids bigint[];
+begin
+    if not pg_try_advisory_xact_lock(hashtext('pgjobs.state_relay')) then
+        return;
+    end if;
+    ids := array(select b.id from pgjobs.state_outbox b where b.id > after order by b.id limit n);
+    if cardinality(ids) = 0 then
+        return;
+    end if;
+    return query
+    with sent as (
+        delete from pgjobs.state_outbox o
+         where o.id = any(ids)
+        returning o.id, o.events
+    ), notified as (
+        select s.id, count(pg_notify('pgjobs_state', e.payload)) as events
+          from (select s.id, s.events from sent s order by s.id) s
+         cross join lateral unnest(s.events) with ordinality as e(payload, ord)
+         group by s.id
+    )
+    select id from notified order by id;
+end
+$$;
