@@ -9,13 +9,12 @@ since the snapshot (pgjobs.complete_many, 50_claim.sql; the rescuer's index,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 
-from pgjobs.statements import Completed, Lease, run
+from pgjobs.statements import Bound, Completed, Lease, run
 from pgjobs.statements.leases import lease_renew
 from pgjobs.statements.outcomes import complete_many
 from pgjobs.statements.progress import progress
@@ -25,29 +24,22 @@ from tests.support import factories
 Q = ["default"]
 
 
-def entries_read(conn: psycopg.Connection[Any], work: Callable[[], Any]) -> int:
-    """Index entries and heap tuples of jobs_active that ``work`` read (the
-    backend's own counters, taken inside one transaction)."""
-    count = ("select sum(pg_stat_get_xact_tuples_returned(c.oid))::bigint from pg_class c"
-             " where c.oid = 'pgjobs.jobs_active'::regclass or c.oid in"
-             " (select indexrelid from pg_index where indrelid = 'pgjobs.jobs_active'::regclass)")
-    with conn.transaction():
-        before = conn.execute(count).fetchone()
-        work()
-        after = conn.execute(count).fetchone()
-    assert before is not None and after is not None
-    return int(after[0]) - int(before[0])
+# Index entries and heap tuples of jobs_active read; pages of the outbox read.
+ENTRIES = ("select sum(pg_stat_get_xact_tuples_returned(c.oid))::bigint from pg_class c"
+           " where c.oid = 'pgjobs.jobs_active'::regclass or c.oid in"
+           " (select indexrelid from pg_index where indrelid = 'pgjobs.jobs_active'::regclass)")
+OUTBOX_PAGES = "select pg_stat_get_xact_blocks_fetched('pgjobs.state_outbox'::regclass)"
 
 
-def outbox_pages_read(conn: psycopg.Connection[Any], work: Callable[[], Any]) -> int:
-    """Pages of pgjobs.state_outbox (its heap) that ``work`` read."""
-    count = "select pg_stat_get_xact_blocks_fetched('pgjobs.state_outbox'::regclass)"
+def measured(conn: psycopg.Connection[Any], stmt: Bound[Any], count: str) -> tuple[Any, int]:
+    """What ``stmt`` returns, and how far it moved the backend's own counter
+    ``count`` (taken inside one transaction)."""
     with conn.transaction():
         before = conn.execute(count).fetchone()
-        work()
+        result = run(conn, stmt)
         after = conn.execute(count).fetchone()
     assert before is not None and after is not None
-    return int(after[0]) - int(before[0])
+    return result, int(after[0]) - int(before[0])
 
 
 @pytest.mark.slow
@@ -72,19 +64,19 @@ def test_under_a_held_snapshot_completion_renewal_progress_and_relay_read_only_t
                 jobs = [Lease(r[0], r[1]) for r in conn.execute(
                     "select id, lease_token from pgjobs.claim('w', %s, %s, 60)", (Q, n))]
                 assert len(jobs) == n
-                ids = [j.id for j in jobs]
-                reads["renew"].append(entries_read(conn, lambda: run(
-                    conn, lease_renew.bind(worker="w", ids=ids, lease_seconds=60))))
-                reads["progress"].append(entries_read(conn, lambda: run(
-                    conn, progress.bind(job_id=jobs[0].id, lease_token=jobs[0].lease_token,
-                                        percent=50, message=None))))
-                done: list[Any] = []
-                reads["complete"].append(entries_read(conn, lambda: done.extend(run(
-                    conn, complete_many.bind([(j, Completed(None, 1.0)) for j in jobs])))))
+                _, read = measured(conn, lease_renew.bind(worker="w", ids=[j.id for j in jobs],
+                                                          lease_seconds=60), ENTRIES)
+                reads["renew"].append(read)
+                _, read = measured(conn, progress.bind(job_id=jobs[0].id,
+                                                       lease_token=jobs[0].lease_token,
+                                                       percent=50, message=None), ENTRIES)
+                reads["progress"].append(read)
+                done, read = measured(conn, complete_many.bind(
+                    [(j, Completed(None, 1.0)) for j in jobs]), ENTRIES)
+                reads["complete"].append(read)
                 assert len(done) == n
-                sent: list[int] = []
-                relay_pages.append(outbox_pages_read(conn, lambda: sent.extend(run(
-                    conn, state_relay.bind(after=high, n=1000)))))
+                sent, pages = measured(conn, state_relay.bind(after=high, n=1000), OUTBOX_PAGES)
+                relay_pages.append(pages)
                 assert sent  # the claim's and the completion's events
                 high = max(sent)
             # The dead versions are there: a fresh walk of the rescuer's index
@@ -92,9 +84,13 @@ def test_under_a_held_snapshot_completion_renewal_progress_and_relay_read_only_t
             with psycopg.connect(dsn, autocommit=True) as fresh:
                 fresh.execute("set enable_seqscan = off")
                 fresh.execute("set enable_bitmapscan = off")
-                walked = entries_read(fresh, lambda: fresh.execute(
-                    "select count(*) from pgjobs.jobs where state = 'running'"
-                    " and lease_expires_at < 'infinity'").fetchone())
+                with fresh.transaction():
+                    before = fresh.execute(ENTRIES).fetchone()
+                    fresh.execute("select count(*) from pgjobs.jobs where state = 'running'"
+                                  " and lease_expires_at < 'infinity'")
+                    after = fresh.execute(ENTRIES).fetchone()
+                assert before is not None and after is not None
+                walked = int(after[0]) - int(before[0])
             assert walked >= (batches - 10) * n
             # A few entries per job (its row versions, in jobs_id_idx), at the
             # end as at the start.
