@@ -5,19 +5,11 @@
 
 -- name: job_complete_many
 -- Ends successful attempts; a job whose cancel was requested meanwhile ends canceled.
--- %(results)s is a JSON array (null: no result). The per-job values are looked
--- up by position, not joined: a join with the arrays would be planned as a
--- loop over every running job for each element.
-update pgjobs.jobs j
-   set state = case when j.cancel_requested_at is null then 'completed' else 'canceled' end,
-       result = nullif(%(results)s::jsonb -> (array_position(%(ids)s::bigint[], j.id) - 1),
-                       'null'),
-       finished_at = coalesce(%(now)s, now()),
-       last_duration_ms = (%(durations)s::float8[])[array_position(%(ids)s::bigint[], j.id)],
-       lease_expires_at = null
- where j.id = any(%(ids)s::bigint[]) and j.state = 'running'
-   and j.lease_token = (%(tokens)s::bigint[])[array_position(%(ids)s::bigint[], j.id)]
-returning j.id, j.state;
+-- %(results)s is a JSON array (null: no result). A function for its plan
+-- (pgjobs.complete_many, 50_claim.sql): never a walk over other jobs' rows.
+select id, state
+  from pgjobs.complete_many(%(ids)s::bigint[], %(tokens)s::bigint[], %(results)s::jsonb,
+                            %(durations)s::float8[], %(now)s::timestamptz);
 
 -- name: job_fail_many
 -- Ends failed attempts: retrying after a backoff while attempts remain, dead

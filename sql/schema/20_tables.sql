@@ -164,9 +164,17 @@ create sequence pgjobs.jobs_id_seq as bigint owned by pgjobs.jobs.id;
 -- The claim reads only runnable rows: finished jobs cost it nothing.
 create index jobs_runnable_idx on pgjobs.jobs (priority, run_at, id)
     where state in ('queued', 'retrying');
--- The rescuer reads only running rows.
-create index jobs_running_lease_idx on pgjobs.jobs (lease_expires_at)
-    where state = 'running';
+-- The rescuer reads only running rows with a lease, all in jobs_active. Only
+-- the rescuer (lease_expires_at < now) may use it: a statement that names
+-- jobs by id and wants running ones (the completions, lease renewal,
+-- progress) does not imply lease_expires_at is not null, so it cannot take
+-- this index for a walk over every running row, dead versions included,
+-- filtering by id. Their generic plans, made while the table was short, chose
+-- just that, and under a held xmin horizon each of them then stepped over
+-- every job claimed since. pgjobs.complete_many (50_claim.sql) keeps the
+-- completion off the sequential scan that is then left.
+create index jobs_running_lease_idx on pgjobs.jobs_active (lease_expires_at)
+    where state = 'running' and lease_expires_at is not null;
 -- A completion locks the waiting children of its jobs in id order
 -- (jobs_after_update): this walk in id order reads waiting rows only. Without
 -- it the plan walked jobs_id_idx over every unfinished row, dead versions

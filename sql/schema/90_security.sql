@@ -181,6 +181,15 @@ grant execute on function pgjobs.claim(text, text[], int, double precision, time
                           pgjobs.claim_floor(text[], text[], int)
     to pgjobs_worker;
 
+-- So is the completion (as any UPDATE of jobs: the workers' right to write
+-- these columns; the function adds none).
+revoke execute on function pgjobs.complete_many(bigint[], bigint[], jsonb, double precision[],
+                                                timestamptz)
+    from public;
+grant execute on function pgjobs.complete_many(bigint[], bigint[], jsonb, double precision[],
+                                               timestamptz)
+    to pgjobs_worker;
+
 -- Schedules: applications manage their own organization's (row-level security
 -- confines them); firing is the workers' (and operators') job.
 revoke all on pgjobs.schedules, pgjobs.schedule_fires, pgjobs.schedule_status from public;

@@ -198,7 +198,7 @@ def test_completions_are_sent_as_array_and_json_literals_in_input_order() -> Non
         "durations": "{1.5,2.0}",
         "now": None,
     }
-    assert "job_complete_many" not in bound.query and "update pgjobs.jobs" in bound.query
+    assert "job_complete_many" not in bound.query and "pgjobs.complete_many(" in bound.query
 
 
 def test_failures_carry_one_array_per_column_for_jobs_and_slot_leases_alike() -> None:
