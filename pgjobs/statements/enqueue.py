@@ -52,7 +52,7 @@ def enqueue_many(*, jobs: str) -> Params:
 
 def _plain(found: list[Any]) -> list[int] | None:
     ids = found[0][0]
-    return None if ids is None else [int(i) for i in ids]
+    return ids  # a list of ints (bigint[]), or None
 
 
 @statement("job_enqueue_plain", _plain)
