@@ -546,6 +546,8 @@ begin
     end if;
 
     <<one_head>>
+    declare
+        q text;  -- the queue to wake: a name within the input limits
     begin
         -- Every column but the payload is one value for every job.
         if cardinality(job_type) = 1 and coalesce(cardinality(organization), 1) = 1
@@ -591,7 +593,8 @@ begin
                 returning j.id
             )
             select array_agg(i.id order by i.id) into ids from inserted i;
-            perform pg_notify('pgjobs_wakeup', coalesce(queue[1], typ.queue));
+            q := coalesce(queue[1], typ.queue);
+            perform pg_notify('pgjobs_wakeup', q);
             return ids;
         end if;
     end one_head;
