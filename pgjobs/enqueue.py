@@ -129,10 +129,19 @@ def enqueue_many_steps(
     heads: dict[frozenset[tuple[str, type, Any]], NewJob] = {}
     distinct: list[NewJob] = []  # each head once, in the order first met
     batch: list[tuple[NewJob, str]] = []
+    plain: dict[str, NewJob] = {}  # heads of jobs given as only a job_type (and a payload)
     for item in jobs:
-        if not isinstance(item, Mapping):
-            raise InvalidJob(f"each job must be a mapping, got {type(item).__name__}")
-        batch.append(_job(item, heads, distinct))
+        # The usual job, a dict of a job_type met before and at most a payload,
+        # inline: a function call per job costs more than the rest of its work.
+        if type(item) is dict and (len(item) == 1 or (len(item) == 2 and "payload" in item)):
+            job_type = item.get("job_type")
+            head = plain.get(job_type) if type(job_type) is str else None
+            if head is not None:
+                payload = item.get("payload")
+                empty = payload is None or (type(payload) is dict and not payload)
+                batch.append((head, "{}" if empty else encode(payload)))
+                continue
+        batch.append(_job(item, heads, plain, distinct))
     for name in {head.job_type for head in distinct}:
         yield from registry.current().ensure_steps(info, name)
     with translated():
@@ -140,7 +149,8 @@ def enqueue_many_steps(
             # Plain jobs, as columns: no JSON object per job to build or parse.
             ids: list[int] | None = yield statements.enqueue_plain.bind(**_columns(batch, distinct))
             if ids is not None:
-                return [EnqueueResult(job_id, False) for job_id in ids]
+                # tuple.__new__ straight: a NamedTuple's own __new__ is Python code.
+                return [_new_result(EnqueueResult, (job_id, False)) for job_id in ids]
             # Not plain after all (a type that dedups by payload, a disabled or
             # unknown one, another organization): the row trigger's path, which
             # enqueues it or raises what a plain INSERT of it would.
@@ -151,6 +161,7 @@ def enqueue_many_steps(
 def _job(
     item: Mapping[str, Any],
     heads: dict[frozenset[tuple[str, type, Any]], NewJob],
+    plain: dict[str, NewJob],
     distinct: list[NewJob],
 ) -> tuple[NewJob, str]:
     """One job's validated fields (its payload left out) and its payload's JSON text.
@@ -159,7 +170,22 @@ def _job(
     fields other than the payload are validated once per distinct set of them
     (with their types: ``True`` is not ``1``), kept in ``heads`` and listed
     once in ``distinct``; a set met before is neither copied nor checked again.
+    A dict that holds a job_type and at most a payload, the usual job, is
+    looked up by its job_type alone in ``plain``: no key to build.
     """
+    if type(item) is dict:
+        payload = item.get("payload")
+        job_type = item.get("job_type")
+        if type(job_type) is str and len(item) == (2 if "payload" in item else 1):
+            head = plain.get(job_type)
+            if head is None:
+                head = plain[job_type] = job_params(job_type)
+                distinct.append(head)
+            if payload is None or (type(payload) is dict and not payload):
+                return head, "{}"
+            return head, encode(payload)
+    elif not isinstance(item, Mapping):
+        raise InvalidJob(f"each job must be a mapping, got {type(item).__name__}")
     payload = item.get("payload")
     try:
         key: frozenset[tuple[str, type, Any]] | None = frozenset(
@@ -229,6 +255,8 @@ def _prefix(head: NewJob) -> str:
     fields = json.dumps({k: v for k, v in params.items() if v is not None}, ensure_ascii=False)
     return f'{fields[:-1]},"payload":'
 
+
+_new_result = tuple.__new__
 
 enqueue = blocking(enqueue_steps)
 enqueue_many = blocking(enqueue_many_steps)

@@ -45,6 +45,32 @@ def _default(value: object) -> Any:
 
 
 def _check(value: object, depth: int) -> None:
+    # The usual JSON types by their exact type first (an isinstance test
+    # against an abstract class such as Mapping costs more than the dump
+    # itself); anything else, and anything at the depth limit, takes the
+    # general test.
+    kind = type(value)
+    if kind is dict and depth < MAX_DEPTH:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is str and type(item) is str:  # depth + 1: within the limit
+                if "\x00" in key or "\x00" in item:
+                    raise InvalidJob("payload strings may not contain NUL (\\u0000)")
+            else:
+                if not isinstance(key, str):
+                    raise InvalidJob(f"payload keys must be strings, got {type(key).__name__}")
+                _check(key, depth + 1)
+                _check(item, depth + 1)
+    elif kind is str and depth <= MAX_DEPTH:
+        if "\x00" in value:  # type: ignore[operator]
+            raise InvalidJob("payload strings may not contain NUL (\\u0000)")
+    elif kind is int and depth <= MAX_DEPTH:
+        if abs(value) >= _INT_LIMIT:  # type: ignore[arg-type]
+            _check_any(value, depth)
+    elif kind is not type(None) or depth > MAX_DEPTH:
+        _check_any(value, depth)
+
+
+def _check_any(value: object, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise InvalidJob(f"payload is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
@@ -79,7 +105,7 @@ def encode(payload: object, *, what: str = "payload") -> str:
     """The JSON text stored for a payload (or a result); raises InvalidJob."""
     if payload is None:
         payload = {}
-    if what == "payload" and not isinstance(payload, Mapping):
+    if what == "payload" and type(payload) is not dict and not isinstance(payload, Mapping):
         raise InvalidJob(f"payload must be a JSON object (a dict), got {type(payload).__name__}")
     _check(payload, 1)
     try:

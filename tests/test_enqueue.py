@@ -284,6 +284,23 @@ BAD: dict[str, Callable[[psycopg.Connection[Any]], object]] = {
             {"job_type": "t.no_such_type"},
         ],
     ),
+    # enqueue_many takes a dict of a job_type (and a payload) inline once its
+    # type was met: what it refuses there, it refuses as any other job.
+    "many: a bad payload after a good one of its type": lambda c: pgjobs.enqueue_many(
+        c, [{"job_type": "t.noop"}, {"job_type": "t.noop", "payload": {"f": float("nan")}}]
+    ),
+    "many: a payload that is not an object after a good one": lambda c: pgjobs.enqueue_many(
+        c, [{"job_type": "t.noop"}, {"job_type": "t.noop", "payload": [1]}]
+    ),
+    "many: NUL in a payload key after a good job": lambda c: pgjobs.enqueue_many(
+        c, [{"job_type": "t.noop"}, {"job_type": "t.noop", "payload": {"a\x00": "b"}}]
+    ),
+    "many: a job_type that is not a string": lambda c: pgjobs.enqueue_many(
+        c, [{"job_type": "t.noop"}, {"job_type": ["t.noop"]}]
+    ),
+    "many: a job that is not a mapping": lambda c: pgjobs.enqueue_many(
+        c, [{"job_type": "t.noop"}, ("job_type", "t.noop")]  # type: ignore[list-item]
+    ),
     "many: one bad dependency among good": lambda c: pgjobs.enqueue_many(
         c,
         [

@@ -87,6 +87,74 @@ def test_a_tenant_cannot_pass_a_value_past_a_limit_through_enqueue_plain(
     assert admin.execute("select count(*) from pgjobs.jobs").fetchone() == (0,)
 
 
+# The same poisons through the one-head path (0140): a batch whose jobs differ
+# only in their payloads has its shared values tested once and each payload
+# alone; a poison is the shared value of three jobs, or the second payload.
+@pytest.mark.parametrize("name", list(_PLAIN_POISONS))
+def test_a_tenant_cannot_pass_a_value_past_a_limit_through_one_shared_head(
+    app_dsn: str, admin: Any, name: str
+) -> None:
+    poison: Poison = _PLAIN_POISONS[name]
+    columns: dict[str, list[Any] | None] = {
+        "job_type": ["t.noop"],
+        "payload": ['{"i": 0}', '{"i": 1}', '{}'],
+    }
+    for column, value in poison.values.items():
+        columns[column] = ['{"i": 0}', value, "{}"] if column == "payload" else [value]
+    with (
+        psycopg.connect(app_dsn) as app,
+        pytest.raises(psycopg.Error) as caught,
+        app.transaction(),
+    ):
+        _scoped(app, poison.scope)
+        _plain(app, **columns)
+    assert caught.value.sqlstate == "PJ001", caught.value
+    assert poison.message in (caught.value.diag.message_primary or "")
+    assert admin.execute("select count(*) from pgjobs.jobs").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"job_type": ["t.nope"], "payload": ["{}", '{"a": 1}']},
+        {"job_type": ["t.noop"], "payload": ["{}", '{"a": 1}'], "organization": [VICTIM]},
+        {"job_type": ["t.disabled"], "payload": ["{}", '{"a": 1}']},
+        {"job_type": ["t.by_payload"], "payload": ["{}", '{"a": 1}']},
+    ],
+    ids=["unknown type", "other organization", "disabled type", "dedup by payload"],
+)
+def test_one_shared_head_writes_nothing_for_a_batch_it_cannot_check(
+    app_dsn: str, admin: Any, columns: dict[str, list[Any]]
+) -> None:
+    with psycopg.connect(app_dsn) as app, app.transaction():
+        _scoped(app)
+        assert _plain(app, **columns) is None
+    assert admin.execute("select count(*) from pgjobs.jobs").fetchone() == (0,)
+
+
+def test_one_shared_head_stores_complete_rows_in_input_order_and_wakes_once(
+    app_dsn: str, admin: Any, dsn: str
+) -> None:
+    payloads = [f'{{"i": {i}}}' for i in range(50)] + [None, "{}"]
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("listen pgjobs_wakeup")
+        with psycopg.connect(app_dsn) as app, app.transaction():
+            _scoped(app)
+            ids = _plain(app, job_type=["t.defaults"], payload=payloads, priority=["3"])
+        notes = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+        assert notes == ["q_defaults"]
+    rows = admin.execute(
+        "select organization, queue, priority, max_attempts, timeout_seconds, payload,"
+        "       state, prechecked from pgjobs.jobs where id = any(%s) order by id",
+        (ids,),
+    ).fetchall()
+    assert ids == sorted(ids) and len(ids) == 52
+    assert rows == [
+        (ORG, "q_defaults", 3, 7, 42, {"i": i} if i < 50 else {}, "queued", True)
+        for i in range(52)
+    ]
+
+
 def test_a_limit_is_refused_in_input_order(app_dsn: str) -> None:
     with (
         psycopg.connect(app_dsn) as app,

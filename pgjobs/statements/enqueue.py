@@ -51,8 +51,8 @@ def enqueue_many(*, jobs: str) -> Params:
 
 
 def _plain(found: list[Any]) -> list[int] | None:
-    ids = found[0][0]
-    return None if ids is None else [int(i) for i in ids]
+    ids: list[int] | None = found[0][0]  # bigint[] arrives as a list of ints
+    return ids
 
 
 @statement("job_enqueue_plain", _plain)

@@ -497,6 +497,10 @@ $$;
 -- same error a plain INSERT of those rows would. The input limits are
 -- checked here, before anything is written, in input order, with the row
 -- trigger's test and messages: these rows skip that trigger.
+-- A batch whose jobs differ in their payloads only (0140: the usual batch,
+-- and what pgjobs.enqueue_many sends as one element per column) has its
+-- type, scope and limits tested once, not per row, and its rows read from
+-- the payloads alone: no join, window or sort per row, one wake-up.
 -- The owner's rights (90_security.sql): only the owner may set prechecked, so
 -- anyone may call this; it trusts nothing its caller gives.
 create function pgjobs.enqueue_plain(
@@ -522,6 +526,8 @@ declare
                              cardinality(max_attempts), cardinality(timeout_seconds));
     ids      bigint[];
     queues   text[];
+    typ      pgjobs.job_types;
+    org      text;
 begin
     -- An array of one element gives every job the same value.
     if n = 0 then
@@ -538,6 +544,61 @@ begin
         perform pgjobs.invalid_job('enqueue_plain takes a job_type and one array element per '
                                    'job, or one for every job');
     end if;
+
+    <<one_head>>
+    declare
+        q text;  -- the queue to wake: a name within the input limits
+    begin
+        -- Every column but the payload is one value for every job.
+        if cardinality(job_type) = 1 and coalesce(cardinality(organization), 1) = 1
+           and coalesce(cardinality(queue), 1) = 1 and coalesce(cardinality(priority), 1) = 1
+           and coalesce(cardinality(run_at), 1) = 1
+           and coalesce(cardinality(max_attempts), 1) = 1
+           and coalesce(cardinality(timeout_seconds), 1) = 1 then
+            org := coalesce(organization[1], scope);
+            select * into typ from pgjobs.job_types jt where jt.name = job_type[1];
+            if not coalesce(found and typ.enabled and not typ.dedup_by_payload
+                            and (everyone or org = scope), false) then
+                return null;
+            end if;
+            -- The limits of the values every job shares, once: a job over one
+            -- is the first job, refused as the general path below refuses it.
+            if pgjobs.input_refused(org, queue[1], null, priority[1], max_attempts[1],
+                                    timeout_seconds[1], run_at[1], null, '{}') then
+                perform pgjobs.input_refuse(job_type[1], org, queue[1], priority[1],
+                                            max_attempts[1], timeout_seconds[1], run_at[1],
+                                            coalesce(payload[1], '{}'));
+            end if;
+            -- Then each payload's, in input order (ids drawn in that order
+            -- too): the empty object, the usual payload, meets them all.
+            with inserted as (
+                insert into pgjobs.jobs as j (id, job_type, payload, organization, queue,
+                                              priority, run_at, max_attempts,
+                                              timeout_seconds, prechecked)
+                select nextval('pgjobs.jobs_id_seq'), job_type[1], p.payload, org,
+                       coalesce(queue[1], typ.queue), coalesce(priority[1], typ.priority),
+                       coalesce(run_at[1], now()), coalesce(max_attempts[1], typ.max_attempts),
+                       coalesce(timeout_seconds[1], typ.timeout_seconds), true
+                  from (select coalesce(u.payload, '{}') as payload, u.ord
+                          from unnest(coalesce(enqueue_plain.payload, array[null::jsonb]))
+                               with ordinality as u(payload, ord)
+                         order by u.ord offset 0) p
+                 where case when p.payload = '{}' then true
+                            when pgjobs.input_refused(null, null, null, null, null, null,
+                                                      null, null, p.payload)
+                            then pgjobs.input_refuse(job_type[1], org, queue[1], priority[1],
+                                                     max_attempts[1], timeout_seconds[1],
+                                                     run_at[1], p.payload)
+                            else true end
+                returning j.id
+            )
+            select array_agg(i.id order by i.id) into ids from inserted i;
+            q := coalesce(queue[1], typ.queue);
+            perform pg_notify('pgjobs_wakeup', q);
+            return ids;
+        end if;
+    end one_head;
+
     job_type := pgjobs.spread(job_type, n);
     payload := pgjobs.spread(payload, n);
     organization := pgjobs.spread(organization, n);
