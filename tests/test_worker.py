@@ -448,3 +448,37 @@ def test_claim_and_completion_read_no_table_sequentially_on_a_small_table(dsn: s
         ).fetchone()
         worker.commit()
     assert scans == (0,)
+
+
+def test_one_completion_write_gives_each_job_its_own_result_and_duration_and_fences_each(
+    dsn: str,
+) -> None:
+    """Outcomes of two claims (two lease tokens) written in one statement, in
+    an order unlike the rows': each job gets its own result and duration, and
+    the one given a stale token is left running."""
+    with psycopg.connect(dsn, autocommit=True) as app:
+        registry.sync(app)
+        pgjobs.enqueue_many(app, [{"job_type": "t.add", "payload": {"a": i, "b": 0}}
+                                  for i in range(6)])
+    with connect(WorkerConfig(dsn=dsn), "worker") as worker:
+        first = claim(worker, worker="w", queues=["default"], n=3, lease_seconds=30.0)
+        second = claim(worker, worker="w", queues=["default"], n=3, lease_seconds=30.0)
+        assert first[0].lease_token != second[0].lease_token
+        stale = second[2]._replace(lease_token=first[0].lease_token)
+        items = [
+            (job, Completed(str(job.id * 10), float(job.id)))
+            for job in (second[1], first[2], stale, first[0], second[0], first[1])
+        ]
+        done = complete_many(worker, items)
+    assert sorted(job_id for job_id, _ in done) == sorted(
+        job.id for job in (*first, *second[:2]))
+    with psycopg.connect(dsn) as c:
+        rows = c.execute(
+            "select id, state, result, last_duration_ms from pgjobs.jobs where id = any(%s)",
+            [[job.id for job in (*first, *second)]],
+        ).fetchall()
+    for job_id, state, result, duration in rows:
+        if job_id == stale.id:
+            assert (state, result) == ("running", None)
+        else:
+            assert (state, result, duration) == ("completed", job_id * 10, float(job_id))

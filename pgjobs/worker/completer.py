@@ -12,6 +12,7 @@ lease, so nothing is rescued twice.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +53,8 @@ class Completer:
         self.control: psycopg.Connection[Any] | None = None  # set by the runner
         self.job_conn: psycopg.Connection[Any] | None = None
         self.done: list[tuple[ClaimedJob, Outcome]] = []
-        self.done_since = 0.0
+        self.done_since = 0.0  # on self.clock
+        self.done_since_wall = 0.0  # on time.monotonic
         # Outcomes wait at most this long: flush_seconds, or four times what
         # the last write took when that is longer. With more processes than
         # cores a write waits for a CPU; a fixed 20 ms then meant a write (a
@@ -78,12 +80,24 @@ class Completer:
             self._finish_in_job_transaction(job, outcome)
         else:
             self._keep(job, outcome)
-        if self.done and self.clock() - self.done_since >= self.flush_every:
+        if self.done and self._flush_due():
             self.flush()
+
+    def _flush_due(self) -> bool:
+        """Whether the oldest outcome kept has waited ``flush_every`` of work time.
+
+        The wall clock is asked first: work time never passes faster than it,
+        so the run-queue clock (a read of /proc, several microseconds, which
+        per job was a tenth of the worker's time in a drain of no-op jobs) is
+        read only once the wall clock says a flush may be due."""
+        if time.monotonic() - self.done_since_wall < self.flush_every:
+            return False
+        return self.clock() - self.done_since >= self.flush_every
 
     def _keep(self, job: ClaimedJob, outcome: Outcome) -> None:
         if not self.done:
             self.done_since = self.clock()
+            self.done_since_wall = time.monotonic()
         self.done.append((job, outcome))
 
     def flush(self) -> None:

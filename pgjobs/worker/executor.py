@@ -58,6 +58,13 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
 
 
 @functools.cache
+def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    """inspect.iscoroutinefunction, once per handler (it unwraps and reads
+    code flags: a few microseconds, paid per job before)."""
+    return inspect.iscoroutinefunction(fn)
+
+
+@functools.cache
 def _fit(fn: Callable[..., Any]) -> _Fit | None:
     """None when only a full bind can tell (positional-only parameters)."""
     params = list(_signature(fn).parameters.values())
@@ -280,7 +287,7 @@ class Executor:
             found = starting.handler_or_refusal(job, self.types)
             if isinstance(found, Failed):
                 outcome: Outcome = found
-            elif self.lane is not None and inspect.iscoroutinefunction(found):
+            elif self.lane is not None and _is_coroutine_function(found):
                 self._submit(entry, job, found)  # the entry is the task's until it ends
                 entry = -1
                 return
