@@ -131,17 +131,21 @@ def enqueue_many_steps(
     batch: list[tuple[NewJob, str]] = []
     plain: dict[str, NewJob] = {}  # heads of jobs given as only a job_type (and a payload)
     for item in jobs:
-        # The usual job, a dict of a job_type met before and at most a payload,
-        # inline: a function call per job costs more than the rest of its work.
+        # The usual job, a dict of a job_type and at most a payload, inline (a
+        # function call per job costs more than the rest of its work): its
+        # fields are looked up by the job_type alone, no key to build.
         if type(item) is dict and (len(item) == 1 or (len(item) == 2 and "payload" in item)):
             job_type = item.get("job_type")
-            head = plain.get(job_type) if type(job_type) is str else None
-            if head is not None:
+            if type(job_type) is str:
+                head = plain.get(job_type)
+                if head is None:
+                    head = plain[job_type] = job_params(job_type)
+                    distinct.append(head)
                 payload = item.get("payload")
                 empty = payload is None or (type(payload) is dict and not payload)
                 batch.append((head, "{}" if empty else encode(payload)))
                 continue
-        batch.append(_job(item, heads, plain, distinct))
+        batch.append(_job(item, heads, distinct))
     for name in {head.job_type for head in distinct}:
         yield from registry.current().ensure_steps(info, name)
     with translated():
@@ -161,7 +165,6 @@ def enqueue_many_steps(
 def _job(
     item: Mapping[str, Any],
     heads: dict[frozenset[tuple[str, type, Any]], NewJob],
-    plain: dict[str, NewJob],
     distinct: list[NewJob],
 ) -> tuple[NewJob, str]:
     """One job's validated fields (its payload left out) and its payload's JSON text.
@@ -170,21 +173,8 @@ def _job(
     fields other than the payload are validated once per distinct set of them
     (with their types: ``True`` is not ``1``), kept in ``heads`` and listed
     once in ``distinct``; a set met before is neither copied nor checked again.
-    A dict that holds a job_type and at most a payload, the usual job, is
-    looked up by its job_type alone in ``plain``: no key to build.
     """
-    if type(item) is dict:
-        payload = item.get("payload")
-        job_type = item.get("job_type")
-        if type(job_type) is str and len(item) == (2 if "payload" in item else 1):
-            head = plain.get(job_type)
-            if head is None:
-                head = plain[job_type] = job_params(job_type)
-                distinct.append(head)
-            if payload is None or (type(payload) is dict and not payload):
-                return head, "{}"
-            return head, encode(payload)
-    elif not isinstance(item, Mapping):
+    if not isinstance(item, Mapping):
         raise InvalidJob(f"each job must be a mapping, got {type(item).__name__}")
     payload = item.get("payload")
     try:
