@@ -112,25 +112,6 @@ def test_a_tenant_cannot_pass_a_value_past_a_limit_through_one_shared_head(
     _assert_refused(app_dsn, admin, poison, columns)
 
 
-@pytest.mark.parametrize(
-    "columns",
-    [
-        {"job_type": ["t.nope"], "payload": ["{}", '{"a": 1}']},
-        {"job_type": ["t.noop"], "payload": ["{}", '{"a": 1}'], "organization": [VICTIM]},
-        {"job_type": ["t.disabled"], "payload": ["{}", '{"a": 1}']},
-        {"job_type": ["t.by_payload"], "payload": ["{}", '{"a": 1}']},
-    ],
-    ids=["unknown type", "other organization", "disabled type", "dedup by payload"],
-)
-def test_one_shared_head_writes_nothing_for_a_batch_it_cannot_check(
-    app_dsn: str, admin: Any, columns: dict[str, list[Any]]
-) -> None:
-    with psycopg.connect(app_dsn) as app, app.transaction():
-        _scoped(app)
-        assert _plain(app, **columns) is None
-    assert admin.execute("select count(*) from pgjobs.jobs").fetchone() == (0,)
-
-
 def test_one_shared_head_stores_complete_rows_in_input_order_and_wakes_once(
     app_dsn: str, admin: Any, dsn: str
 ) -> None:
@@ -177,8 +158,17 @@ def test_a_limit_is_refused_in_input_order(app_dsn: str) -> None:
         {"job_type": ["t.noop", "t.noop"], "organization": [None, VICTIM]},
         {"job_type": ["t.noop", "t.disabled"]},
         {"job_type": ["t.by_payload"]},
+        # The same through the one-head path (jobs that differ in payload only).
+        {"job_type": ["t.nope"], "payload": ["{}", '{"a": 1}']},
+        {"job_type": ["t.noop"], "payload": ["{}", '{"a": 1}'], "organization": [VICTIM]},
+        {"job_type": ["t.disabled"], "payload": ["{}", '{"a": 1}']},
+        {"job_type": ["t.by_payload"], "payload": ["{}", '{"a": 1}']},
     ],
-    ids=["unknown type", "other organization", "disabled type", "dedup by payload"],
+    ids=[
+        f"{what}{path}"
+        for path in ("", ", one shared head")
+        for what in ("unknown type", "other organization", "disabled type", "dedup by payload")
+    ],
 )
 def test_enqueue_plain_writes_nothing_for_a_batch_it_cannot_check(
     app_dsn: str, admin: Any, columns: dict[str, list[Any]]
