@@ -12,7 +12,7 @@ needed (32 processes: a dozen milliseconds per job).
 The turn holder, woken, claims; if it got jobs it keeps the turn while they
 run, and gives it up (which rings, so that a sibling takes the turn: LISTEN,
 then one claim for what came before it) only once its batch has run
-``_HANDOVER_SECONDS`` (a timer thread, :class:`Handover`). A short batch so
+``_HANDOVER_SECONDS`` (5 ms; a timer thread, :class:`Handover`). A short batch so
 ends with the turn still held, and the holder's next claim answers what came
 meanwhile: with many idle processes and short jobs, handing the turn over at
 every claim cost a sibling three round trips (LISTEN, a claim, the next due
@@ -46,7 +46,7 @@ from pgjobs.worker.slots import Slots
 _STEP_SECONDS = 0.25  # the longest a sleep goes without looking at `stopping`
 # How long the turn holder's batch runs before a sibling is rung to take the
 # turn: the most a job enqueued meanwhile waits beyond a sibling's wake-up.
-_HANDOVER_SECONDS = 0.002
+_HANDOVER_SECONDS = 0.005
 
 
 class Doorbell:
