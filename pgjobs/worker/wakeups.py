@@ -196,7 +196,7 @@ class Wakeups:
             return
         if full:
             self.doorbell.ring()
-        if self.holding:
+        if self.holding and self.cfg.processes > 1:  # alone, it has no one to give it to
             self.handover.arm()
 
     def after_batch(self) -> None:
