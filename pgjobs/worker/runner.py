@@ -152,10 +152,8 @@ class Runner:
         claimed_for = executor.room()
         jobs = self._claim()
         if jobs:
-            # A sibling listens if the batch runs long; one is rung at once if
-            # more is waiting: the claim came back full. A claim of one job
-            # (the first since the queue ran dry) says nothing of the rest.
-            self.wakeups.claimed(full=1 < claimed_for <= len(jobs))
+            # A sibling listens meanwhile; one more is rung if more is waiting.
+            self.wakeups.claimed(full=len(jobs) >= claimed_for)
             executor.run_batch(self.control, jobs)
             self.wakeups.after_batch()
             self.vacuum.if_due(self.control)

@@ -9,19 +9,13 @@ processes listening, one enqueue woke them all: each claimed, one found the
 job and the rest nothing, which on a small machine took the CPU the winner
 needed (32 processes: a dozen milliseconds per job).
 
-The turn holder, woken, claims; if it got jobs it keeps the turn while they
-run, and gives it up (which rings, so that a sibling takes the turn: LISTEN,
-then one claim for what came before it) only once its batch has run
-``_HANDOVER_SECONDS`` (5 ms; a timer thread, :class:`Handover`). A short batch so
-ends with the turn still held, and the holder's next claim answers what came
-meanwhile: with many idle processes and short jobs, handing the turn over at
-every claim cost a sibling three round trips (LISTEN, a claim, the next due
-time) and the holder one (UNLISTEN) per job, on the CPUs the next job's
-wake-up needed. It takes the turn back after its batch if no one did. A
-claim that came back full rings at once (the queue holds more), so a burst
-draws in one process after another. Between claims a process sleeps until a
-wake-up (the holder: a notification for one of its queues, or the next
-delayed job's time; the others: a ring), or the poll.
+The turn holder, woken, claims; if it got jobs it gives the turn up, which
+rings, so that a sibling takes the turn (LISTEN, then one claim for what came
+before it) while it runs them; it takes the turn back after its batch if no
+one did. A claim that came back full rings as well (the queue holds more), so
+a burst draws in one process after another. Between claims a process sleeps
+until a wake-up (the holder: a notification for one of its queues, or the
+next delayed job's time; the others: a ring), or the poll.
 
 Polling only (``listen`` off, behind a pooler), every process polls, as before.
 """
@@ -44,9 +38,6 @@ from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.slots import Slots
 
 _STEP_SECONDS = 0.25  # the longest a sleep goes without looking at `stopping`
-# How long the turn holder's batch runs before a sibling is rung to take the
-# turn: the most a job enqueued meanwhile waits beyond a sibling's wake-up.
-_HANDOVER_SECONDS = 0.005
 
 
 class Doorbell:
@@ -94,48 +85,6 @@ class Doorbell:
         return self.bell.acquire(timeout=seconds)
 
 
-class Handover:
-    """Gives the turn up once a batch has run ``seconds``: a thread of the
-    worker process (started at its first batch), so that a batch shorter than
-    that keeps it. ``give`` runs on that thread, under :attr:`lock`, which the
-    main thread also takes wherever it changes who holds the turn."""
-
-    def __init__(self, give: Callable[[], None], seconds: float = _HANDOVER_SECONDS) -> None:
-        self.give = give
-        self.seconds = seconds
-        self.lock = threading.Condition()
-        self.deadline: float | None = None  # while a batch runs holding the turn
-        self.thread: threading.Thread | None = None
-
-    def arm(self) -> None:
-        with self.lock:
-            self.deadline = time.monotonic() + self.seconds
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self._run, name="pgjobs-handover", daemon=True
-                )
-                self.thread.start()
-            self.lock.notify()
-
-    def disarm(self) -> None:
-        """The batch is over: the turn stays (held by the caller, under the lock)."""
-        with self.lock:
-            self.deadline = None
-
-    def _run(self) -> None:
-        with self.lock:
-            while True:
-                if self.deadline is None:
-                    self.lock.wait()
-                    continue
-                left = self.deadline - time.monotonic()
-                if left > 0:
-                    self.lock.wait(left)
-                    continue
-                self.deadline = None
-                self.give()
-
-
 class Wakeups:
     def __init__(
         self,
@@ -156,7 +105,6 @@ class Wakeups:
         self.slots = slots
         self.index = index
         self.holding = self.doorbell is None
-        self.handover = Handover(self.release)
 
     def attach(self, conn: psycopg.Connection[Any]) -> None:
         """A new session (after a reconnect) LISTENs to nothing yet."""
@@ -174,37 +122,30 @@ class Wakeups:
         return True
 
     def _take(self) -> bool:
-        with self.handover.lock:
-            if not self.holding and self.doorbell is not None and self.slots is not None:
-                self.holding = self.doorbell.take(self.slots, self.index)
-            return self.holding
+        if not self.holding and self.doorbell is not None and self.slots is not None:
+            self.holding = self.doorbell.take(self.slots, self.index)
+        return self.holding
 
     def release(self) -> None:
-        """Gives the turn to a sibling (this process's batch runs long, a
-        fault, or it stops); from the main thread or the handover's."""
-        with self.handover.lock:
-            self.handover.deadline = None
-            if self.doorbell is not None and self.slots is not None and self.holding:
-                self.holding = False
-                self.doorbell.give(self.slots, self.index)
+        """Gives the turn to a sibling (this process has jobs, a fault, or stops)."""
+        if self.doorbell is not None and self.slots is not None and self.holding:
+            self.holding = False
+            self.doorbell.give(self.slots, self.index)
 
     def claimed(self, full: bool) -> None:
-        """A claim took jobs: the turn goes to a sibling, rung to take it, if
-        the batch runs past the handover time; a full claim rings at once
-        (more is waiting)."""
+        """A claim took jobs: while this process runs them, the turn goes to a
+        sibling, rung to take it; a full claim rings too (more is waiting)."""
         if self.doorbell is None:
             return
-        if full:
+        if self.holding:
+            self.release()  # rings
+        elif full:
             self.doorbell.ring()
-        if self.holding and self.cfg.processes > 1:  # alone, it has no one to give it to
-            self.handover.arm()
 
     def after_batch(self) -> None:
         """Drops the wake-ups that came while the session was busy (psycopg keeps
-        them: the claim that follows answers them all); keeps the turn if the
-        batch ended before the handover, takes it back if no sibling took it,
-        else stops listening."""
-        self.handover.disarm()
+        them: the claim that follows answers them all); takes the turn back if no
+        sibling took it, else stops listening."""
         if self.listening and self.conn is not None:
             for _ in self.conn.notifies(timeout=0):
                 pass
