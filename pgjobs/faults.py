@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import psycopg
 
@@ -114,6 +114,28 @@ def explain(fault: Fault) -> str:
         return f"{fault.message}: the worker's role lacks a privilege (grant it pgjobs_worker)"
     where = f" (SQLSTATE {fault.sqlstate})" if fault.sqlstate else ""
     return f"{fault.message}{where}: not a fault that clears by waiting"
+
+
+T = TypeVar("T")
+
+# Tries in a row of one autocommit statement that a row moving to another
+# partition of pgjobs.jobs may fail (migration 0060).
+MOVED_TRIES = 3
+
+
+def retry_moved(statement: Callable[[], T], tries: int = MOVED_TRIES) -> T:
+    """``statement()``, tried again at once when a row it would lock was moved
+    to another partition of pgjobs.jobs by a transaction that committed while
+    it waited (40001, SKIP LOCKED or not): a job it names was completed,
+    canceled or rescued meanwhile, and a fresh try sees where it went. Past
+    ``tries`` the error is a fault like any other. Autocommit statements only:
+    in a transaction the error has ended it."""
+    for _ in range(tries - 1):
+        try:
+            return statement()
+        except psycopg.errors.SerializationFailure:
+            pass
+    return statement()
 
 
 class Fatal(Exception):

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import psycopg
@@ -19,6 +20,11 @@ import pytest
 import pgjobs
 from pgjobs import retention, sql
 from pgjobs.migrate import migrate
+from pgjobs.statements import Completed, Lease, run
+from pgjobs.statements.outcomes import complete_many
+from pgjobs.worker.beacon import Beacon, Leases
+from pgjobs.worker.config import WorkerConfig
+from pgjobs.worker.slots import Slots
 from tests.support import factories, queries, workers
 from tests.test_security import Roles, as_user, roles  # noqa: F401 - fixtures
 
@@ -723,3 +729,54 @@ def test_history_reads_use_each_partitions_indexes(dsn: str) -> None:
     # ahead, are empty).
     assert not touched & set(past), touched
     assert touched
+
+
+def test_a_lease_renewal_waiting_on_a_job_completed_meanwhile_renews_the_rest(
+    dsn: str,
+) -> None:
+    """The beacon's renewal waits for the row of a job whose completion is
+    committing; the completion moves it to jobs_finished, which fails the
+    waiting UPDATE with 40001. The beacon tries again at once: the other
+    leases are renewed and its session is kept (it used to count as a lost
+    session: dropped, and made again after a backoff)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        factories.ensure_type(conn)
+        conn.execute("insert into pgjobs.jobs (job_type) select %s from generate_series(1, 2)",
+                     (factories.JOB_TYPE,))
+        jobs = [Lease(r[0], r[1]) for r in conn.execute(
+            "select id, lease_token from pgjobs.claim('w', array['default'], 2, 60)")]
+        assert len(jobs) == 2
+        done, kept = jobs
+        beacon = Beacon(WorkerConfig(dsn=dsn, lease_seconds=600), "w", Leases(), Slots(1), 0,
+                        threading.Event())
+        beacon.leases.hold(jobs)
+        with psycopg.connect(dsn) as completer, psycopg.connect(dsn, autocommit=True) as renewer:
+            run(completer, complete_many.bind([(done, Completed(None, 1.0))]))  # not committed
+            outcome: list[BaseException | None] = []
+
+            def renew() -> None:
+                try:
+                    beacon.renew(renewer)
+                    outcome.append(None)
+                except BaseException as exc:  # the test reports it
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=renew)
+            thread.start()
+            queries.wait_for(
+                lambda: conn.execute(
+                    "select wait_event_type from pg_stat_activity where pid = %s",
+                    (renewer.info.backend_pid,),
+                ).fetchone() == ("Lock",),
+                message="the renewal never waited for the completing job's row",
+            )
+            completer.commit()
+            thread.join(timeout=30)
+            assert outcome == [None]
+            assert not renewer.closed
+        states = dict(conn.execute(
+            "select id, state from pgjobs.jobs where id = any(%s)", ([done.id, kept.id],)))
+        assert states == {done.id: "completed", kept.id: "running"}
+        row = conn.execute("select lease_expires_at > now() + interval '300 seconds'"
+                           " from pgjobs.jobs where id = %s", (kept.id,)).fetchone()
+        assert row == (True,), "the other lease was not renewed"

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from pgjobs.faults import Fatal, Retry
+from pgjobs.faults import Fatal, Retry, retry_moved
 from pgjobs.reconnect import with_backoff
 from pgjobs.statements import Failed, Lease, Leased
 from pgjobs.statements.leases import lease_renew, worker_session_add
@@ -161,9 +161,11 @@ class Beacon(threading.Thread):
             return_many(conn, rest)
 
     def renew(self, conn: psycopg.Connection[Any]) -> None:
-        lease_renew(
+        # A job this process just completed moves to jobs_finished while the
+        # renewal waits for its row: tried again at once, not a lost session.
+        retry_moved(lambda: lease_renew(
             conn,
             worker=self.worker,
             ids=self.leases.ids(),
             lease_seconds=self.cfg.lease_seconds,
-        )
+        ))
