@@ -41,7 +41,7 @@ LAYOUTS: list[tuple[str, int, int]] = [
     ("1 host, as many processes as 3", 1, 3 * PER_HOST),
 ]
 # The private server as durable as the shared one the other figures run on
-# (tests/support/servers.py turns both off for speed).
+# (bench/servers.py turns both off for speed).
 SERVER_SETTINGS = {"fsync": "on", "full_page_writes": "on"}
 SAMPLE_SECONDS = 0.1
 

@@ -22,10 +22,8 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from tests.support.servers import PrivateServer
+from bench.servers import PrivateServer
 
 PREFIX = "pgjh"
 # Subnets tried for a run: a /24 of 10.200.0.0/13 that no interface uses.
@@ -143,8 +141,6 @@ def server_for(
     shared one) listening on 127.0.0.1 and on every host's server address,
     trusting connections from those addresses; ``settings`` go in its
     postgresql.conf (last wins)."""
-    from tests.support.servers import PrivateServer
-
     server = PrivateServer(Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{os.getpid()}-pg-")))
     try:
         server.init()

@@ -14,9 +14,10 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
+from bench import servers
+from bench.servers import PrivateServer
 from pgjobs.migrate import migrate
-from tests.support import queries, servers, workers
-from tests.support.servers import PrivateServer
+from tests.support import queries, workers
 from tests.test_lifecycle_restart import _completed, _enqueue_once, assert_each_completed_once
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,10 @@ import psycopg
 import pytest
 
 import pgjobs
+from bench import servers
+from bench.servers import PrivateServer
 from pgjobs.migrate import migrate
-from tests.support import queries, servers, workers
-from tests.support.servers import PrivateServer
+from tests.support import queries, workers
 
 pytestmark = pytest.mark.slow
 

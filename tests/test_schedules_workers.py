@@ -21,10 +21,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 
 import pgjobs
+from pgjobs.cli import main
 from pgjobs.schedules.fire import fire_due
 from tests.support import factories
 from tests.support.databases import RUN_PREFIX
@@ -331,13 +333,8 @@ def test_cli_schedule_commands(dsn: str) -> None:
     with connect(dsn) as conn:
         assert conn.execute("select count(*) as n from pgjobs.schedules").fetchone()["n"] == 0
         assert pgjobs.get(conn, job_id)["payload"] == {"k": 1}
+    # The help in process: the commands above ran through the real entry point.
     for command in ("schedules", "schedule", "pause", "resume", "trigger", "unschedule"):
-        helped = subprocess.run(
-            [sys.executable, "-m", "pgjobs.cli", command, "--help"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert helped.returncode == 0 and "Example:" in helped.stdout
-        assert helped.stdout.count("  --") >= 2  # options, each described
+        helped = CliRunner().invoke(main, [command, "--help"])
+        assert helped.exit_code == 0 and "Example:" in helped.output
+        assert helped.output.count("  --") >= 2  # options, each described

@@ -13,11 +13,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from bench.servers import PrivateServer
 from pgjobs.migrate import migrate
 from pgjobs.web import create_app
 from tests.support import factories
 from tests.support.web import A_HEADERS, B_HEADERS, Events, header_hooks, serve
-from tests.test_lifecycle_restart import PrivateServer
 
 pytestmark = pytest.mark.slow
 

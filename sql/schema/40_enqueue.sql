@@ -32,6 +32,21 @@ begin
 end
 $$;
 
+-- "No organization set", its own SQLSTATE, PJ004: a caller's setup bug (scope
+-- the transaction, see pgjobs.tenant), told apart from a refusal (42501) by
+-- programs in any language. Raised by every write that needs a scope and has
+-- none: a job's (jobs_before_insert) and a schedule's (schedules_before_write).
+create function pgjobs.no_organization() returns void
+language plpgsql as $$
+begin
+    raise exception 'pgjobs: this session is scoped to no organization'
+        using errcode = 'PJ004',
+              hint = 'set it in the same transaction: select set_config('
+                     '''pgjobs.organization'', <organization>, true), or pgjobs.tenant() '
+                     'in Python';
+end
+$$;
+
 -- The side channel between the insert trigger and enqueue_jobs: a row the
 -- trigger skips as a duplicate returns nothing to the INSERT, so the trigger
 -- notes the row's input position (which enqueue_jobs passes as its id) in a
@@ -121,19 +136,13 @@ begin
         end if;
     end input_limits;
 
-    -- "No organization set" is its own SQLSTATE, PJ004: a caller's setup bug
-    -- (scope the transaction, see pgjobs.tenant), told apart from a refusal
-    -- (42501) by programs in any language, before anything else is looked
-    -- at. Workers and admins, who may enqueue system jobs and any
+    -- No scope is PJ004 (pgjobs.no_organization), before anything else is
+    -- looked at. Workers and admins, who may enqueue system jobs and any
     -- organization's jobs without a scope, pass.
     <<session_scope>>
     begin
         if scope is null and not pgjobs.sees_all() then
-            raise exception 'pgjobs: this session is scoped to no organization'
-                using errcode = 'PJ004',
-                      hint = 'set it in the same transaction: select set_config('
-                             '''pgjobs.organization'', <organization>, true), or pgjobs.tenant() '
-                             'in Python';
+            perform pgjobs.no_organization();
         end if;
     end session_scope;
 

@@ -29,6 +29,32 @@ $$;
 -- claim, never a key of anything.
 create sequence pgjobs.claim_rewinds;
 
+-- The pieces of a claim's hint that pgjobs.claim and pgjobs.claim_floor share:
+-- the fingerprint of the queues and job types a hint is for, this session's
+-- hint as its twelve numbers (NULL when it is not twelve numbers), and whether
+-- those hold for a claim with a fingerprint at clock after rewinds moves of
+-- pgjobs.claim_rewinds (made by a walk claim_rescan_after before clock at
+-- most). Plain SQL expressions, so that the planner inlines them into the
+-- callers' own: no call of their own. Each takes what it uses more than once
+-- (the parts, the clock) ready-made from the caller, which inlining needs.
+create function pgjobs.claim_hint_fingerprint(queues text[], job_types text[]) returns text
+language sql stable parallel safe as $$
+    select hashtext(queues::text || '|' || coalesce(job_types::text, '*'))::text
+$$;
+
+create function pgjobs.claim_hint_parts() returns bigint[]
+language sql stable parallel safe as $$
+    select case when current_setting('pgjobs.claim_hint', true) ~ '^-?\d{1,19}( -?\d{1,19}){11}$'
+                then string_to_array(current_setting('pgjobs.claim_hint', true), ' ')::bigint[] end
+$$;
+
+create function pgjobs.claim_hint_holds(parts bigint[], fingerprint text, rewinds bigint,
+                                        clock timestamptz) returns boolean
+language sql stable parallel safe as $$
+    select parts[1]::text = fingerprint and parts[2] = rewinds
+           and pgjobs.claim_hint_time(parts[3]) between clock - pgjobs.claim_rescan_after() and clock
+$$;
+
 -- Claims up to n runnable jobs for one worker, most urgent first. Each priority
 -- is a range scan of jobs_runnable_idx over due rows only (delayed jobs
 -- are never read). Rate-limited types take from their window's budget; jobs
@@ -81,10 +107,9 @@ as $$
 declare
     t       timestamptz := coalesce(claim.now, now());
     clock   timestamptz := clock_timestamp();
-    fp      text := hashtext(claim.queues::text || '|' || coalesce(claim.job_types::text, '*'))::text;
+    fp      text := pgjobs.claim_hint_fingerprint(claim.queues, claim.job_types);
     rewinds bigint := (select r.last_value from pgjobs.claim_rewinds r);
-    hint    text := current_setting('pgjobs.claim_hint', true);
-    parts   bigint[];
+    parts   bigint[] := pgjobs.claim_hint_parts();
     stamp   timestamptz := clock;
     from_at timestamptz[] := array_fill('-infinity'::timestamptz, array[4]);
     from_id bigint[] := array_fill(0::bigint, array[4]);
@@ -101,17 +126,13 @@ begin
     -- walks whole and leaves no hint, since under a clock held still jobs
     -- become due below any key it took (a retry's backoff counted from the
     -- real now lands before the run_at of the attempt it follows).
-    if claim.now is null and hint ~ '^-?\d{1,19}( -?\d{1,19}){11}$' then
-        parts := string_to_array(hint, ' ')::bigint[];
-        if parts[1]::text = fp and parts[2] = rewinds
-           and pgjobs.claim_hint_time(parts[3]) between clock - pgjobs.claim_rescan_after() and clock
-           and pgjobs.claim_hint_time(parts[4]) <= t then
-            stamp := pgjobs.claim_hint_time(parts[3]);
-            for p in 0..3 loop
-                from_at[p + 1] := pgjobs.claim_hint_time(parts[5 + 2 * p]);
-                from_id[p + 1] := parts[6 + 2 * p];
-            end loop;
-        end if;
+    if claim.now is null and pgjobs.claim_hint_holds(parts, fp, rewinds, clock)
+       and pgjobs.claim_hint_time(parts[4]) <= t then
+        stamp := pgjobs.claim_hint_time(parts[3]);
+        for p in 0..3 loop
+            from_at[p + 1] := pgjobs.claim_hint_time(parts[5 + 2 * p]);
+            from_id[p + 1] := parts[6 + 2 * p];
+        end loop;
     end if;
 
     -- One statement. Each priority is its own range scan of jobs_runnable_idx
@@ -182,19 +203,13 @@ create function pgjobs.claim_floor(queues text[], job_types text[], priority int
 returns timestamptz
 language plpgsql stable as $$
 declare
-    hint  text := current_setting('pgjobs.claim_hint', true);
-    parts bigint[];
+    parts bigint[] := pgjobs.claim_hint_parts();
     clock timestamptz := clock_timestamp();
 begin
-    if hint ~ '^-?\d{1,19}( -?\d{1,19}){11}$' and priority between 0 and 3 then
-        parts := string_to_array(hint, ' ')::bigint[];
-        if parts[1]::text
-               = hashtext(queues::text || '|' || coalesce(job_types::text, '*'))::text
-           and parts[2] = (select r.last_value from pgjobs.claim_rewinds r)
-           and pgjobs.claim_hint_time(parts[3])
-               between clock - pgjobs.claim_rescan_after() and clock then
-            return pgjobs.claim_hint_time(parts[5 + 2 * priority]);
-        end if;
+    if priority between 0 and 3
+       and pgjobs.claim_hint_holds(parts, pgjobs.claim_hint_fingerprint(queues, job_types),
+                                   (select r.last_value from pgjobs.claim_rewinds r), clock) then
+        return pgjobs.claim_hint_time(parts[5 + 2 * priority]);
     end if;
     return '-infinity';
 end

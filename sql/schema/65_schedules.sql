@@ -465,14 +465,10 @@ begin
     if tg_op = 'INSERT' then
         new.organization := coalesce(new.organization, scope);
     end if;
-    -- As for jobs (0011_client_contract.sql): no scope is PJ004, another
-    -- organization is insufficient_privilege.
+    -- As for jobs (0011_client_contract.sql): no scope is PJ004
+    -- (pgjobs.no_organization), another organization is insufficient_privilege.
     if scope is null and not pgjobs.sees_all() then
-        raise exception 'pgjobs: this session is scoped to no organization'
-            using errcode = 'PJ004',
-                  hint = 'set it in the same transaction: select set_config('
-                         '''pgjobs.organization'', <organization>, true), or pgjobs.tenant() '
-                         'in Python';
+        perform pgjobs.no_organization();
     end if;
     if (new.organization is distinct from scope or new.organization is null)
        and not pgjobs.sees_all() then

@@ -1,6 +1,7 @@
-"""A private PostgreSQL cluster for the tests that stop, restart or break the
-server: initdb in a temporary directory, a free port, and pg_ctl, never the
-machine's shared server."""
+"""A private PostgreSQL cluster: initdb in a temporary directory, a free
+port, and pg_ctl, never the machine's shared server. For the benchmarks that
+need a server of their own (bench/netns.py) and the tests that stop, restart
+or break the server; here, so that the benchmarks depend on nothing in tests/."""
 
 from __future__ import annotations
 
