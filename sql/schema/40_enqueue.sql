@@ -552,7 +552,7 @@ begin
     <<one_head>>
     declare
         head_type         text;
-        head_queue        text;  -- the queue to wake: a name within the input limits
+        q                 text;  -- the jobs' queue, and the one to wake: a name within the limits
         head_priority     smallint;
         head_run_at       timestamptz;
         head_max_attempts int;
@@ -581,7 +581,7 @@ begin
                                             coalesce(payload[1], '{}'));
             end if;
             head_type := job_type[1];
-            head_queue := coalesce(queue[1], typ.queue);
+            q := coalesce(queue[1], typ.queue);
             head_priority := coalesce(priority[1], typ.priority);
             head_run_at := coalesce(run_at[1], head_now);
             head_max_attempts := coalesce(max_attempts[1], typ.max_attempts);
@@ -595,7 +595,7 @@ begin
             insert into pgjobs.jobs (id, job_type, payload, organization, queue, priority,
                                      run_at, max_attempts, timeout_seconds, prechecked,
                                      state, attempt, created_at, created_by)
-            select u.id, head_type, coalesce(u.payload, '{}'), org, head_queue, head_priority,
+            select u.id, head_type, coalesce(u.payload, '{}'), org, q, head_priority,
                    head_run_at, head_max_attempts, head_timeout, true,
                    'queued', 0, head_now, head_actor
               from unnest(ids, enqueue_plain.payload) as u(id, payload)
@@ -606,7 +606,7 @@ begin
                                                  max_attempts[1], timeout_seconds[1],
                                                  run_at[1], u.payload)
                         else true end;
-            perform pg_notify('pgjobs_wakeup', head_queue);
+            perform pg_notify('pgjobs_wakeup', q);
             return ids;
         end if;
     end one_head;
