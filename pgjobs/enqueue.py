@@ -150,8 +150,13 @@ def enqueue_many_steps(
         yield from registry.current().ensure_steps(info, name)
     with translated():
         if not any(head.dedup_key is not None or head.depends_on for head in distinct):
-            # Plain jobs, as columns: no JSON object per job to build or parse.
-            ids: list[int] | None = yield statements.enqueue_plain.bind(**_columns(batch, distinct))
+            # Plain jobs, as columns: no JSON object per job to build or parse;
+            # one kind of job as its fields once and the payloads.
+            ids: list[int] | None = yield (
+                statements.enqueue_plain_head.bind(head=distinct[0], payloads=_payloads(batch))
+                if len(distinct) == 1
+                else statements.enqueue_plain.bind(**_columns(batch, distinct))
+            )
             if ids is not None:
                 # tuple.__new__ straight: a NamedTuple's own __new__ is Python code.
                 return [_new_result(EnqueueResult, (job_id, False)) for job_id in ids]
@@ -213,7 +218,7 @@ def _columns(batch: list[tuple[NewJob, str]], distinct: list[NewJob]) -> dict[st
 
     return {
         "job_type": column("job_type"),
-        "payloads": "[" + ",".join([payload for _, payload in batch]) + "]",
+        "payloads": _payloads(batch),
         "organization": column("organization"),
         "queue": column("queue"),
         "priority": column("priority"),
@@ -221,6 +226,11 @@ def _columns(batch: list[tuple[NewJob, str]], distinct: list[NewJob]) -> dict[st
         "max_attempts": column("max_attempts"),
         "timeout_seconds": column("timeout_seconds"),
     }
+
+
+def _payloads(batch: list[tuple[NewJob, str]]) -> str:
+    """The batch's payloads' texts as one JSON array text."""
+    return "[" + ",".join([payload for _, payload in batch]) + "]"
 
 
 def _document(batch: list[tuple[NewJob, str]]) -> str:

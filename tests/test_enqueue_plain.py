@@ -234,6 +234,31 @@ def test_a_tenant_stores_complete_checked_rows_of_its_own_organization(
     assert ids == sorted(ids)
 
 
+def test_a_batch_of_one_kind_stores_the_rows_the_row_trigger_stores(
+    app_dsn: str, admin: Any
+) -> None:
+    """The one-head path (0170) fills every column the jobs share once per
+    statement, not by the columns' defaults: its rows equal the trigger's."""
+    columns = (
+        "job_type, organization, queue, priority, max_attempts, timeout_seconds, payload,"
+        " state, attempt, prechecked, created_by, created_at, run_at"
+    )
+    with psycopg.connect(app_dsn) as app, app.transaction():
+        _scoped(app)
+        app.execute("select set_config('pgjobs.actor', 'alice', true)")
+        ids = _plain(app, job_type=["t.defaults"], payload=['{"a": 1}', None])
+        row = app.execute(
+            "insert into pgjobs.jobs (job_type, payload) values ('t.defaults', '{}') returning id"
+        ).fetchone()
+        assert row is not None
+    rows = admin.execute(
+        f"select {columns} from pgjobs.jobs where id = any(%s) order by id", ([*ids, row[0]],)
+    ).fetchall()
+    assert rows[0][0] == "t.defaults" and rows[0][10] == "alice"
+    assert rows[0][6] == {"a": 1}
+    assert [r[:6] + r[7:] for r in rows] == [rows[2][:6] + rows[2][7:]] * 3
+
+
 # -- the Python client ------------------------------------------------------------
 
 

@@ -80,3 +80,14 @@ def enqueue_plain(
         "max_attempts": max_attempts,
         "timeout_seconds": timeout_seconds,
     }
+
+
+@statement("job_enqueue_plain_head", _plain)
+def enqueue_plain_head(*, head: NewJob, payloads: str) -> Params:
+    """Plain jobs that share every field but the payload: those fields once
+    (``head``, its payload ignored) and the payloads as one JSON array text;
+    the new ids in input order, or None when the batch is not plain."""
+    params: dict[str, Any] = head._asdict()
+    del params["payload"], params["dedup_key"], params["depends_on"]
+    params["payloads"] = payloads
+    return params

@@ -31,3 +31,20 @@ select pgjobs.enqueue_plain(
            priority => %(priority)b::smallint[], run_at => %(run_at)b::timestamptz[],
            max_attempts => %(max_attempts)b::int[],
            timeout_seconds => %(timeout_seconds)b::int[]);
+
+-- name: job_enqueue_plain_head
+-- job_enqueue_plain for a batch whose jobs share every column but the
+-- payload (what pgjobs.enqueue_many sends for a list of one kind of job):
+-- each shared column as a scalar made an array of one value here, which
+-- costs the client no array to build (a NULL value is NULL for every job,
+-- as a NULL array is).
+select pgjobs.enqueue_plain(
+           job_type => array[%(job_type)s::text],
+           payload => (select array_agg(p.value order by p.ord)
+                         from jsonb_array_elements(%(payloads)s::jsonb)
+                              with ordinality as p(value, ord)),
+           organization => array[%(organization)s::text], queue => array[%(queue)s::text],
+           priority => array[%(priority)s::smallint],
+           run_at => array[%(run_at)s::timestamptz],
+           max_attempts => array[%(max_attempts)s::int],
+           timeout_seconds => array[%(timeout_seconds)s::int]);
