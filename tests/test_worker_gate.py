@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from pgjobs.worker.gate import Gate
+from pgjobs.worker.gate import WIDTH_ENV, Gate
+from tests.support import workers
+from tests.test_lifecycle_crash import _completed, _enqueue_work, assert_each_completed_once
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the worker forks")
 
@@ -125,3 +127,34 @@ def test_a_passage_inside_a_passage_takes_no_second_slot() -> None:
         assert gate.held == -1
     finally:
         gate.close()
+
+
+@pytest.mark.slow
+def test_a_gated_worker_whose_processes_are_killed_9_still_completes_every_job_once(
+    dsn: str, wait_for: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker of three processes through a gate one wide (every claim and
+    write of theirs takes the one slot in turn); processes killed -9 mid-drain,
+    inside the gate or not, hold up none of their siblings: every job
+    completes, once."""
+    monkeypatch.setenv(WIDTH_ENV, "1")
+    workers.prepare(dsn)
+    ids = _enqueue_work(dsn, 300, seconds=0.005)
+    with workers.workers(dsn) as pool:
+        worker = pool.start(processes=3, lease=2)
+        for kill in range(3):
+            wait_for(
+                lambda kill=kill: _completed(dsn) > 40 * (kill + 1),
+                timeout=30,
+                message="the drain stalled",
+            )
+            victim = worker.children()[kill % 3]
+            workers.signal_pid(victim, signal.SIGKILL)
+            wait_for(lambda victim=victim: victim not in worker.children(), timeout=10)
+        wait_for(
+            lambda: _completed(dsn) == len(ids),
+            timeout=60,
+            message="not every job completed after the kills",
+        )
+        assert worker.proc.poll() is None
+    assert_each_completed_once(dsn, ids)
