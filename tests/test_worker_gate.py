@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pgjobs.worker.gate import WIDTH_ENV, Gate
+from pgjobs.worker.gate import WIDTH_ENV, Gate, width_for
 from tests.support import workers
 from tests.test_lifecycle_crash import _completed, _enqueue_work, assert_each_completed_once
 
@@ -158,3 +158,13 @@ def test_a_gated_worker_whose_processes_are_killed_9_still_completes_every_job_o
         )
         assert worker.proc.poll() is None
     assert_each_completed_once(dsn, ids)
+
+
+def test_no_gate_until_the_processes_are_many_more_than_the_cpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(WIDTH_ENV, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [width_for(n) for n in (1, 2, 8, 9, 64)] == [0, 0, 0, 2, 2]
+    monkeypatch.setenv(WIDTH_ENV, "1")
+    assert width_for(2) == 1

@@ -1,12 +1,13 @@
 """The gate: how many of one supervisor's processes may be inside a claim or a
 completion write at once.
 
-With more processes than cores, every process that claims at once is a
-server session walking the same index, stepping over the rows its siblings
-hold locked (SKIP LOCKED), and taking a snapshot over every session; a
-session descheduled mid-claim holds its rows locked meanwhile. The gate
-lets about as many in as there are CPUs; the rest wait their turn outside,
-holding nothing, and run their handlers meanwhile.
+With many more processes than cores, every process that claims or writes at
+once is a server session doing it beside the others, and one descheduled
+mid-statement holds its rows locked meanwhile. At 64 processes on 2 cores the
+server's CPU per job was 1.3-1.8x that at 8 and the claims smaller (issue 19,
+docs/scaling.md section 1). The gate lets one process per CPU in; the rest
+wait their turn outside, holding nothing; their outcomes wait in the buffer
+meanwhile, so their writes, like their claims, carry more jobs.
 
 The slots are POSIX record locks (``lockf``) on the bytes of one unlinked file
 the supervisor opens before it forks: the kernel drops a process's locks when
@@ -25,18 +26,18 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-# Slots per CPU. A holder is often descheduled while inside (it needs a CPU to
-# send its statement and read the answer, as its session does to run it), so
-# one per CPU left CPUs idle; at 64 processes on 2 cores, 2 and 4 slots gave
-# the same throughput, and at 8 processes 4 slots cost nothing against none.
-_SLOTS_PER_CPU = 2
+# A gate opens once the processes outnumber the CPUs this many times. On 2
+# cores, one slot per CPU took 64 processes from 0.3-1.8k to 2.3-3.8k
+# completions/s and 16 from 1.2-2.4k to 1.7-4.9k, but cost 8 processes about a
+# tenth; two slots per CPU left 64 processes where they were in some runs.
+_PROCESSES_PER_CPU = 4
 # Tests and benchmarks only: a width whatever the processes (0: no gate).
 WIDTH_ENV = "PGJOBS_GATE_WIDTH"
 
 
 def width_for(processes: int) -> int:
-    """How many processes may be inside at once, 0 for no gate: two per CPU
-    this process may run on, when the processes outnumber those."""
+    """How many processes may be inside at once, 0 for no gate: one per CPU
+    this process may run on, once the processes are many more than those."""
     forced = os.environ.get(WIDTH_ENV)
     if forced is not None:
         return int(forced)
@@ -44,8 +45,7 @@ def width_for(processes: int) -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    width = _SLOTS_PER_CPU * cpus
-    return width if processes > width else 0
+    return cpus if processes > _PROCESSES_PER_CPU * cpus else 0
 
 
 class Gate:
