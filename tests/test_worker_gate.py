@@ -148,6 +148,7 @@ def test_a_gated_worker_whose_processes_are_killed_9_still_completes_every_job_o
                 timeout=30,
                 message="the drain stalled",
             )
+            wait_for(lambda: len(worker.children()) == 3, timeout=10)  # replaced
             victim = worker.children()[kill % 3]
             workers.signal_pid(victim, signal.SIGKILL)
             wait_for(lambda victim=victim: victim not in worker.children(), timeout=10)
