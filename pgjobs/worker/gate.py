@@ -27,9 +27,9 @@ import tempfile
 from collections.abc import Iterator
 
 # A gate opens once the processes outnumber the CPUs this many times. On 2
-# cores, one slot per CPU took 64 processes from 0.3-1.8k to 2.3-3.8k
-# completions/s and 16 from 1.2-2.4k to 1.7-4.9k, but cost 8 processes about a
-# tenth; two slots per CPU left 64 processes where they were in some runs.
+# cores (docs/scaling.md section 1) one slot per CPU raised 16, 32 and 64
+# processes' completions/s 1.1-3x, but cost 8 processes about a tenth; two
+# slots per CPU left 64 processes where they were in some runs.
 _PROCESSES_PER_CPU = 4
 # Tests and benchmarks only: a width whatever the processes (0: no gate).
 WIDTH_ENV = "PGJOBS_GATE_WIDTH"
