@@ -27,6 +27,7 @@ from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.beacon import Leases
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.cpuwait import RunQueueClock
+from pgjobs.worker.gate import Gate, passage
 from pgjobs.worker.session import connect, direct, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.starting import JobSetupFailed
@@ -43,9 +44,16 @@ _COMPLETE_CHUNK = 500
 
 class Completer:
     def __init__(
-        self, cfg: WorkerConfig, leases: Leases, slots: Slots, index: int, log: Any
+        self,
+        cfg: WorkerConfig,
+        leases: Leases,
+        slots: Slots,
+        index: int,
+        log: Any,
+        gate: Gate | None = None,
     ) -> None:
         self.cfg = cfg
+        self.gate = gate  # taken around each write (never in a job's transaction)
         self.leases = leases
         self.slots = slots
         self.index = index
@@ -116,7 +124,8 @@ class Completer:
         if failed:
             writes.append(fail_many.bind(failed))
         try:
-            run_writes(self.control, writes)
+            with passage(self.gate, self.index):
+                run_writes(self.control, writes)
         except psycopg.Error:
             self.done = done + self.done  # written after the reconnect, lease permitting
             raise

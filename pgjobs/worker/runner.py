@@ -39,6 +39,7 @@ from pgjobs.worker.child import become_child, leave
 from pgjobs.worker.completer import Completer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
+from pgjobs.worker.gate import Gate, passage
 from pgjobs.worker.lane import Lane
 from pgjobs.worker.maintenance import Partitions, Vacuum
 from pgjobs.worker.session import connect, connect_until_up, worker_name
@@ -64,8 +65,10 @@ class Runner:
         slots: Slots,
         registry: Registry | None = None,
         doorbell: Doorbell | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.cfg = cfg
+        self.gate = gate
         self.index = index
         self.slots = slots
         self.name = worker_name()
@@ -77,7 +80,7 @@ class Runner:
         self.leases = Leases()
         self.beacon = Beacon(cfg, self.name, self.leases, slots, index, wake)
         self.wakeups = Wakeups(cfg, wake, doorbell, slots, index)
-        self.completer = Completer(cfg, self.leases, slots, index, self.log)
+        self.completer = Completer(cfg, self.leases, slots, index, self.log, gate)
         types = registry or current()
         self.lane = Lane(cfg, slots, index, wake, self.name, types.start_hooks())
         # What this process can run is what it registered: the claim takes no
@@ -212,10 +215,18 @@ class Runner:
 
     def _claim(self) -> list[ClaimedJob]:
         assert self.control is not None
-        self.completer.flush()  # outcomes a fault held back go first
+        with passage(self.gate, self.index):  # the write and the claim in one turn
+            self.completer.flush()  # outcomes a fault held back go first
+            jobs = self._claim_tries()
+        self.leases.hold(jobs)
+        self.retry.ok()
+        return jobs
+
+    def _claim_tries(self) -> list[ClaimedJob]:
+        assert self.control is not None
         for attempt in range(_CLAIM_TRIES):
             try:
-                jobs = claim(
+                return claim(
                     self.control,
                     worker=self.name,
                     queues=self.cfg.queues,
@@ -223,7 +234,6 @@ class Runner:
                     lease_seconds=self.cfg.lease_seconds,
                     job_types=self.job_types,
                 )
-                break
             except psycopg.errors.SerializationFailure:
                 # A job this claim saw queued moved to jobs_finished before it
                 # locked it (canceled, or claimed and finished by another
@@ -231,9 +241,7 @@ class Runner:
                 # Past a few tries it is a fault like any other.
                 if attempt == _CLAIM_TRIES - 1:
                     raise
-        self.leases.hold(jobs)
-        self.retry.ok()
-        return jobs
+        raise AssertionError("unreachable")
 
     def _idle_everywhere(self) -> bool:
         assert self.control is not None
@@ -300,6 +308,7 @@ def child_main(
     log_level: str,
     registry: Registry | None = None,
     doorbell: Doorbell | None = None,
+    gate: Gate | None = None,
 ) -> None:
     """Entry point of a forked worker process. It leaves by os._exit so that
     nothing inherited from the supervisor (its connection above all) is finalized."""
@@ -309,7 +318,7 @@ def child_main(
         for module in cfg.imports:
             importlib.import_module(module)
         slots = Slots(cfg.processes, array, cfg.concurrency)
-        Runner(cfg, index, slots, registry, doorbell).serve()
+        Runner(cfg, index, slots, registry, doorbell, gate).serve()
     except Fatal as exc:
         logger.error("worker_stopped_on_fault", error=str(exc), sqlstate=exc.fault.sqlstate)
         code = EXIT_FATAL

@@ -36,6 +36,7 @@ from pgjobs.statements.sessions import cancel_listen
 from pgjobs.worker import slots as slot_fields
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.exporter import Exporter
+from pgjobs.worker.gate import Gate, width_for
 from pgjobs.worker.maintenance import Pruner
 from pgjobs.worker.relay import StateRelay
 from pgjobs.worker.rescuer import Rescuer, ended
@@ -75,6 +76,9 @@ class Supervisor:
             cfg.concurrency,
         )
         self.doorbell = Doorbell(self.mp)  # which idle process listens (wakeups.py)
+        # How many processes claim or write at once (gate.py); none for few.
+        width = width_for(cfg.processes)
+        self.gate = Gate(width) if width else None
         self.children: list[Process | None] = [None] * cfg.processes
         self.started_at: list[float] = [0.0] * cfg.processes
         self.signals = 0
@@ -125,6 +129,8 @@ class Supervisor:
             return EXIT_FAILED
         finally:
             self._stop_services()
+            if self.gate is not None:
+                self.gate.close()
             self.rescuer.release()
             if self.rescuer.conn is not None:
                 with contextlib.suppress(psycopg.Error):
@@ -255,6 +261,7 @@ class Supervisor:
                 self.log_level,
                 self.registry,
                 self.doorbell,
+                self.gate,
             ),
             name=f"pgjobs-worker-{index}",
             daemon=False,
