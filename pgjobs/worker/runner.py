@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 import structlog
 
-from pgjobs.faults import Fatal, Retry
+from pgjobs.faults import Fatal, Retry, retry_moved
 from pgjobs.registry import Registry, current
 from pgjobs.statements import ClaimedJob
 from pgjobs.statements.claim import claim, none_active
@@ -54,7 +54,6 @@ _PAUSE_STEP_SECONDS = 0.1
 _LAST_CHANCE_SECONDS = 2.0
 # While async jobs are in flight, an idle sleep looks at their outcomes this often.
 _BUSY_STEP_SECONDS = 0.01
-_CLAIM_TRIES = 3  # claims in a row a row moved to another partition may fail (0060)
 
 
 class Runner:
@@ -214,34 +213,23 @@ class Runner:
             time.sleep(min(left, _PAUSE_STEP_SECONDS))
 
     def _claim(self) -> list[ClaimedJob]:
-        assert self.control is not None
+        control = self.control
+        assert control is not None
         with passage(self.gate, self.index):  # the write and the claim in one turn
             self.completer.flush()  # outcomes a fault held back go first
-            jobs = self._claim_tries()
+            # A job this claim saw queued may move to jobs_finished before it
+            # locks it (canceled, or claimed and finished by another process).
+            jobs = retry_moved(lambda: claim(
+                control,
+                worker=self.name,
+                queues=self.cfg.queues,
+                n=self.executor.room(),
+                lease_seconds=self.cfg.lease_seconds,
+                job_types=self.job_types,
+            ))
         self.leases.hold(jobs)
         self.retry.ok()
         return jobs
-
-    def _claim_tries(self) -> list[ClaimedJob]:
-        assert self.control is not None
-        for attempt in range(_CLAIM_TRIES):
-            try:
-                return claim(
-                    self.control,
-                    worker=self.name,
-                    queues=self.cfg.queues,
-                    n=self.executor.room(),
-                    lease_seconds=self.cfg.lease_seconds,
-                    job_types=self.job_types,
-                )
-            except psycopg.errors.SerializationFailure:
-                # A job this claim saw queued moved to jobs_finished before it
-                # locked it (canceled, or claimed and finished by another
-                # process): the claim, in autocommit, is simply tried again.
-                # Past a few tries it is a fault like any other.
-                if attempt == _CLAIM_TRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
 
     def _idle_everywhere(self) -> bool:
         assert self.control is not None
