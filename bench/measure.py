@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import queue
+import shutil
 import signal
 import socket
 import statistics
@@ -174,6 +175,8 @@ class Workers:
 
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+        # Their logs reach a report only through a BenchError, raised before.
+        shutil.rmtree(self.logdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

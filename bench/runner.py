@@ -204,7 +204,9 @@ def _system_run(system: System, admin: str, sizes: Sizes, r: int, entry: dict[st
             progress("    latency p50/p95/p99: " + " / ".join(
                 f"{measure.percentile(samples, p):.1f}" for p in (50, 95, 99)) + " ms")
         _guarded(entry, "latency", progress, latency)
-        _guarded(entry, "pickup", progress, lambda: pickup.record(system, sizes, figures, progress))
+        if system.uses_postgres:  # its CPU per job counts the server sessions of the database
+            _guarded(entry, "pickup", progress,
+                     lambda: pickup.record(system, sizes, figures, progress))
 
         if hasattr(system, "seed"):
             _guarded(entry, "claim latency", progress, lambda: _claim_pair(
