@@ -16,11 +16,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from typing import Any
 
-from bench import measure, pg
+from bench import measure, pg, variants
 from bench.floor import Floor
 from bench.settings import FULL
 from bench.systems import ALL
@@ -39,13 +37,8 @@ with pg.database(admin, name) as dsn:
 
 def variant_rate(path: str, admin: str, label: str, jobs: int, clients: int, batch: int) -> float:
     """The variant's enqueue rate, its own package imported (PYTHONPATH first)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join((path, os.getcwd()))}
-    out = subprocess.run(
-        [sys.executable, "-c", _VARIANT, admin, pg.database_name(f"ab_{label}"),
-         str(jobs), str(clients), str(batch)],
-        env=env, cwd=path, check=True, capture_output=True, text=True,
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(variants.last_line(path, _VARIANT, admin, pg.database_name(f"ab_{label}"),
+                                    str(jobs), str(clients), str(batch)))
 
 
 def peer_rate(admin: str, name: str, jobs: int, clients: int, batch: int) -> float:

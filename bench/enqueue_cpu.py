@@ -17,15 +17,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
-from bench import pg
+from bench import pg, variants
 from bench.systems import ALL
 
 FLOOR_TABLE = (
@@ -99,13 +97,9 @@ with pg.database(admin, name) as dsn:
 
 
 def variant_cpu(path: str, admin: str, label: str, calls: int, batch: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join((path, os.getcwd()))}
-    out = subprocess.run(
-        [sys.executable, "-c", _VARIANT, admin, pg.database_name(f"cpu_{label}"),
-         str(calls), str(batch), os.path.abspath(__file__)],
-        env=env, cwd=path, check=True, capture_output=True, text=True,
-    )
-    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, float] = json.loads(variants.last_line(
+        path, _VARIANT, admin, pg.database_name(f"cpu_{label}"), str(calls), str(batch),
+        os.path.abspath(__file__)))
     return figures
 
 

@@ -17,11 +17,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from typing import Any
 
-from bench import pg
+from bench import pg, variants
 
 _VARIANT = """
 import json, os, sys
@@ -46,13 +44,9 @@ def variant_run(
 ) -> dict[str, float]:
     """One run of ``figure`` with the variant's package and schema (its
     checkout first on PYTHONPATH, its workers run from there)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join((path, os.getcwd()))}
-    out = subprocess.run(
-        [sys.executable, "-c", _VARIANT, admin, pg.database_name(f"wk_{label}"), figure,
-         str(samples), str(processes)],
-        env=env, cwd=path, check=True, capture_output=True, text=True,
-    )
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, float] = json.loads(variants.last_line(
+        path, _VARIANT, admin, pg.database_name(f"wk_{label}"), figure, str(samples),
+        str(processes)))
     return result
 
 

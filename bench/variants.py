@@ -1,0 +1,17 @@
+"""A/B runs of checkouts: one measurement run with a checkout's own package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def last_line(path: str, script: str, *args: str) -> str:
+    """The last line ``python -c script args`` prints, run from checkout ``path``
+    with that checkout first on PYTHONPATH (its package, its SQL, its workers)
+    and this one's ``bench`` after it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((path, os.getcwd()))}
+    out = subprocess.run([sys.executable, "-c", script, *args],
+                         env=env, cwd=path, check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
