@@ -75,6 +75,23 @@ def server_settings(dsn: str) -> dict[str, str]:
     return {name: found.get(name, "?") for name in SETTINGS}
 
 
+# What a private cluster copies from the server it stands in for: the
+# settings that decide a commit's cost, memory and vacuum.
+MIRRORED = (
+    *(name for name in SETTINGS if name not in ("server_version", "max_connections")),
+    "full_page_writes",
+)
+
+
+def mirrored_settings(dsn: str) -> dict[str, str]:
+    """``dsn``'s server's MIRRORED settings, as postgresql.conf takes them."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "select name, setting from pg_settings where name = any(%s)", [list(MIRRORED)]
+        ).fetchall()
+    return dict(rows)
+
+
 def table_stats(conn: psycopg.Connection[Any], tables: tuple[str, ...]) -> dict[str, float]:
     """Over ``tables`` (schema.name), each summed over its partitions when it
     is partitioned (pg_partition_tree gives no rows for a plain table): live

@@ -27,7 +27,9 @@ def _free_port() -> int:
 class PrivateServer:
     """A throwaway PostgreSQL cluster this test owns and may stop at will."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, settings: dict[str, str] | None = None) -> None:
+        # postgresql.conf lines after the defaults below (later lines win).
+        self.settings = settings or {}
         self.bindir = SYSTEM_BIN if (SYSTEM_BIN / "pg_ctl").exists() else self._pgserver_bin()
         self.root = root
         self.pgdata = root / "data"
@@ -76,6 +78,7 @@ class PrivateServer:
                 # A test cluster: durability across an OS crash is not under test.
                 "fsync = off\nfull_page_writes = off\n"
             )
+            conf.writelines(f"{name} = '{value}'\n" for name, value in self.settings.items())
 
     def start(self) -> None:
         self._run("pg_ctl", "--wait", "--timeout=60", "--log", str(self.logfile), "start")
@@ -98,9 +101,12 @@ def _user_exists(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def private_server(prefix: str = "pgjobs-private-") -> Iterator[PrivateServer]:
-    """A started private cluster, destroyed afterwards whatever happens."""
-    server = PrivateServer(Path(tempfile.mkdtemp(prefix=prefix)))
+def private_server(
+    prefix: str = "pgjobs-private-", settings: dict[str, str] | None = None
+) -> Iterator[PrivateServer]:
+    """A started private cluster, destroyed afterwards whatever happens;
+    ``settings`` override the test defaults (fsync off, 50 sessions)."""
+    server = PrivateServer(Path(tempfile.mkdtemp(prefix=prefix)), settings)
     try:
         server.init()
         server.start()
