@@ -6,9 +6,11 @@ broken schedule that must not block the others."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 import pytest
 
 import pgjobs
@@ -100,6 +102,32 @@ def test_bad_input_is_invalid_job_and_writes_nothing(
             (job_type, cron, zone),
         )
     assert caught.value.sqlstate == "PJ001"
+    assert conn.execute("select count(*) as n from pgjobs.schedules").fetchone()["n"] == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(json.loads("[" * 0 + '{"a": ' * 40 + "1" + "}" * 40), id="nested 40 deep"),
+        pytest.param({"n": 10**300}, id="a 301-digit number"),
+        pytest.param({"s": "x" * (1 << 20)}, id="over 1 MB"),
+    ],
+)
+def test_a_payload_no_job_could_carry_is_refused_by_the_schedule(
+    conn: psycopg.Connection[Any], noop: str, payload: dict[str, Any]
+) -> None:
+    """A schedule holds the payload of the jobs it fires: one that the jobs'
+    own checks refuse (pgjobs.payload_problem) is refused when the schedule is
+    written, not at every tick ever after."""
+    for statement in (
+        "select pgjobs.schedule('deep', %(t)s, '* * * * *', %(p)s, organization => 'acme')",
+        "insert into pgjobs.schedules (name, organization, job_type, cron, payload)"
+        " values ('deep', 'acme', %(t)s, '* * * * *', %(p)s)",
+        "select pgjobs.enqueue(%(t)s, %(p)s, organization => 'acme')",
+    ):
+        with pytest.raises(psycopg.Error) as caught, conn.transaction():
+            conn.execute(statement, {"t": noop, "p": Jsonb(payload)})
+        assert caught.value.sqlstate == "PJ001", statement
     assert conn.execute("select count(*) as n from pgjobs.schedules").fetchone()["n"] == 0
 
 

@@ -459,8 +459,9 @@ $$;
 create function pgjobs.schedules_before_write() returns trigger
 language plpgsql as $$
 declare
-    scope text := pgjobs.current_organization();
-    t     pgjobs.job_types;
+    scope   text := pgjobs.current_organization();
+    t       pgjobs.job_types;
+    problem text;
 begin
     if tg_op = 'INSERT' then
         new.organization := coalesce(new.organization, scope);
@@ -486,14 +487,12 @@ begin
     if not found then
         perform pgjobs.invalid_job(format('unknown job type %L', new.job_type));
     end if;
+    -- The jobs' own payload limits (pgjobs.payload_problem): every fire
+    -- enqueues this payload, so one they refuse is refused here, once.
     new.payload := coalesce(new.payload, '{}');
-    if jsonb_typeof(new.payload) <> 'object' then
-        perform pgjobs.invalid_job(format('payload must be a JSON object, got %s',
-                                          jsonb_typeof(new.payload)));
-    end if;
-    if pg_column_size(new.payload) > pgjobs.max_payload_bytes() then
-        perform pgjobs.invalid_job(format('payload is %s bytes, the limit is %s',
-                                          pg_column_size(new.payload), pgjobs.max_payload_bytes()));
+    problem := pgjobs.payload_problem(new.payload);
+    if problem is not null then
+        perform pgjobs.invalid_job(problem);
     end if;
     new.timezone := coalesce(new.timezone, 'UTC');
     if tg_op = 'INSERT' or new.cron is distinct from old.cron
