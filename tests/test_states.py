@@ -138,3 +138,28 @@ def test_every_transition_leaves_one_history_row(conn: Conn) -> None:
     ]
     for a, b in [(r["from_state"], r["to_state"]) for r in rows]:
         assert (State(a), State(b)) in TRANSITIONS
+
+
+def test_the_state_trigger_reads_each_transition_row_once_whatever_came_first(
+    conn: Conn,
+) -> None:
+    """The trigger pairs old and new rows in one pass of each, even in a
+    session whose first update moved one row (a worker's first claim), from
+    which Postgres sizes the transition tables of its cached plan: a nested
+    loop there read the old rows once per new row."""
+    ids = [factories.make_job(conn, "queued") for _ in range(21)]
+    plans: list[str] = []
+    conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+    conn.execute("load 'auto_explain'")
+    for setting, value in (("log_min_duration", "0"), ("log_nested_statements", "on"),
+                           ("log_analyze", "on"), ("log_timing", "off")):
+        conn.execute("select set_config(%s, %s, true)", (f"auto_explain.{setting}", value))
+    conn.execute("set local client_min_messages = log")
+    factories.move(conn, ids[0], "running")  # the session's first: one row
+    plans.clear()
+    conn.execute("update pgjobs.jobs set state = 'running', attempt = attempt + 1,"
+                 " lease_token = 1 where id = any(%s)", (ids[1:],))
+    conn.execute("set local client_min_messages = notice")
+    [pairing] = [p for p in plans if "from new_rows n" in p]
+    scans = re.findall(r"Named Tuplestore Scan .*\(actual rows=(\d+) loops=(\d+)\)", pairing)
+    assert scans and all(s == ("20", "1") for s in scans), pairing

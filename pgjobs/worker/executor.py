@@ -210,7 +210,7 @@ class Executor:
         self.stopping = stopping
         self.log = log
         self.batch = BatchSize(batch_limit)
-        self.handler_seconds = 0.0  # of the batch running, less its waits for a CPU
+        self.handler_seconds = 0.0  # wall time of the batch's sync handlers so far
         self.run_queue = completer.run_queue  # this thread's: it runs sync handlers
         self.lane = lane  # runs async handlers; started at its first job if not before
         # Slot entries not in use (main thread only): a sync job takes one while
@@ -250,6 +250,7 @@ class Executor:
         full = len(jobs) >= self.batch.current
         self.handler_seconds = 0.0
         completer = self.completer
+        started, waited = time.monotonic(), self.run_queue.seconds()
         try:
             for position, job in enumerate(jobs):
                 self._wait_for_entry()
@@ -268,8 +269,22 @@ class Executor:
                     raise
         finally:
             self._hand_over()  # the async jobs taken in hand start whatever happens
+        work = self._less_cpu_waits(self.handler_seconds, started, waited)
         completer.flush()
-        self.batch.adapt(len(jobs), self.handler_seconds, full=full)
+        self.batch.adapt(len(jobs), work, full=full)
+
+    def _less_cpu_waits(self, seconds: float, started: float, waited: float) -> float:
+        """``seconds`` of the handlers' wall time since ``started`` (on the
+        monotonic clock, ``waited`` on the run-queue clock), less their share
+        of the time this thread waited for a CPU meanwhile: the wait is taken
+        as spread evenly over the batch. Two reads of the run-queue clock (a
+        read of /proc each) per batch: one before and one after each job was
+        a tenth of the worker's CPU per job in a drain of no-op jobs."""
+        wall = time.monotonic() - started
+        if wall <= 0:
+            return seconds
+        wait = min(max(self.run_queue.seconds() - waited, 0.0), wall)
+        return seconds * (1 - wait / wall)
 
     def _run_one(self, control: psycopg.Connection[Any], job: ClaimedJob) -> None:
         ctx = JobContext(
@@ -282,7 +297,6 @@ class Executor:
         entry = self.free.pop()
         self.slots.start(self.index, job.id, job.lease_token, job.timeout_seconds, entry)
         started = time.monotonic()
-        queued = self.run_queue.seconds()
         try:
             found = starting.handler_or_refusal(job, self.types)
             if isinstance(found, Failed):
@@ -299,7 +313,7 @@ class Executor:
                 self.slots.finish(self.index, entry)
                 self.free.append(entry)
         elapsed = time.monotonic() - started
-        self.handler_seconds += max(0.0, elapsed - (self.run_queue.seconds() - queued))
+        self.handler_seconds += elapsed
         outcome = _past_deadline(job, outcome, elapsed)
         self._log_outcome(job, outcome)
         self.completer.record(job, outcome, ctx.transaction_open)
