@@ -52,13 +52,18 @@ def measure(call: Callable[[], Any], pid: int, calls: int, batch: int) -> dict[s
     return {"server_us": server, "client_us": client, "total_us": server + client}
 
 
-def pgjobs_cpu(dsn: str, calls: int, batch: int) -> dict[str, float]:
+def pgjobs_cpu(dsn: str, calls: int, batch: int,
+               organization: str | None = None) -> dict[str, float]:
+    """Jobs of ``organization``, or system jobs (the default, as ``make bench``'s)."""
     import bench.apps.pgjobs  # noqa: F401  (registers the job types)
     import pgjobs
 
     ALL["pgjobs"]().install(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        jobs = [{"job_type": "bench.noop"}] * batch
+        job = {"job_type": "bench.noop"}
+        if organization is not None:
+            job["organization"] = organization
+        jobs = [job] * batch
         return measure(lambda: pgjobs.enqueue_many(conn, jobs), conn.info.backend_pid,
                        calls, batch)
 
@@ -91,15 +96,17 @@ spec = importlib.util.spec_from_file_location("enqueue_cpu", sys.argv[5])
 enqueue_cpu = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(enqueue_cpu)
 admin, name, calls, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+organization = sys.argv[6] or None
 with pg.database(admin, name) as dsn:
-    print(json.dumps(enqueue_cpu.pgjobs_cpu(dsn, calls, batch)))
+    print(json.dumps(enqueue_cpu.pgjobs_cpu(dsn, calls, batch, organization)))
 """
 
 
-def variant_cpu(path: str, admin: str, label: str, calls: int, batch: int) -> dict[str, float]:
+def variant_cpu(path: str, admin: str, label: str, calls: int, batch: int,
+                organization: str | None = None) -> dict[str, float]:
     figures: dict[str, float] = json.loads(variants.last_line(
         path, _VARIANT, admin, pg.database_name(f"cpu_{label}"), str(calls), str(batch),
-        os.path.abspath(__file__)))
+        os.path.abspath(__file__), organization or ""))
     return figures
 
 
@@ -110,12 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--organization", default=None,
+                        help="pgjobs enqueues jobs of this organization (default: system jobs)")
     args = parser.parse_args(argv)
     admin = pg.admin_dsn()
     variants = [v.split("=", 1) for v in args.variants.split(",")]
     found: dict[str, list[dict[str, float]]] = {}
     for r in range(args.rounds):
-        row = {label: variant_cpu(os.path.abspath(path), admin, label, args.calls, args.batch)
+        row = {label: variant_cpu(os.path.abspath(path), admin, label, args.calls, args.batch,
+                                  args.organization)
                for label, path in variants}
         for name, run in (("pgqueuer", pgqueuer_cpu), ("floor", floor_cpu)):
             with pg.database(admin, pg.database_name(f"cpu_{name}")) as dsn:

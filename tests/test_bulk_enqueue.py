@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql as pgsql
 
 import pgjobs
-from pgjobs import registry
+from pgjobs import registry, sql
 from tests.support import handlers as _handlers  # registers the t.* job types
 from tests.test_security import Roles, as_user, roles  # noqa: F401 - fixture
 
@@ -253,6 +253,60 @@ def test_a_batch_wakes_each_of_its_queues_once(dsn: str, admin: Any) -> None:
         # notifications are delivered together.
         got += [n.payload for n in listener.notifies(timeout=0.2)]
     assert sorted(got) == ["default", "other"]
+
+
+# -- indexes a bulk enqueue writes ----------------------------------------------------
+
+
+def _index_bytes(conn: psycopg.Connection[Any], index: str) -> int:
+    found = conn.execute("select pg_relation_size(%s::regclass)", (index,)).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def test_system_jobs_take_no_entry_in_the_organization_index(admin: Any) -> None:
+    """0200: jobs_organization_id_idx serves readers that name an organization
+    only, so a system job (organization NULL) is not written to it; a tenant's
+    job is."""
+    index = "pgjobs.jobs_active_organization_id_idx"
+    empty = _index_bytes(admin, index)  # the metapage alone
+    pgjobs.enqueue_many(admin, [{"job_type": "t.noop"}] * 500)
+    pgjobs.enqueue_many(admin, [{"job_type": "t.noop", "payload": {"n": n}} for n in range(500)])
+    assert _index_bytes(admin, index) == empty
+    pgjobs.enqueue_many(admin, [{"job_type": "t.noop", "organization": ORG}] * 500)
+    assert _index_bytes(admin, index) > empty
+
+
+def _index_scans(plan: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(node type, index, index condition) of every index scan of a JSON plan."""
+    found = []
+    if "Index Name" in plan:
+        found.append((plan["Node Type"], plan["Index Name"], plan.get("Index Cond", "")))
+    for child in plan.get("Plans", []):
+        found += _index_scans(child)
+    return found
+
+
+def test_listing_one_organization_keeps_its_index_scan(admin: Any) -> None:
+    """The reader of jobs_organization_id_idx, a listing of one organization's
+    jobs newest first (job_list as an admin names it), still finds them by
+    (organization, id) on the active partition, among many system jobs."""
+    pgjobs.enqueue_many(admin, [{"job_type": "t.noop"}] * 3000)
+    pgjobs.enqueue_many(admin, [{"job_type": "t.noop", "organization": VICTIM}] * 3000)
+    pgjobs.enqueue_many(admin, [{"job_type": "t.noop", "organization": ORG}] * 3)
+    admin.execute("analyze pgjobs.jobs_active")
+    admin.execute("set local role pgjobs_admin")
+    params = dict.fromkeys(("state", "job_type", "queue", "since", "until", "after_id"))
+    plan = admin.execute(
+        "explain (format json) " + sql.query("job_list"),
+        {**params, "organization": ORG, "limit": 50},
+    ).fetchone()
+    assert plan is not None
+    scans = _index_scans(plan[0][0]["Plan"])
+    active = [scan for scan in scans if scan[1].startswith("jobs_active")]
+    assert active == [
+        ("Index Scan", "jobs_active_organization_id_idx", "(organization = 'org-A'::text)")
+    ], scans
 
 
 # -- the Python client -------------------------------------------------------------

@@ -187,7 +187,11 @@ create index jobs_waiting_parents_idx on pgjobs.jobs using gin (depends_on)
     where state = 'waiting';
 -- Lookups by id, one probe per partition; and listing per organization.
 create index jobs_id_idx on pgjobs.jobs (id);
-create index jobs_organization_id_idx on pgjobs.jobs (organization, id);
+-- Every reader names an organization (`organization = X` implies the
+-- predicate); a system job is never looked up by (organization, id), so it
+-- takes no entry here (0200): one B-tree fewer per row of a bulk enqueue.
+create index jobs_organization_id_idx on pgjobs.jobs (organization, id)
+    where organization is not null;
 -- Retention finds old finished rows. The states are pgjobs.is_finished's
 -- (30_state_machine.sql): the planner inlines that function, so a query that
 -- filters with it matches this predicate.
