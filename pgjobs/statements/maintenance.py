@@ -1,15 +1,11 @@
 """Maintenance (``sql/queries/maintenance.sql``): the workers' vacuum of the jobs
-table and of the partitions of finished jobs and history, retention's batches,
-and the turns (leases) both take."""
+table, retention's batches, and the turns (leases) both take."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
-
-import psycopg
-from psycopg import sql
 
 from pgjobs.statements.base import Params, flag, nothing, statement
 
@@ -45,26 +41,6 @@ def vacuum_turn(
 @statement("jobs_vacuum", nothing, fetch=False)
 def vacuum() -> None:
     return None
-
-
-def _partition(found: list[Any]) -> tuple[str, str] | None:
-    return (found[0][0], found[0][1]) if found else None
-
-
-@statement("finished_vacuum_turn", _partition)
-def finished_vacuum_turn(
-    *, holder: str, seconds: float, threshold: int, now: dt.datetime | None = None
-) -> Params:
-    """The partition of finished jobs or of history (schema, name) that has
-    had ``threshold`` rows inserted since its last vacuum, which ``holder``
-    took the vacuum turn to vacuum; None: none is due, or the turn is taken."""
-    return {"holder": holder, "seconds": seconds, "threshold": threshold, "now": now}
-
-
-def vacuum_partition(conn: psycopg.Connection[Any], schema: str, name: str) -> None:
-    """VACUUM of the partition :func:`finished_vacuum_turn` named (a name from
-    the catalog, quoted here: a statement cannot take a table as a parameter)."""
-    conn.execute(sql.SQL("vacuum {}").format(sql.Identifier(schema, name)))
 
 
 def _count(found: list[Any]) -> int:

@@ -1,5 +1,5 @@
-"""Maintenance the workers do themselves: vacuuming the unfinished jobs and
-the partitions of finished ones, making the partitions of finished jobs ahead of time, and retention
+"""Maintenance the workers do themselves: vacuuming the unfinished jobs,
+making the partitions of finished jobs ahead of time, and retention
 (``pgjobs worker --prune-after 30d``).
 
 Vacuum: claimed jobs leave dead entries at the head of the claim's index,
@@ -8,12 +8,7 @@ decays without it. Workers that may vacuum (the table's owner, a superuser)
 do so when enough dead tuples have piled up, checked about once a second, one
 worker at a time: the one that took the vacuum turn (a row of
 pgjobs.maintenance_leases, which no role without pgjobs grants can take or
-block, released when done and expiring if its holder dies). With that turn,
-when the unfinished jobs need nothing, they vacuum the partition of finished
-jobs or of history that had the most rows inserted since its last vacuum, once
-those are ``inserts`` or more, unless autovacuum will (finished_vacuum_turn):
-only a vacuum sets the pages of such insert-only tables all-visible, without
-which a count of the jobs reads every page of every finished job.
+block, released when done and expiring if its holder dies).
 
 Prune: the supervisor forks a short-lived pruner process at start and then
 once per ``prune_every_seconds``: a long delete never delays the supervisor's
@@ -27,7 +22,6 @@ from __future__ import annotations
 
 import multiprocessing.context
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -44,7 +38,6 @@ logger = structlog.get_logger("pgjobs.pruner")
 _VACUUM_CHECK_SECONDS = 1.0
 _VACUUM_DEAD_TUPLES = 10_000
 _VACUUM_DEAD_SHARE = 0.05  # of the live tuples, when that is more
-_VACUUM_INSERTED_TUPLES = 100_000  # into a partition of finished jobs or history
 _VACUUM_TURN_SECONDS = 600.0  # a vacuuming worker that dies gives its turn back this soon
 _PARTITIONS_CHECK_SECONDS = 60.0
 _PRUNE_RETRY_SECONDS = 300.0  # a failed prune run (Postgres away, say) is retried this soon
@@ -54,23 +47,12 @@ EXIT_FAILED = 1
 
 
 class Vacuum:
-    """The worker's vacuum duty, checked after each batch it ran: the
-    unfinished jobs when their dead tuples call for it, else the partition of
-    finished jobs or history most behind, once ``inserts`` rows came into it
-    since its last vacuum and autovacuum will not see to it
-    (finished_vacuum_turn)."""
+    """The worker's vacuum duty, checked after each batch it ran."""
 
-    def __init__(
-        self,
-        log: Any,
-        holder: str,
-        threshold: int = _VACUUM_DEAD_TUPLES,
-        inserts: int = _VACUUM_INSERTED_TUPLES,
-    ) -> None:
+    def __init__(self, log: Any, holder: str, threshold: int = _VACUUM_DEAD_TUPLES) -> None:
         self.log = log
         self.holder = holder
         self.threshold = threshold
-        self.inserts = inserts
         self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
         # The transaction that held back the last vacuum: while it still
         # does, another vacuum could remove nothing (jobs_vacuum_turn).
@@ -90,39 +72,19 @@ class Vacuum:
             scale=_VACUUM_DEAD_SHARE,
             last_horizon=self.horizon,
         )
-        if due:
-            self.horizon = horizon
-            return self._vacuum(conn, "jobs_vacuumed", statements.vacuum)
-        partition = statements.finished_vacuum_turn(
-            conn, holder=self.holder, seconds=_VACUUM_TURN_SECONDS, threshold=self.inserts
-        )
-        if partition is None:
+        if not due:
             return False
-        return self._vacuum(
-            conn,
-            "partition_vacuumed",
-            lambda c: statements.vacuum_partition(c, *partition),
-            partition=".".join(partition),
-        )
-
-    def _vacuum(
-        self,
-        conn: psycopg.Connection[Any],
-        event: str,
-        vacuum: Callable[[psycopg.Connection[Any]], None],
-        **fields: str,
-    ) -> bool:
-        """Runs ``vacuum`` with the turn taken, and gives the turn back."""
+        self.horizon = horizon
         try:
             started = time.monotonic()
             # VACUUM cannot run in a transaction block, so behind a pooler it
             # runs without the per-transaction settings (the server's timeouts).
             with pooler.bare(conn):
-                vacuum(conn)
-            self.log.info(event, seconds=round(time.monotonic() - started, 3), **fields)
+                statements.vacuum(conn)
+            self.log.info("jobs_vacuumed", seconds=round(time.monotonic() - started, 3))
             return True
         except psycopg.errors.QueryCanceled as exc:  # statement_timeout: the next one goes on
-            self.log.warning("vacuum_canceled", error=str(exc), **fields)
+            self.log.warning("jobs_vacuum_canceled", error=str(exc))
             return False
         finally:
             statements.lease_release(conn, duties=["vacuum"], holder=self.holder)

@@ -46,46 +46,6 @@ on conflict (duty) do update
        or l.expires_at < coalesce(%(now)s, now())
 returning true, (select h.xid from horizon h);
 
--- name: finished_vacuum_turn
--- Takes the vacuum turn (see maintenance_lease_take) when a partition of
--- finished jobs or of history has had enough rows inserted since its last
--- vacuum, this role may vacuum it, nobody is vacuuming it already, and
--- autovacuum will not: the server's is off or the partition's is. Rows there
--- are only inserted (and later dropped whole), so no dead tuple ever asks for
--- that vacuum; but until one sets its pages all-visible every count or index
--- lookup over them reads the heap, and a count(*) of the jobs is a scan of
--- every finished job (autovacuum's insert threshold, where it runs). Each
--- vacuum reads only the pages filled since the last one, so a fixed number of
--- rows keeps its cost per job flat and the unvacuumed tail short at any
--- size. Returns the partition most behind, schema and name.
-with due as (
-    select s.schemaname, s.relname
-      from pg_stat_user_tables s
-      join pg_class c on c.oid = s.relid
-     where s.relid in (select t.relid from pg_partition_tree('pgjobs.jobs_finished') t
-                        where t.isleaf
-                       union all
-                       select t.relid from pg_partition_tree('pgjobs.job_events') t
-                        where t.isleaf)
-       and s.n_ins_since_vacuum >= %(threshold)s
-       and (pg_has_role(c.relowner, 'USAGE')
-            or (select r.rolsuper from pg_roles r where r.rolname = current_user))
-       and not (current_setting('autovacuum')::boolean
-                and coalesce((select o.option_value from pg_options_to_table(c.reloptions) o
-                               where o.option_name = 'autovacuum_enabled'), 'on')::boolean)
-       and not exists (select from pg_stat_progress_vacuum v where v.relid = s.relid)
-     order by s.n_ins_since_vacuum desc
-     limit 1
-)
-insert into pgjobs.maintenance_leases as l (duty, holder, expires_at)
-select 'vacuum', %(holder)s, coalesce(%(now)s, now()) + make_interval(secs => %(seconds)s)
-  from due
-on conflict (duty) do update
-   set holder = excluded.holder, expires_at = excluded.expires_at
- where l.holder is null or l.holder = excluded.holder
-       or l.expires_at < coalesce(%(now)s, now())
-returning (select d.schemaname from due d), (select d.relname from due d);
-
 -- name: jobs_vacuum
 -- The unfinished jobs: the partition claims and completions leave dead rows in.
 vacuum pgjobs.jobs_active;
