@@ -50,3 +50,28 @@ def test_no_second_vacuum_while_the_same_open_transaction_holds_the_horizon(
         # It ended: the next vacuum can remove what it kept.
         locked, after = vacuum_turn(conn, horizon)
         assert locked and after != horizon
+
+
+def test_the_workers_vacuum_leaves_the_empty_pages_at_the_end_of_the_unfinished_jobs(
+    dsn: str,
+) -> None:
+    """Truncating them needs jobs_active's ACCESS EXCLUSIVE lock, which any
+    claim, completion or reader of the jobs holds off: VACUUM waits up to 5 s
+    for it, and the worker running it claims nothing meanwhile."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        factories.ensure_type(conn)
+        conn.execute("insert into pgjobs.jobs (job_type) select %s from generate_series(1, 2000)",
+                     (factories.JOB_TYPE,))
+        conn.execute("update pgjobs.jobs set state = 'running', attempt = 1,"
+                     " lease_token = nextval('pgjobs.lease_token_seq')")
+        conn.execute("update pgjobs.jobs set state = 'completed', finished_at = now()")
+
+        def size() -> int:
+            row = conn.execute("select pg_relation_size('pgjobs.jobs_active')").fetchone()
+            assert row is not None
+            return int(row[0])
+
+        before = size()
+        assert before > 0  # every row there is dead: the whole table could go
+        maintenance.vacuum(conn)
+        assert size() == before

@@ -174,12 +174,14 @@ def _seed_chunks(dsn: str, statement: str, count: int, params: dict[str, Any],
 def _ensure_partitions(conn: psycopg.Connection[Any], span: dt.timedelta) -> None:
     """When the schema keeps finished jobs in partitions by period and offers
     ``pgjobs.partitions_ensure(now)``, the days the seed covers get theirs
-    first, as workers running then would have made them; without it the rows
-    go wherever the schema puts them (a default partition, a plain table)."""
+    first (today's alone for no span: rows in the default partition would keep
+    the workers from making it), as workers running then would have made them;
+    without it the rows go wherever the schema puts them (a default partition,
+    a plain table)."""
     found = conn.execute(
         "select to_regprocedure('pgjobs.partitions_ensure(timestamptz)') is not null"
     ).fetchone()
-    if not (found and found[0]) or not span:
+    if not (found and found[0]):
         return
     conn.execute(
         "select pgjobs.partitions_ensure(t) from generate_series(now() - %s, now(),"

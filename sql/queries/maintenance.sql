@@ -48,7 +48,11 @@ returning true, (select h.xid from horizon h);
 
 -- name: jobs_vacuum
 -- The unfinished jobs: the partition claims and completions leave dead rows in.
-vacuum pgjobs.jobs_active;
+-- Without truncating the empty pages at its end: that needs the table's
+-- ACCESS EXCLUSIVE lock, which every claim and completion keep from it, and
+-- VACUUM waits up to 5 s for it, the worker that runs it claiming nothing
+-- meanwhile; the pages are filled again by the next jobs anyway.
+vacuum (truncate false) pgjobs.jobs_active;
 
 -- name: job_prune_batch
 -- One short transaction: up to batch_size finished jobs older than the cutoff,
