@@ -10,9 +10,13 @@ what the waiting sessions wait for.
 
 ``python -m bench.held --processes 4,16,64 --seconds 30`` prints one line per
 process count: completions per second, CPU per job (worker processes, server
-sessions), for pgjobs the jobs per claim and per completion write, and the top
-wait events; ``BENCH_DSN`` picks the server (it
-needs about 2 connections per worker process).
+sessions, and the server's by session kind: the word after "pgjobs" in its
+application_name), for pgjobs the jobs per claim and per completion write, and
+the top wait events; ``BENCH_DSN`` picks the server (it needs about 2
+connections per worker process). Where the server loads pg_stat_statements
+(created in ``BENCH_DSN``'s database; ``pg_stat_statements.track = all`` and
+``track_planning = on`` to see the statements inside functions and their
+plans) the slowest statements follow, with calls and plans per job.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 import psutil
 import psycopg
+import psycopg.conninfo
 
 from bench import measure, pg
 from bench.systems import ALL, System
@@ -154,6 +159,59 @@ def cpu_seconds(w: measure.Workers, dsn: str) -> tuple[float, float]:
     return process_cpu(workers), process_cpu(backends)
 
 
+def _session_kind(application_name: str) -> str:
+    words = application_name.split()
+    return words[1] if len(words) > 1 and words[0] == "pgjobs" else application_name or "other"
+
+
+def session_cpu(dsn: str) -> dict[str, float]:
+    """CPU seconds so far of this database's server sessions, by kind."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "select pid, application_name from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()").fetchall()
+    found: dict[str, float] = collections.defaultdict(float)
+    for pid, name in rows:
+        with contextlib.suppress(psutil.Error):
+            found[_session_kind(name)] += process_cpu([psutil.Process(pid)])
+    return found
+
+
+_STATEMENTS = """
+select left(regexp_replace(s.query, '\\s+', ' ', 'g'), 60), s.calls, s.plans,
+       s.total_exec_time + s.total_plan_time
+  from pg_stat_statements s join pg_database d on d.oid = s.dbid
+ where d.datname = %s
+ order by 4 desc limit 8
+"""
+
+
+class Statements:
+    """pg_stat_statements over the window, where the server has it."""
+
+    def __init__(self, admin: str, dsn: str) -> None:
+        self.admin = admin
+        self.dbname = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
+        self.on = True
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute("select pg_stat_statements_reset()")
+        except psycopg.Error:
+            self.on = False
+
+    def report(self, done: int) -> dict[str, Any]:
+        """The slowest statements: calls and plans per job, ms (exec + plan) per call."""
+        if not self.on:
+            return {}
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            rows = conn.execute(_STATEMENTS, [self.dbname]).fetchall()
+        n = max(done, 1)
+        return {"statements": [
+            {"query": q, "calls_per_job": round(calls / n, 4), "plans_per_job": round(plans / n, 4),
+             "ms_per_call": round(ms / max(calls, 1), 3)}
+            for q, calls, plans, ms in rows]}
+
+
 def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
          warmup: float = 5.0) -> dict[str, Any]:
     """Completions/s over ``seconds`` after ``warmup``, the queue kept near ``depth``."""
@@ -179,7 +237,8 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
                 w.check()
                 time.sleep(_POLL_SECONDS)
             with sampling(dsn) as sampler:
-                cpu0 = cpu_seconds(w, dsn)
+                cpu0, by_session0 = cpu_seconds(w, dsn), session_cpu(dsn)
+                statements = Statements(pg.admin_dsn(), dsn)
                 since = db_now(dsn)
                 t0, sent0, left0 = time.monotonic(), sent, top_up()
                 while time.monotonic() - t0 < seconds:
@@ -187,13 +246,17 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
                     left = top_up()
                 w.check()
                 span = time.monotonic() - t0
-                cpu1 = cpu_seconds(w, dsn)
+                cpu1, by_session1 = cpu_seconds(w, dsn), session_cpu(dsn)
                 until = db_now(dsn)
             done = (sent - sent0) - (left - left0)
             return {"processes": processes, "completed_per_s": done / span,
                     "worker_cpu_us_per_job": (cpu1[0] - cpu0[0]) / max(done, 1) * 1e6,
                     "server_cpu_us_per_job": (cpu1[1] - cpu0[1]) / max(done, 1) * 1e6,
-                    **batches(system, dsn, since, until), **sampler.report()}
+                    "server_cpu_us_per_job_by_session": {
+                        k: round((v - by_session0.get(k, 0.0)) / max(done, 1) * 1e6, 1)
+                        for k, v in sorted(by_session1.items(), key=lambda kv: -kv[1])},
+                    **batches(system, dsn, since, until), **sampler.report(),
+                    **statements.report(done)}
     finally:
         client.close()
 

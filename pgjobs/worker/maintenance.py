@@ -5,10 +5,21 @@ making the partitions of finished jobs ahead of time, and retention
 Vacuum: claimed jobs leave dead entries at the head of the claim's index,
 which every claim steps over until VACUUM removes them, so a busy queue
 decays without it. Workers that may vacuum (the table's owner, a superuser)
-do so when enough dead tuples have piled up, checked about once a second, one
-worker at a time: the one that took the vacuum turn (a row of
-pgjobs.maintenance_leases, which no role without pgjobs grants can take or
-block, released when done and expiring if its holder dies).
+do so when enough dead tuples have piled up, checked about once a second by
+one of a supervisor's processes or another, one worker at a time: the one
+that took the vacuum turn (a row of pgjobs.maintenance_leases, which no role
+without pgjobs grants can take or block, released when done and expiring if
+its holder dies).
+
+"Enough" grows with the worker's processes. A vacuum writes the table's
+statistics into pg_class, which invalidates every session's cached plans of
+the statements that read or write the table: each process's session then
+plans its claim, its write and their triggers' statements again at its next
+turn, milliseconds of server time each. At 64 processes on 2 cores that was
+half the claims, and the server's planning went from 6% of its time at 32
+processes to 17% (docs/scaling.md, section 1). With the threshold in step
+with the sessions, a vacuum clears as many dead tuples for each plan it
+costs, whatever their number.
 
 Prune: the supervisor forks a short-lived pruner process at start and then
 once per ``prune_every_seconds``: a long delete never delays the supervisor's
@@ -21,6 +32,7 @@ leaves.
 from __future__ import annotations
 
 import multiprocessing.context
+import random
 import time
 from typing import Any
 
@@ -35,8 +47,9 @@ from pgjobs.worker.session import connect
 
 logger = structlog.get_logger("pgjobs.pruner")
 
-_VACUUM_CHECK_SECONDS = 1.0
+_VACUUM_CHECK_SECONDS = 1.0  # how often a worker looks, all its processes together
 _VACUUM_DEAD_TUPLES = 10_000
+_VACUUM_DEAD_TUPLES_PER_PROCESS = 500  # past 20 processes, the threshold grows with them
 _VACUUM_DEAD_SHARE = 0.05  # of the live tuples, when that is more
 _VACUUM_TURN_SECONDS = 600.0  # a vacuuming worker that dies gives its turn back this soon
 _PARTITIONS_CHECK_SECONDS = 60.0
@@ -46,14 +59,27 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 
-class Vacuum:
-    """The worker's vacuum duty, checked after each batch it ran."""
+def vacuum_threshold(processes: int) -> int:
+    """The dead tuples that make a vacuum due for a worker of ``processes``
+    processes (or a share of the live ones, when that is more)."""
+    return max(_VACUUM_DEAD_TUPLES, _VACUUM_DEAD_TUPLES_PER_PROCESS * processes)
 
-    def __init__(self, log: Any, holder: str, threshold: int = _VACUUM_DEAD_TUPLES) -> None:
+
+class Vacuum:
+    """A process's vacuum duty, checked after each batch it ran, about once
+    per ``processes`` seconds: once a second for the worker's processes
+    together, whatever their number (a look reads pg_stat_activity and the
+    table statistics, and is planned anew each time). The first look comes
+    at a random point of the first period, so the processes' looks spread."""
+
+    def __init__(
+        self, log: Any, holder: str, threshold: int = _VACUUM_DEAD_TUPLES, processes: int = 1
+    ) -> None:
         self.log = log
         self.holder = holder
         self.threshold = threshold
-        self.next_check = time.monotonic() + _VACUUM_CHECK_SECONDS
+        self.every_seconds = _VACUUM_CHECK_SECONDS * processes
+        self.next_check = time.monotonic() + random.uniform(0.0, self.every_seconds)
         # The transaction that held back the last vacuum: while it still
         # does, another vacuum could remove nothing (jobs_vacuum_turn).
         self.horizon: str | None = None
@@ -63,7 +89,7 @@ class Vacuum:
         now = time.monotonic()
         if now < self.next_check:
             return False
-        self.next_check = now + _VACUUM_CHECK_SECONDS
+        self.next_check = now + self.every_seconds
         due, horizon = statements.vacuum_turn(
             conn,
             holder=self.holder,
