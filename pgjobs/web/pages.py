@@ -167,7 +167,7 @@ def routes(web: Web) -> list[Route]:
 
     async def dead_page(request: Request) -> Response:
         job_type = request.query_params.get("job_type") or None
-        organization = (await web.scope.viewer(request)).organization  # as list_arguments
+        organization = (await web.scope.viewer(request)).listing()
 
         def read(conn: Conn) -> dict[str, Any]:
             found = pgjobs.list_jobs(

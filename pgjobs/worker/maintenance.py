@@ -73,11 +73,11 @@ class Vacuum:
     at a random point of the first period, so the processes' looks spread."""
 
     def __init__(
-        self, log: Any, holder: str, threshold: int = _VACUUM_DEAD_TUPLES, processes: int = 1
+        self, log: Any, holder: str, processes: int = 1, threshold: int | None = None
     ) -> None:
         self.log = log
         self.holder = holder
-        self.threshold = threshold
+        self.threshold = vacuum_threshold(processes) if threshold is None else threshold
         self.every_seconds = _VACUUM_CHECK_SECONDS * processes
         self.next_check = time.monotonic() + random.uniform(0.0, self.every_seconds)
         # The transaction that held back the last vacuum: while it still

@@ -41,7 +41,7 @@ from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
 from pgjobs.worker.gate import Gate, passage
 from pgjobs.worker.lane import Lane
-from pgjobs.worker.maintenance import Partitions, Vacuum, vacuum_threshold
+from pgjobs.worker.maintenance import Partitions, Vacuum
 from pgjobs.worker.session import connect, connect_until_up, worker_name
 from pgjobs.worker.slots import Slots
 from pgjobs.worker.starting import decode_tolerantly
@@ -97,9 +97,7 @@ class Runner:
             cfg.batch_size,
             self.lane,
         )
-        self.vacuum = Vacuum(
-            self.log, self.name, vacuum_threshold(cfg.processes), processes=cfg.processes
-        )
+        self.vacuum = Vacuum(self.log, self.name, processes=cfg.processes)
         self.partitions = Partitions(self.log)
         self.control: psycopg.Connection[Any] | None = None
 

@@ -107,11 +107,8 @@ def enqueue_arguments(body: dict[str, Any], organization: str | None) -> dict[st
 
 
 def list_arguments(query: Any, viewer: Viewer) -> dict[str, Any]:
-    """A listing's filters from the query string. A viewer scoped to an
-    organization lists that organization's jobs when the query names none:
-    row-level security already limits the rows to it, but only a filter the
-    planner sees finds them by (organization, id) instead of walking every
-    organization's jobs newest first."""
+    """A listing's filters from the query string (its organization:
+    Viewer.listing)."""
     unknown = sorted(set(query.keys()) - LIST_FILTERS)
     if unknown:
         raise InvalidJob(f"unknown filter(s): {', '.join(unknown)}")
@@ -119,7 +116,7 @@ def list_arguments(query: Any, viewer: Viewer) -> dict[str, Any]:
         "state": query.get("state") or None,
         "job_type": query.get("job_type") or None,
         "queue": query.get("queue") or None,
-        "organization": query.get("organization") or viewer.organization,
+        "organization": viewer.listing(query.get("organization")),
         "since": parse_time("since", query.get("since")),
         "until": parse_time("until", query.get("until")),
         "limit": parse_int("limit", query.get("limit"), 50),
