@@ -13,8 +13,6 @@ import pytest
 
 import pgjobs
 from pgjobs.web import create_app
-from pgjobs.web.routes.api import list_arguments
-from pgjobs.web.scope import Viewer
 from tests.support import factories
 from tests.support.databases import databases
 from tests.support.web import Logins, as_user, header_hooks, logins, test_client  # noqa: F401
@@ -120,19 +118,6 @@ def test_list_filters_pages_by_keyset_and_shows_only_the_viewers_jobs(
         answer = client.get("/api/jobs", params=bad, headers=A)
         assert answer.status_code == 400, bad
         assert answer.json()["type"] == "invalid"
-
-
-def test_a_scoped_viewers_listing_names_its_organization_to_the_planner() -> None:
-    """Row-level security limits a tenant's listing to its organization, but
-    only a filter the planner sees finds its jobs by (organization, id)
-    (test_bulk_enqueue: the plan of job_list with an organization); without
-    one, a small tenant's page walked every organization's jobs newest first.
-    An operator's listing names none; a filter given is kept, and the scope,
-    not the filter, still decides what shows."""
-    assert list_arguments({}, Viewer("org-A", None))["organization"] == "org-A"
-    assert list_arguments({}, Viewer(None, None))["organization"] is None
-    asked = {"organization": "org-B"}
-    assert list_arguments(asked, Viewer("org-A", None))["organization"] == "org-B"
 
 
 def test_history_answers_the_events_and_404_for_another_organizations(

@@ -145,7 +145,7 @@ def routes(web: Web) -> list[Route]:
         return await render(web, request, "overview.html", page="overview", **data)
 
     async def jobs_page(request: Request) -> Response:
-        filters = list_arguments(request.query_params, await web.scope.viewer(request))
+        filters = list_arguments(request.query_params)
         filters["limit"] = PAGE_SIZE
 
         def read(conn: Conn) -> dict[str, Any]:
@@ -167,12 +167,9 @@ def routes(web: Web) -> list[Route]:
 
     async def dead_page(request: Request) -> Response:
         job_type = request.query_params.get("job_type") or None
-        organization = (await web.scope.viewer(request)).listing()
 
         def read(conn: Conn) -> dict[str, Any]:
-            found = pgjobs.list_jobs(
-                conn, state="dead", job_type=job_type, organization=organization, limit=100
-            )
+            found = pgjobs.list_jobs(conn, state="dead", job_type=job_type, limit=100)
             return {"jobs": plain_all(found), "schedules": schedules_present(conn)}
 
         data = await run(request, read)

@@ -45,15 +45,6 @@ class Viewer:
     def operator(self) -> bool:
         return self.organization is None
 
-    def listing(self, asked: str | None = None) -> str | None:
-        """The organization filter of a listing that asked for ``asked``. A
-        viewer scoped to an organization lists that organization's jobs when
-        none is asked: row-level security already limits the rows to it, but
-        only a filter the planner sees finds them by (organization, id)
-        instead of walking every organization's jobs newest first. A filter
-        asked is kept; the scope, not the filter, decides what shows."""
-        return asked or self.organization
-
 
 class NoOrganization(AccessDenied):
     """organization_for gave no organization: the request sees nothing."""

@@ -17,21 +17,37 @@ select pgjobs.retry(%(id)s) as state;
 
 -- name: job_list
 -- Newest first, keyset on id (never OFFSET); every filter optional. The same
--- columns as job_get: both make the public Job record.
-select id, job_type, organization, queue, priority, payload, state, run_at, attempt,
-       max_attempts, timeout_seconds, dedup_key, depends_on, progress, progress_message,
-       checkpoint, result, last_error, created_at, started_at, finished_at, canceled_by,
-       worker, last_error_class, created_by
-  from pgjobs.jobs
- where (%(organization)s::text is null or organization = %(organization)s)
-   and (%(state)s::text is null or state = %(state)s)
-   and (%(job_type)s::text is null or job_type = %(job_type)s)
-   and (%(queue)s::text is null or queue = %(queue)s)
-   and (%(since)s::timestamptz is null or created_at >= %(since)s)
-   and (%(until)s::timestamptz is null or created_at < %(until)s)
-   and (%(after_id)s::bigint is null or id < %(after_id)s)
- order by id desc
- limit %(limit)s;
+-- columns as job_get: both make the public Job record. With no organization
+-- asked, a session scoped to one lists that one's jobs: row-level security
+-- already limits the rows to it, but only a condition the planner sees finds
+-- them by (organization, id); without one, a small organization's page walked
+-- every organization's jobs newest first. So exactly one branch runs: the
+-- organization asked or scoped, or every job when there is neither (an
+-- operator's or a worker's listing, which row-level security lets see all).
+with listed as not materialized (
+    select id, job_type, organization, queue, priority, payload, state, run_at, attempt,
+           max_attempts, timeout_seconds, dedup_key, depends_on, progress, progress_message,
+           checkpoint, result, last_error, created_at, started_at, finished_at, canceled_by,
+           worker, last_error_class, created_by
+      from pgjobs.jobs
+     where (%(state)s::text is null or state = %(state)s)
+       and (%(job_type)s::text is null or job_type = %(job_type)s)
+       and (%(queue)s::text is null or queue = %(queue)s)
+       and (%(since)s::timestamptz is null or created_at >= %(since)s)
+       and (%(until)s::timestamptz is null or created_at < %(until)s)
+       and (%(after_id)s::bigint is null or id < %(after_id)s)
+), scope (organization) as (
+    select coalesce(%(organization)s::text, pgjobs.current_organization())
+)
+(select * from listed
+  where organization = (select organization from scope)
+  order by id desc limit %(limit)s)
+union all
+(select * from listed
+  where (select organization from scope) is null
+  order by id desc limit %(limit)s)
+order by id desc
+limit %(limit)s;
 
 -- name: job_history
 -- Every state change and attempt of one job, oldest first.
