@@ -17,6 +17,11 @@ connections per worker process). Where the server loads pg_stat_statements
 (created in ``BENCH_DSN``'s database; ``pg_stat_statements.track = all`` and
 ``track_planning = on`` to see the statements inside functions and their
 plans) the slowest statements follow, with calls and plans per job.
+
+With ``--variants`` each checkout runs on its own schema too (a template
+database its own package installs), so a change of the SQL is measured with
+the Python that goes with it; ``--one-schema`` runs them all on this
+checkout's schema instead.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import psutil
 import psycopg
 import psycopg.conninfo
 
-from bench import measure, pg
+from bench import measure, pg, variants
 from bench.systems import ALL, System
 
 _WAITS = """
@@ -179,18 +184,19 @@ def session_cpu(dsn: str) -> dict[str, float]:
 
 _STATEMENTS = """
 select left(regexp_replace(s.query, '\\s+', ' ', 'g'), 60), s.calls, s.plans,
-       s.total_exec_time + s.total_plan_time
+       s.total_exec_time + s.total_plan_time, s.total_plan_time, s.shared_blks_hit
   from pg_stat_statements s join pg_database d on d.oid = s.dbid
  where d.datname = %s
- order by 4 desc limit 8
+ order by 4 desc limit %s
 """
 
 
 class Statements:
     """pg_stat_statements over the window, where the server has it."""
 
-    def __init__(self, admin: str, dsn: str) -> None:
+    def __init__(self, admin: str, dsn: str, top: int = 8) -> None:
         self.admin = admin
+        self.top = top
         self.dbname = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
         self.on = True
         try:
@@ -200,20 +206,23 @@ class Statements:
             self.on = False
 
     def report(self, done: int) -> dict[str, Any]:
-        """The slowest statements: calls and plans per job, ms (exec + plan) per call."""
+        """The slowest statements: calls and plans per job, ms (exec + plan) per
+        call, µs of planning and buffers read (hits) per job."""
         if not self.on:
             return {}
         with psycopg.connect(self.admin, autocommit=True) as conn:
-            rows = conn.execute(_STATEMENTS, [self.dbname]).fetchall()
+            rows = conn.execute(_STATEMENTS, [self.dbname, self.top]).fetchall()
         n = max(done, 1)
         return {"statements": [
             {"query": q, "calls_per_job": round(calls / n, 4), "plans_per_job": round(plans / n, 4),
-             "ms_per_call": round(ms / max(calls, 1), 3)}
-            for q, calls, plans, ms in rows]}
+             "ms_per_call": round(ms / max(calls, 1), 3),
+             "plan_us_per_job": round(plan_ms / n * 1000, 1),
+             "buffers_per_job": round(hits / n, 1)}
+            for q, calls, plans, ms, plan_ms, hits in rows]}
 
 
 def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
-         warmup: float = 5.0) -> dict[str, Any]:
+         warmup: float = 5.0, statements_top: int = 8) -> dict[str, Any]:
     """Completions/s over ``seconds`` after ``warmup``, the queue kept near ``depth``."""
     client = system.client(dsn)
     client.job_type = "bench.sleep1ms"  # type: ignore[attr-defined]
@@ -238,7 +247,7 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
                 time.sleep(_POLL_SECONDS)
             with sampling(dsn) as sampler:
                 cpu0, by_session0 = cpu_seconds(w, dsn), session_cpu(dsn)
-                statements = Statements(pg.admin_dsn(), dsn)
+                statements = Statements(pg.admin_dsn(), dsn, statements_top)
                 since = db_now(dsn)
                 t0, sent0, left0 = time.monotonic(), sent, top_up()
                 while time.monotonic() - t0 < seconds:
@@ -261,6 +270,28 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
         client.close()
 
 
+# Run from a checkout (its package first on the path): the template database
+# its own schema, for its variant's fresh databases.
+_TEMPLATE = """
+import sys
+from bench import pg
+from bench.systems import ALL
+admin, name, system = sys.argv[1:4]
+pg.drop(admin, name)
+ALL[system]().install(pg.create(admin, name))
+print(name)
+"""
+
+
+def variant_templates(system: System, admin: str,
+                      pairs: list[list[str]]) -> dict[str, str]:
+    """label -> a template database with that checkout's schema."""
+    return {label: variants.last_line(os.path.abspath(path), _TEMPLATE, admin,
+                                      pg.database_name(f"{system.name}_tpl_{label}"),
+                                      system.name)
+            for label, path in pairs}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.held", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -270,22 +301,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repeats")
     parser.add_argument("--system", default="pgjobs")
     parser.add_argument("--variants", default="",
-                        help="label=checkout,... : workers from each checkout in turn (A/B)")
+                        help="label=checkout,... : each checkout's workers and schema"
+                             " in turn (A/B)")
+    parser.add_argument("--one-schema", action="store_true",
+                        help="every variant on this checkout's schema")
+    parser.add_argument("--statements", type=int, default=8,
+                        help="how many of the slowest statements to show")
     args = parser.parse_args(argv)
     system = ALL[args.system]()
     admin = pg.admin_dsn()
-    variants = [v.split("=", 1) for v in args.variants.split(",") if v] or [["", ""]]
+    pairs = [v.split("=", 1) for v in args.variants.split(",") if v] or [["", ""]]
     system.prepare_template(admin, 0)
+    own = {} if args.one_schema or not args.variants else variant_templates(system, admin, pairs)
+    shared = system.template
     try:
         for _ in range(args.rounds):
             for procs in (int(p) for p in args.processes.split(",")):
-                for label, path in variants:
+                for label, path in pairs:
                     os.environ["BENCH_WORKER_PATH"] = path
+                    system.template = own.get(label, shared)
                     with system.fresh(f"held{procs}") as dsn:
-                        out = held(system, dsn, procs, args.depth, args.seconds)
+                        out = held(system, dsn, procs, args.depth, args.seconds,
+                                   statements_top=args.statements)
                     print(json.dumps({"variant": label, **out}), flush=True)
     finally:
+        system.template = shared
         system.drop_template()
+        for name in own.values():
+            pg.drop(admin, name)
     return 0
 
 
