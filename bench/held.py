@@ -270,26 +270,16 @@ def held(system: System, dsn: str, processes: int, depth: int, seconds: float,
         client.close()
 
 
-# Run from a checkout (its package first on the path): the template database
-# its own schema, for its variant's fresh databases.
-_TEMPLATE = """
-import sys
-from bench import pg
-from bench.systems import ALL
-admin, name, system = sys.argv[1:4]
-pg.drop(admin, name)
-ALL[system]().install(pg.create(admin, name))
-print(name)
-"""
-
-
 def variant_templates(system: System, admin: str,
                       pairs: list[list[str]]) -> dict[str, str]:
     """label -> a template database with that checkout's schema."""
-    return {label: variants.last_line(os.path.abspath(path), _TEMPLATE, admin,
-                                      pg.database_name(f"{system.name}_tpl_{label}"),
-                                      system.name)
-            for label, path in pairs}
+    templates = {}
+    for label, path in pairs:
+        name = pg.database_name(f"{system.name}_tpl_{label}")
+        pg.drop(admin, name)
+        variants.install(os.path.abspath(path), pg.create(admin, name), system.name)
+        templates[label] = name
+    return templates
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,30 +23,18 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from bench import measure, pg
+from bench import measure, pg, variants
 from bench.systems import ALL
 from bench.systems.pgjobs import seed_finished
 from pgjobs import db
 
 PHASES = ("steady", "idle_in_transaction", "recovery", "repeatable_read_counts")
-
-
-def install(path: str, dsn: str) -> None:
-    """The variant's schema (its sql/, its job types) into ``dsn``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (path, os.getcwd()) if p)}
-    subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from bench.systems import ALL; ALL['pgjobs']().install(sys.argv[1])", dsn],
-        env=env, check=True, cwd=path or None,
-    )
 
 
 def schema_key(path: str) -> str:
@@ -100,20 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     system = ALL["pgjobs"]()
     schedule = [("idle_in_transaction", args.seconds), ("recovery", args.recovery),
                 ("repeatable_read_counts", args.seconds)]
-    variants = [(label, os.path.abspath(path))
-                for label, path in (v.split("=", 1) for v in args.variants.split(","))]
+    pairs = [(label, os.path.abspath(path))
+             for label, path in (v.split("=", 1) for v in args.variants.split(","))]
     templates: dict[str, str] = {}
     with contextlib.ExitStack() as made:
-        for _label, path in variants if args.prefill else ():
+        for _label, path in pairs if args.prefill else ():
             key = schema_key(path)
             if key not in templates:
                 templates[key] = name = pg.database_name(f"horizon_seed_{key}")
                 made.callback(pg.drop, admin, name)
                 dsn = pg.create(admin, name)
-                install(path, dsn)
+                variants.install(path, dsn)
                 seed_finished(dsn, args.prefill, history=True)
         for r in range(args.rounds):
-            for label, path in variants:
+            for label, path in pairs:
                 os.environ["BENCH_WORKER_PATH"] = path
                 name = pg.database_name(f"horizon_{label}")
                 pg.drop(admin, name)
@@ -122,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                         dsn = clone(admin, name, templates[schema_key(path)])
                     else:
                         dsn = pg.create(admin, name)
-                        install(path, dsn)
+                        variants.install(path, dsn)
                     series = measure.sustained(system, dsn, args.rate, args.lead, args.window,
                                                phases=schedule)
                 finally:
